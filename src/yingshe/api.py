@@ -1,0 +1,335 @@
+"""The Python API the CLI is a thin shell over: train, evaluate, load, inspect.
+
+A notebook user calls these directly; nothing here parses arguments or prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yingshe.config import DataConfig, RunConfig, save_yaml
+from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
+from yingshe.data.dataset import DatasetSpec, build_dataset, read_spec
+from yingshe.data.images import UnreadableImage, decode_image, image_header
+from yingshe.data.loader import DeviceBatches, make_batches
+from yingshe.data.splits import Split
+from yingshe.errors import YingsheError
+from yingshe.evaluate.metrics import full_metrics, predict_batches
+from yingshe.evaluate.report import write_report
+from yingshe.inference import Classifier, model_from_checkpoint
+from yingshe.models import count_parameters, create_model
+from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
+from yingshe.runtime import resolve_device, seed_everything
+from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
+from yingshe.train.trainer import Trainer, autocast_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        return self.report["accuracy"]
+
+
+def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> dict[str, Any]:
+    """What a checkpoint needs besides weights to be used on its own."""
+    return {
+        "model": {
+            "name": cfg.model.name,
+            "kwargs": dict(cfg.model.kwargs),
+            "num_classes": data.num_classes,
+            "in_chans": data.channels,
+            "image_size": data.image_size,
+        },
+        "classes": list(data.classes),
+        "channels": data.channels,
+        "image_size": data.image_size,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "flip_invariant": data.flip_invariant,
+        "data": {"spec": cfg.data.spec, "description": data.description},
+    }
+
+
+def eval_batches(
+    split: Split,
+    data: DatasetSpec | dict,
+    cfg: RunConfig,
+    device: torch.device,
+    normalize: Normalize,
+    channels_last: bool,
+) -> DeviceBatches:
+    size = data.image_size if isinstance(data, DatasetSpec) else data["image_size"]
+    channels = data.channels if isinstance(data, DatasetSpec) else data["channels"]
+    batch_size = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    batches = make_batches(split, size, channels, batch_size, train=False, workers=cfg.data.workers)
+    return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
+
+
+def train(
+    config: RunConfig | None = None,
+    callbacks: list[Callback] | None = None,
+    resume: str | Path | None = None,
+    epochs: int | None = None,
+) -> TrainResult:
+    """Train a classifier and evaluate its best checkpoint on the test split.
+
+    With `resume`, continue the run in that folder from its last.pt (optionally to a new number
+    of `epochs`); the run's own config is used, so the continuation matches the original.
+    """
+    payload = None
+    if resume is not None:
+        run = RunDir(Path(resume))
+        payload = load_checkpoint(run.last)
+        cfg = RunConfig.from_dict(payload["config"], source=str(run.last))
+        cfg.train.out = str(run.root)
+    else:
+        cfg = config or RunConfig()
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    started = time.perf_counter()
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = build_dataset(cfg.data, cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
+    run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
+    if payload is None and run.last.exists() and not cfg.train.exist_ok:
+        raise YingsheError(
+            f"{run.root} already holds a run (last.pt)",
+            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
+        )
+    run.root.mkdir(parents=True, exist_ok=True)
+    cfg.train.out = str(run.root)
+    atomic_write_text(run.config, save_yaml(cfg))
+
+    model = create_model(
+        cfg.model.name,
+        data.num_classes,
+        data.channels,
+        data.image_size,
+        cfg.model.pretrained,
+        **cfg.model.kwargs,
+    )
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    normalize = Normalize(data.mean, data.std)
+    augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
+    policy = per_image_policy(cfg.augment.policy)
+    train_batches = DeviceBatches(
+        make_batches(
+            data.train,
+            data.image_size,
+            data.channels,
+            cfg.train.batch_size,
+            train=True,
+            seed=cfg.train.seed,
+            workers=cfg.data.workers,
+            transform=policy,
+        ),
+        data.train,
+        device,
+        normalize,
+        augment,
+        channels_last,
+        cfg.data.strict,
+    )
+    val_batches = eval_batches(data.val or data.test, data, cfg, device, normalize, channels_last)
+
+    callbacks = list(callbacks or [])
+    if cfg.train.patience:
+        callbacks.append(EarlyStopping(cfg.train.patience))
+    if cfg.train.tensorboard:
+        callbacks.append(TensorBoardLogger(str(run.events)))
+    meta = checkpoint_meta(cfg, data)
+    trainer = Trainer(model, cfg, train_batches, val_batches, device, run, meta, callbacks)
+    if payload is not None:
+        trainer.restore(payload)
+    state = trainer.fit()
+
+    best = load_checkpoint(run.best if run.best.is_file() else run.last)
+    model.load_state_dict(best["state_dict"])
+    test_batches = eval_batches(data.test, data, cfg, device, normalize, channels_last)
+    pred = predict_batches(model, test_batches, autocast_dtype(cfg.train.amp, device))
+    skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
+    report = {
+        "title": f"{cfg.model.name} on {cfg.data.spec}",
+        "split": "test",
+        **full_metrics(pred, data.classes),
+        "classes": data.classes,
+        "num_train": len(data.train),
+        "num_val": len(data.val) if data.val is not None else 0,
+        "num_test": len(data.test),
+        "skipped_files": len(skipped),
+        "skipped": sorted(skipped.values())[:1000],
+        "data": data_summary(cfg.data, data),
+        "model": {
+            "name": cfg.model.name,
+            "parameters": count_parameters(model),
+            "checkpoint": str(run.best),
+        },
+        "training": {
+            "epochs_run": state.epoch,
+            "steps": state.step,
+            "best_epoch": state.best_epoch,
+            "monitor": cfg.train.monitor,
+            "best": state.best,
+            "stop_reason": state.stop_reason,
+            "seconds": round(time.perf_counter() - started, 2),
+            "device": str(device),
+        },
+        "config": cfg.to_dict(),
+    }
+    write_report(run.root, report)
+    return TrainResult(run.root, report)
+
+
+def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
+    return {
+        "spec": cfg.spec,
+        "description": data.description,
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "mean": data.mean,
+        "std": data.std,
+        "notes": data.notes,
+    }
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | None = None,
+    split: str = "test",
+    out: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a run (its best.pt) or a checkpoint file on a split of its data or of `data`.
+
+    Classes are matched by name, so a dataset may list them in another order; a class the
+    model was not trained on is an error.
+    """
+    payload = load_checkpoint(checkpoint)
+    cfg = RunConfig.from_dict(payload["config"])
+    if data is not None:
+        cfg.data.spec = data
+    cfg.data.image_size, cfg.data.channels = payload["image_size"], payload["channels"]
+    if limit:
+        cfg.data.limit_test = limit
+    dataset = build_dataset(cfg.data, cfg.train.seed)
+    chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
+    if chosen is None:
+        raise YingsheError(f"split {split!r} is not available", "use test, val or train")
+    chosen = remap_labels(chosen, dataset.classes, payload["classes"])
+    torch_device = resolve_device(device)
+    model = model_from_checkpoint(payload).to(torch_device)
+    normalize = Normalize(payload["mean"], payload["std"])
+    batches = eval_batches(chosen, payload, cfg, torch_device, normalize, False)
+    pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device))
+    base = Path(checkpoint)
+    folder = Path(out) if out else (base if base.is_dir() else base.parent) / f"evaluate-{split}"
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {
+        "title": f"{payload['model']['name']} evaluated on {cfg.data.spec} ({split})",
+        "split": split,
+        **full_metrics(pred, payload["classes"]),
+        "classes": payload["classes"],
+        "num_train": len(dataset.train),
+        "num_val": len(dataset.val) if dataset.val is not None else 0,
+        "num_test": len(chosen),
+        "skipped_files": len(batches.skipped),
+        "skipped": sorted(batches.skipped.values())[:1000],
+        "data": data_summary(cfg.data, dataset),
+        "model": {
+            "name": payload["model"]["name"],
+            "parameters": count_parameters(model),
+            "checkpoint": str(checkpoint),
+        },
+    }
+    write_report(folder, report)
+    report["report_dir"] = str(folder)
+    return report
+
+
+def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]) -> Split:
+    if data_classes == model_classes:
+        return split
+    index = {name: i for i, name in enumerate(model_classes)}
+    unknown = [c for c in data_classes if c not in index]
+    if unknown:
+        raise YingsheError(
+            f"the data has classes the model was not trained on: {unknown[:10]}",
+            f"evaluate on data whose class folders are among {model_classes[:20]}",
+        )
+    mapping = np.array([index[c] for c in data_classes])
+    return Split(mapping[split.labels], images=split.images, files=split.files)
+
+
+def load(path: str | Path, device: str = "auto") -> Classifier:
+    """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
+    return Classifier.load(path, device)
+
+
+def inspect_data(
+    spec: str, data_dir: str | None = None, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Classes, counts, image sizes and modes, and every unreadable file of a dataset."""
+    source = read_spec(DataConfig(spec=spec, data_dir=data_dir))
+    summary: dict[str, Any] = {
+        "description": source.description,
+        "classes": source.classes,
+        "splits": {},
+    }
+    total = sum(len(s) for s in source.splits.values())
+    done = 0
+    for name, split in source.splits.items():
+        counts = np.bincount(split.labels, minlength=len(source.classes))
+        entry: dict[str, Any] = {
+            "images": len(split),
+            "per_class": dict(zip(source.classes, counts.tolist(), strict=True)),
+        }
+        if split.images is not None:
+            entry["array"] = list(split.images.shape)
+            done += len(split)
+        else:
+            widths, heights, modes, unreadable = [], [], Counter(), []
+            for i in range(len(split)):
+                try:
+                    blob = split.files.read(i)
+                    w, h, mode = image_header(blob)
+                    decode_image(blob, 8, 1, split.name(i))  # a full decode finds truncation
+                    widths.append(w), heights.append(h)
+                    modes[mode] += 1
+                except (UnreadableImage, OSError, ValueError) as err:
+                    unreadable.append(str(err) if split.name(i) in str(err) else f"{split.name(i)}: {err}")
+                done += 1
+                if progress and (done % 200 == 0 or done == total):
+                    progress(done, total)
+            if widths:
+                entry["width"] = {
+                    "min": min(widths),
+                    "median": int(np.median(widths)),
+                    "max": max(widths),
+                }
+                entry["height"] = {
+                    "min": min(heights),
+                    "median": int(np.median(heights)),
+                    "max": max(heights),
+                }
+            entry["modes"] = dict(modes)
+            entry["unreadable"] = unreadable
+        summary["splits"][name] = entry
+    summary["notes"] = source.notes
+    return summary

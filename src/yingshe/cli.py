@@ -1,0 +1,330 @@
+"""The `yingshe` command: parse arguments, build a config, call the API, print for a person.
+
+Only this module parses arguments or prints; everything it does is a call into `yingshe.api`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from yingshe.config import RunConfig, apply_overrides, load_config
+from yingshe.errors import YingsheError
+from yingshe.train.callbacks import Callback
+
+# flag → config key; flags default to None so only the ones given override the config file
+TRAIN_FLAGS = {
+    "data": "data.spec",
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "limit_train": "data.limit_train",
+    "limit_test": "data.limit_test",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "optimizer": "optim.name",
+    "image_size": "data.image_size",
+    "device": "train.device",
+    "seed": "train.seed",
+    "out": "train.out",
+    "workers": "data.workers",
+    "patience": "train.patience",
+}
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch (loss, accuracy, images/s, ETA) and one summary line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_epoch_start(self, trainer, epoch: int, steps: int) -> None:
+        self.bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{trainer.cfg.train.epochs}",
+            unit="step",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def on_train_progress(self, trainer, steps_done: int, stats: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(steps_done - self.bar.n)
+        self.bar.set_postfix(
+            loss=f"{stats['loss']:.3f}",
+            acc=f"{100 * stats['accuracy']:.1f}%",
+            img_s=f"{stats['images_per_second']:.0f}",
+        )
+
+    def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        best = " *" if trainer.state.best_epoch == row["epoch"] else ""
+        print(
+            f"epoch {row['epoch']:>3}/{trainer.cfg.train.epochs}  "
+            f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  "
+            f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%  "
+            f"{row['train_images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f} s{best}",
+            flush=True,
+        )
+
+
+def build_train_config(args: argparse.Namespace) -> RunConfig:
+    """defaults < --config file < flags < key=value overrides."""
+    cfg = load_config(args.config) if args.config else RunConfig()
+    flags = [
+        f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None
+    ]
+    apply_overrides(cfg, flags)
+    if args.deterministic:
+        cfg.train.deterministic = True
+    apply_overrides(cfg, args.overrides)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from yingshe.api import train
+
+    if args.resume:
+        result = train(resume=args.resume, callbacks=[ProgressBar()], epochs=args.epochs)
+    else:
+        result = train(build_train_config(args), callbacks=[ProgressBar()])
+    report = result.report
+    print(
+        f"\ntest accuracy {100 * report['accuracy']:.2f}% on {report['num_test']} images "
+        f"(loss {report['loss']:.4f}); skipped unreadable files: {report['skipped_files']}"
+    )
+    print(f"run folder: {result.run_dir}")
+    print(f"report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from yingshe.api import evaluate
+
+    report = evaluate(
+        args.run, data=args.data, split=args.split, out=args.out, limit=args.limit, device=args.device
+    )
+    print(
+        f"{args.split} accuracy {100 * report['accuracy']:.2f}% on {report['num_test']} images "
+        f"(loss {report['loss']:.4f}, macro F1 {100 * report['f1_macro']:.2f}%)"
+    )
+    print(f"report: {Path(report['report_dir']) / 'report.md'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from yingshe.api import load
+    from yingshe.inference import expand_paths
+
+    classifier = load(args.run, device=args.device)
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise YingsheError("no images to predict", "pass image files or folders that contain images")
+    predictions = classifier.predict(paths, top_k=args.top_k)
+    for p in predictions:
+        shown = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
+        print(f"{p.source}\t{shown}")
+    if args.output:
+        write_predictions(Path(args.output), predictions)
+        print(f"predictions written to {args.output}")
+    failed = sum(p.error is not None for p in predictions)
+    return 1 if failed == len(predictions) else 0
+
+
+def write_predictions(path: Path, predictions) -> None:
+    from yingshe.runs import atomic_write_json, atomic_write_text
+
+    if path.suffix.lower() == ".json":
+        atomic_write_json(
+            path,
+            [
+                {
+                    "path": p.source,
+                    "top": [{"class": c, "probability": v} for c, v in p.top],
+                    "error": p.error,
+                }
+                for p in predictions
+            ],
+        )
+        return
+    if path.suffix.lower() != ".csv":
+        raise YingsheError(f"cannot write predictions to {path}", "use a .csv or .json file name")
+    k = max((len(p.top) for p in predictions), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+    )
+    for p in predictions:
+        cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
+        writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from yingshe.api import inspect_data
+
+    with tqdm(desc="checking images", unit="img", file=sys.stderr, leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = inspect_data(args.spec, args.data_dir, progress)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(summary["description"])
+    print(
+        f"{len(summary['classes'])} classes: {', '.join(summary['classes'][:30])}"
+        + (" …" if len(summary["classes"]) > 30 else "")
+    )
+    for name, split in summary["splits"].items():
+        print(f"\n[{name}] {split['images']} images")
+        counts = split["per_class"]
+        print("  per class: " + ", ".join(f"{c} {n}" for c, n in list(counts.items())[:30]))
+        if "array" in split:
+            print(f"  decoded array {split['array']} (uint8)")
+        if "width" in split:
+            w, h = split["width"], split["height"]
+            print(
+                f"  width {w['min']}–{w['max']} (median {w['median']}), "
+                f"height {h['min']}–{h['max']} (median {h['median']})"
+            )
+            print("  modes: " + ", ".join(f"{m} {n}" for m, n in split["modes"].items()))
+        for bad in split.get("unreadable", []):
+            print(f"  unreadable: {bad}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_data_samples(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from yingshe.config import DataConfig
+    from yingshe.data.dataset import build_dataset
+    from yingshe.data.loader import SplitDataset
+
+    data = build_dataset(DataConfig(spec=args.spec, data_dir=args.data_dir, val_fraction=0))
+    split = data.test if args.split == "test" else data.train
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = SplitDataset(split, data.image_size, data.channels)
+    for i in range(min(args.count, len(split))):
+        image, label, _, ok = items[i]
+        if not ok:
+            continue
+        array = image.permute(1, 2, 0).numpy()
+        name = data.classes[label].replace("/", "-").replace(" ", "_")
+        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(
+            out / f"{i:03d}_{name}.png"
+        )
+    print(f"wrote {min(args.count, len(split))} images to {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from yingshe.models import count_parameters, create_model, list_models
+
+    print(f"{'name':<14} {'parameters':>12}  description (10 classes, 3×32×32 input)")
+    for name, summary in list_models():
+        params = count_parameters(create_model(name, 10, 3, 32))
+        print(f"{name:<14} {params:>12,}  {summary}")
+    print("\nAlso: timm:<name> (any timm model) and torchvision:<name> (any torchvision classifier).")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="yingshe", description="Image classifiers from image datasets.")
+    top.add_argument("-v", "--verbose", action="store_true", help="log what the library is doing")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a classifier, then evaluate it on the test split")
+    t.add_argument("--data", help="dataset name (digits, fashion-mnist, mnist, cifar10, cifar100) or path")
+    t.add_argument("--model", help="model name; see `yingshe models`")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--limit-train", type=int, help="train on a stratified subset of N images")
+    t.add_argument("--limit-test", type=int, help="evaluate on a stratified subset of N images")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--deterministic", action="store_true")
+    t.add_argument("--workers", type=int, help="decoding processes for image files")
+    t.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last.pt")
+    t.add_argument("--config", help="YAML config file (sections data, model, augment, optim, train)")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.01 augment.mixup=0.2")
+    t.set_defaults(handler=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run or checkpoint on a dataset split")
+    e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--data", help="dataset (default: the one it was trained on)")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    e.add_argument("--limit", type=int, help="evaluate a stratified subset of N images")
+    e.add_argument("--out", help="report folder (default <run>/evaluate-<split>)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes for image files or folders")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--output", help="write predictions to FILE.csv or FILE.json")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_predict)
+
+    d = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True)
+    di = d.add_parser("inspect", help="classes, counts, sizes, modes and unreadable files")
+    di.add_argument("spec")
+    di.add_argument("--data-dir")
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(handler=cmd_data_inspect)
+    ds = d.add_parser("samples", help="write a few images of a split as PNG files")
+    ds.add_argument("spec")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--count", type=int, default=8)
+    ds.add_argument("--split", default="test", choices=["test", "train"])
+    ds.add_argument("--data-dir")
+    ds.set_defaults(handler=cmd_data_samples)
+
+    m = sub.add_parser("models", help="list the model names with parameter counts")
+    m.set_defaults(handler=cmd_models)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.handler(args)
+    except YingsheError as err:
+        print(f"error: {err.problem}", file=sys.stderr)
+        if err.fix:
+            print(f"  fix: {err.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: files already written are intact; continue a training run with "
+            "`yingshe train --resume RUN_DIR`",
+            file=sys.stderr,
+        )
+        return 130

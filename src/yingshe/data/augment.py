@@ -1,0 +1,149 @@
+"""Augmentation on whole batches of tensors, on whatever device the batch is on.
+
+Per-sample randomness comes from tensors of random parameters, not Python loops, so the cost is
+a few kernel launches per batch whatever the batch size (the airbench approach). Per-image
+policies (RandAugment, TrivialAugment) are torchvision v2 transforms applied in loader workers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import v2
+
+from yingshe.config import AugmentConfig
+from yingshe.errors import YingsheError
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (or 0–255 float) images → float, standardised per channel with dataset statistics."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, -1, 1, 1)))
+        self.register_buffer(
+            "shift", torch.tensor(mean).view(1, -1, 1, 1) / torch.tensor(std).view(1, -1, 1, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.float() * self.scale - self.shift  # (x / 255 - mean) / std, fused
+
+
+def per_image_policy(name: str) -> v2.Transform | None:
+    """The torchvision v2 policy for uint8 CHW tensors, or None."""
+    if name == "none":
+        return None
+    if name == "randaugment":
+        return v2.RandAugment()
+    if name == "trivialaugment":
+        return v2.TrivialAugmentWide()
+    raise YingsheError(f"unknown augment.policy {name!r}", "use none, randaugment or trivialaugment")
+
+
+class BatchAugment:
+    """Random crop with padding, flip, affine, erasing and mixup/cutmix for a training batch."""
+
+    def __init__(self, cfg: AugmentConfig, image_size: int, flip_invariant: bool, num_classes: int):
+        self.cfg = cfg
+        self.padding = cfg.crop_padding if cfg.crop_padding is not None else image_size // 8
+        self.hflip = flip_invariant if cfg.hflip is None else cfg.hflip
+        self.num_classes = num_classes
+
+    def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
+        """uint8 (B, C, H, W) and int labels → normalised floats and targets (B,) or (B, K)."""
+        if self.padding > 0:
+            x = random_crop(x, self.padding)
+        if self.hflip:
+            x = random_flip(x)
+        x = normalize(x)
+        if self.cfg.rotate or self.cfg.translate or self.cfg.scale:
+            x = random_affine(x, self.cfg.rotate, self.cfg.translate, self.cfg.scale)
+        if self.cfg.erasing > 0:
+            x = random_erase(x, self.cfg.erasing)
+        if self.cfg.mixup > 0 or self.cfg.cutmix > 0:
+            return mix(x, y, self.num_classes, self.cfg.mixup, self.cfg.cutmix)
+        return x, y
+
+
+def random_crop(x: Tensor, padding: int) -> Tensor:
+    """Zero-pad by `padding` and crop back at a random offset per image: (B, C, H, W) → same."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)  # (B, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)  # (B, 1, 1, W)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: Tensor) -> Tensor:
+    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> Tensor:
+    """Per-image rotation, translation and zoom in one grid_sample (bilinear, zero fill)."""
+    b = x.shape[0]
+    rand = torch.rand(b, 4, device=x.device) * 2 - 1  # uniform in [-1, 1]
+    angle = rand[:, 0] * math.radians(degrees)
+    zoom = 1 + rand[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, rand[:, 2] * translate * 2], 1),
+            torch.stack([sin, cos, rand[:, 3] * translate * 2], 1),
+        ],
+        1,
+    )  # (B, 2, 3), translation in normalised coordinates (the side spans 2)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_erase(x: Tensor, probability: float, max_area: float = 0.25) -> Tensor:
+    """Cutout: with `probability`, zero (the channel mean after normalising) a random box."""
+    b, _, h, w = x.shape
+    area = torch.empty(b, device=x.device).uniform_(0.02, max_area) * h * w
+    aspect = torch.exp(torch.empty(b, device=x.device).uniform_(math.log(0.3), math.log(3.3)))
+    bh = (area * aspect).sqrt().clamp(1, h)
+    bw = (area / aspect).sqrt().clamp(1, w)
+    top = torch.rand(b, device=x.device) * (h - bh)
+    left = torch.rand(b, device=x.device) * (w - bw)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (
+        (ys >= top.view(b, 1, 1))
+        & (ys < (top + bh).view(b, 1, 1))
+        & (xs >= left.view(b, 1, 1))
+        & (xs < (left + bw).view(b, 1, 1))
+    )
+    erase = inside & (torch.rand(b, 1, 1, device=x.device) < probability)
+    return x.masked_fill(erase.unsqueeze(1), 0.0)
+
+
+def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> tuple[Tensor, Tensor]:
+    """Mixup or cutmix (one, chosen at random when both are on) with the reversed batch.
+
+    Returns soft targets (B, K): the loss takes class probabilities, so label smoothing composes.
+    """
+    target = F.one_hot(y, num_classes).float()
+    use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand(()) < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = x.flip(0)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        x = x.clone()
+        x[..., top:bottom, left:right] = partner[..., top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * partner
+    return x, lam * target + (1 - lam) * target.flip(0)

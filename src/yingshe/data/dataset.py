@@ -1,0 +1,201 @@
+"""From a `DataConfig` to the train/val/test splits a run uses, with their shape and statistics.
+
+This is where limits, hold-outs, the channel count, the image size and the normalisation are
+decided, once, so that training, evaluation and prediction all agree on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from yingshe.config import DataConfig
+from yingshe.data.download import ProgressFn
+from yingshe.data.images import UnreadableImage, decode_image, image_header
+from yingshe.data.registry import is_named, load_named
+from yingshe.data.sources import read_source
+from yingshe.data.splits import SourceData, Split, stratified_split, stratified_subset
+from yingshe.errors import YingsheError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE_SIZE = 128  # side for folders of mixed sizes; large enough for photos, CPU-friendly
+MAX_AUTO_SIZE = 224
+HEADER_SAMPLE = 64  # files whose headers decide the channel count and size of a file dataset
+STATS_SAMPLE_FILES = 256
+STATS_SAMPLE_ARRAY = 10_000
+
+
+@dataclass
+class DatasetSpec:
+    """The resolved dataset of a run. `val` is None when model selection uses the test split."""
+
+    description: str
+    classes: list[str]
+    channels: int
+    image_size: int
+    train: Split
+    val: Split | None
+    test: Split
+    mean: list[float]
+    std: list[float]
+    flip_invariant: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData:
+    """Read the source named or pointed to by `cfg.spec`."""
+    if is_named(cfg.spec):
+        return load_named(cfg.spec, cfg.data_dir, cfg.download, progress)
+    path = Path(cfg.spec).expanduser()
+    if not path.exists() and "/" not in cfg.spec and "." not in cfg.spec:
+        from yingshe.data.registry import DATASETS
+
+        DATASETS.get(cfg.spec)  # raises "unknown dataset ... did you mean"
+    return read_source(path)
+
+
+def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = None) -> DatasetSpec:
+    data = read_spec(cfg, progress)
+    rng = np.random.default_rng(seed)
+    train, val, test, notes = choose_splits(data, cfg, rng)
+    channels = cfg.channels or data.channels or detect_channels(train)
+    if channels not in (1, 3):
+        raise YingsheError(f"data.channels must be 1 or 3, got {channels}", "set channels=1 or 3")
+    size = cfg.image_size or native_size(train)
+    train, val, test = (fit_split(s, size, channels) if s is not None else None for s in (train, val, test))
+    mean, std = channel_stats(train, size, channels)
+    return DatasetSpec(
+        description=data.description,
+        classes=data.classes,
+        channels=channels,
+        image_size=size,
+        train=train,
+        val=val,
+        test=test,
+        mean=mean,
+        std=std,
+        flip_invariant=data.flip_invariant,
+        notes=data.notes + notes,
+    )
+
+
+def choose_splits(
+    data: SourceData, cfg: DataConfig, rng: np.random.Generator
+) -> tuple[Split, Split | None, Split, list[str]]:
+    """Train, validation and test splits after limits; hold-outs are stratified and seeded."""
+    notes = []
+    train = data.splits["train"]
+    test = data.splits.get("test") or data.splits.get("val")
+    val = data.splits.get("val") if "test" in data.splits else None
+    if test is None:
+        kept, held = stratified_split(train.labels, cfg.test_fraction, rng)
+        train, test = train.subset(kept), train.subset(held)
+        notes.append(f"no test split in the source: held out {cfg.test_fraction:.0%} of train")
+    if cfg.limit_train:
+        train = train.subset(stratified_subset(train.labels, cfg.limit_train, rng))
+    if cfg.limit_test:
+        test = test.subset(stratified_subset(test.labels, cfg.limit_test, rng))
+    if val is None and cfg.val_fraction > 0:
+        kept, held = stratified_split(train.labels, cfg.val_fraction, rng)
+        train, val = train.subset(kept), train.subset(held)
+    elif val is None:
+        notes.append("val_fraction=0: the best epoch is chosen on the test split")
+    if len(train) == 0 or len(test) == 0:
+        raise YingsheError(
+            f"the splits are empty (train {len(train)}, test {len(test)})",
+            "use more images or lower test_fraction/val_fraction",
+        )
+    return train, val, test, notes
+
+
+def sample_headers(split: Split) -> list[tuple[int, int, str]]:
+    headers = []
+    step = max(1, len(split) // HEADER_SAMPLE)
+    for i in range(0, len(split), step)[:HEADER_SAMPLE]:
+        try:
+            headers.append(image_header(split.files.read(i)))
+        except Exception:  # unreadable files are reported when they are decoded
+            continue
+    return headers
+
+
+def detect_channels(split: Split) -> int:
+    if split.images is not None:
+        return split.images.shape[-1]
+    modes = {mode for _, _, mode in sample_headers(split)}
+    return 1 if modes and modes <= {"L", "1", "I;16", "I", "F", "LA"} else 3
+
+
+def native_size(split: Split) -> int:
+    """Arrays keep their size; files of one common square size keep it; otherwise 128."""
+    if split.images is not None:
+        return int(split.images.shape[1])
+    sizes = {(w, h) for w, h, _ in sample_headers(split)}
+    if len(sizes) == 1:
+        w, h = sizes.pop()
+        if w == h and w <= MAX_AUTO_SIZE:
+            return w
+    return DEFAULT_FILE_SIZE
+
+
+def fit_split(split: Split, size: int, channels: int) -> Split:
+    """Bring an in-memory split to (size, size, channels); file splits are fitted when decoded."""
+    if split.images is None:
+        return split
+    images = split.images
+    if images.shape[-1] != channels:
+        images = convert_channels(images, channels)
+    if images.shape[1:3] != (size, size):
+        images = resize_array(images, size)
+    return Split(split.labels, images=images)
+
+
+def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    if channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+    return np.rint(images.astype(np.float32) @ weights)[..., None].astype(np.uint8)
+
+
+def resize_array(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+    """Antialiased bilinear resize of a (N, H, W, C) uint8 array, in chunks to bound memory."""
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        block = torch.from_numpy(images[start : start + chunk]).permute(0, 3, 1, 2).float()
+        block = F.interpolate(block, size=(size, size), mode="bilinear", antialias=True)
+        out[start : start + chunk] = block.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def channel_stats(split: Split, size: int, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training pixels in [0, 1], from a sample."""
+    if split.images is not None:
+        step = max(1, len(split) // STATS_SAMPLE_ARRAY)
+        pixels = split.images[::step].reshape(-1, channels).astype(np.float64) / 255.0
+    else:
+        step = max(1, len(split) // STATS_SAMPLE_FILES)
+        arrays = []
+        for i in range(0, len(split), step):
+            try:
+                arrays.append(decode_image(split.files.read(i), size, channels))
+            except (UnreadableImage, OSError):
+                continue
+        if not arrays:
+            raise YingsheError(
+                "none of the sampled training images could be decoded",
+                "check the files with `yingshe data inspect`",
+            )
+        pixels = np.stack(arrays).reshape(-1, channels).astype(np.float64) / 255.0
+    mean = pixels.mean(axis=0)
+    std = np.maximum(pixels.std(axis=0), 1e-3)
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]

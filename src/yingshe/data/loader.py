@@ -1,0 +1,243 @@
+"""Batches of uint8 images for training and evaluation.
+
+Two paths yield the same `Batch`:
+- in-memory splits (IDX, CIFAR, digits) are indexed as one uint8 tensor, no workers, no per-sample
+  Python: the batch is a single gather;
+- file splits (folders, tars, CSV) decode in DataLoader worker processes. A file that fails to
+  decode comes back flagged (`ok` False) instead of raising, so one bad JPEG never kills an epoch;
+  the consumer drops it and records its name.
+`DeviceBatches` then moves a batch to the device, augments it there and normalises it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from yingshe.data.augment import BatchAugment, Normalize
+from yingshe.data.images import UnreadableImage, decode_image
+from yingshe.data.splits import Split
+
+
+@dataclass
+class Batch:
+    images: Tensor  # (B, C, H, W) uint8
+    labels: Tensor  # (B,) int64
+    index: Tensor  # (B,) positions in the split
+    ok: Tensor  # (B,) bool: False where the image could not be decoded
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation per epoch from (seed, epoch), sharded across ranks like DistributedSampler,
+    so a resumed run sees the same order as an uninterrupted one."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> Tensor:
+        if not self.shuffle:
+            order = torch.arange(self.size)
+        else:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        return order[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))
+
+
+class SplitDataset(Dataset):
+    """One decoded, fitted image per item, for worker processes; never raises on a bad file."""
+
+    def __init__(self, split: Split, size: int, channels: int, transform=None) -> None:
+        self.split, self.size, self.channels, self.transform = split, size, channels, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int, bool]:
+        ok = True
+        if self.split.images is not None:
+            image = torch.from_numpy(self.split.images[index]).permute(2, 0, 1)
+        else:
+            try:
+                array = decode_image(self.split.files.read(index), self.size, self.channels)
+                image = torch.from_numpy(array).permute(2, 0, 1)
+            except (UnreadableImage, OSError):
+                image = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
+                ok = False
+        if self.transform is not None and ok:
+            image = self.transform(image)
+        return image.contiguous(), int(self.split.labels[index]), index, ok
+
+
+def _collate(items: list[tuple[Tensor, int, int, bool]]) -> Batch:
+    images, labels, index, ok = zip(*items, strict=True)
+    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(index), torch.tensor(ok))
+
+
+class ArrayBatches:
+    """Batches gathered from an in-memory uint8 tensor: the fast path for decoded datasets."""
+
+    def __init__(self, split: Split, batch_size: int, sampler: EpochShuffle, drop_last: bool):
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images)).permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(split.labels)
+        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.sampler.order()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield Batch(
+                self.images[idx].contiguous(),
+                self.labels[idx],
+                idx,
+                torch.ones(len(idx), dtype=torch.bool),
+            )
+
+
+class FileBatches:
+    """Batches decoded by a DataLoader's worker processes."""
+
+    def __init__(
+        self,
+        split: Split,
+        size: int,
+        channels: int,
+        batch_size: int,
+        sampler: EpochShuffle,
+        drop_last: bool,
+        workers: int,
+        transform=None,
+    ):
+        self.sampler = sampler
+        self.loader = DataLoader(
+            SplitDataset(split, size, channels, transform),
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=workers,
+            collate_fn=_collate,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def make_batches(
+    split: Split,
+    size: int,
+    channels: int,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    workers: int | None = None,
+    transform=None,
+    rank: int = 0,
+    world: int = 1,
+) -> ArrayBatches | FileBatches:
+    """Pick the fastest path that can serve `split` with the requested per-image transform."""
+    sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
+    drop_last = train and len(sampler) > batch_size
+    if split.images is not None and transform is None:
+        return ArrayBatches(split, batch_size, sampler, drop_last)
+    workers = default_workers() if workers is None else workers
+    if split.images is not None:
+        workers = min(workers, 2)  # only the per-image policy runs there
+    return FileBatches(split, size, channels, batch_size, sampler, drop_last, workers, transform)
+
+
+class DeviceBatches:
+    """Moves batches to the device, drops undecodable images, augments and normalises.
+
+    Yields (inputs float (B, C, H, W), targets (B,) int or (B, K) soft, labels (B,) int).
+    Names of dropped files accumulate in `skipped`.
+    """
+
+    def __init__(
+        self,
+        batches: ArrayBatches | FileBatches,
+        split: Split,
+        device: torch.device,
+        normalize: Normalize,
+        augment: BatchAugment | None = None,
+        channels_last: bool = False,
+        strict: bool = False,
+    ):
+        self.batches, self.split, self.device = batches, split, device
+        self.normalize, self.augment = normalize.to(device), augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.strict = strict
+        self.skipped: dict[str, str] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        non_blocking = self.device.type == "cuda"
+        for batch in self.batches:
+            images, labels = batch.images, batch.labels
+            if not bool(batch.ok.all()):
+                self.record_bad(batch.index[~batch.ok])
+                images, labels = images[batch.ok], labels[batch.ok]
+                if len(labels) == 0:
+                    continue
+            images = images.to(self.device, non_blocking=non_blocking)
+            labels = labels.to(self.device, non_blocking=non_blocking)
+            if self.augment is not None:
+                inputs, targets = self.augment(images, labels, self.normalize)
+            else:
+                inputs, targets = self.normalize(images), labels
+            yield inputs.contiguous(memory_format=self.memory_format), targets, labels
+
+    def record_bad(self, indices: Tensor) -> None:
+        for index in indices.tolist():
+            name = self.split.name(index)
+            reason = explain_unreadable(self.split, index)
+            if self.strict:
+                from yingshe.errors import YingsheError
+
+                raise YingsheError(
+                    f"unreadable image {reason}",
+                    "remove or replace the file, or drop data.strict to skip such files",
+                )
+            self.skipped[name] = reason
+
+
+def explain_unreadable(split: Split, index: int) -> str:
+    """Decode again in this process to get the reason (rare: only for files that failed)."""
+    try:
+        decode_image(split.files.read(index), 8, 1, split.name(index))
+    except (UnreadableImage, OSError) as err:
+        return str(err) if split.name(index) in str(err) else f"{split.name(index)}: {err}"
+    return f"{split.name(index)}: could not be decoded"

@@ -1,0 +1,140 @@
+"""What a source yields: splits of labelled images, decoded in memory or encoded on disk.
+
+A source either decodes everything at once (IDX, CIFAR pickles, digits: small fixed-size arrays)
+or lists encoded images to decode lazily in loader workers (folders, tars, CSV manifests). Both
+kinds of `Split` subset and split the same way, so limits and hold-outs work on every format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class EncodedImages(Protocol):
+    """Random access to the encoded bytes of image files."""
+
+    def __len__(self) -> int: ...
+    def read(self, index: int) -> bytes: ...
+    def name(self, index: int) -> str: ...
+    def subset(self, indices: np.ndarray) -> EncodedImages: ...
+
+
+@dataclass
+class FileImages:
+    """Images as files on disk, read when needed."""
+
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int) -> bytes:
+        return Path(self.paths[index]).read_bytes()
+
+    def name(self, index: int) -> str:
+        return self.paths[index]
+
+    def subset(self, indices: np.ndarray) -> FileImages:
+        return FileImages([self.paths[i] for i in indices])
+
+
+@dataclass
+class BlobImages:
+    """Encoded images held in memory, e.g. members read from a compressed tar in one pass."""
+
+    names: list[str]
+    blobs: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, index: int) -> bytes:
+        return self.blobs[index]
+
+    def name(self, index: int) -> str:
+        return self.names[index]
+
+    def subset(self, indices: np.ndarray) -> BlobImages:
+        return BlobImages([self.names[i] for i in indices], [self.blobs[i] for i in indices])
+
+
+@dataclass
+class Split:
+    """Labelled images: exactly one of `images` (N, H, W, C uint8) and `files` is set."""
+
+    labels: np.ndarray  # (N,) int64 class indices
+    images: np.ndarray | None = None
+    files: EncodedImages | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if (self.images is None) == (self.files is None):
+            raise ValueError("a Split holds either decoded images or encoded files")
+        count = len(self.images) if self.images is not None else len(self.files)
+        if count != len(self.labels):
+            raise ValueError(f"{count} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def subset(self, indices: np.ndarray) -> Split:
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.images is not None:
+            return Split(self.labels[indices], images=self.images[indices])
+        return Split(self.labels[indices], files=self.files.subset(indices))
+
+    def name(self, index: int) -> str:
+        if self.files is not None:
+            return self.files.name(index)
+        return f"#{index}"
+
+
+@dataclass
+class SourceData:
+    """A dataset as read from its source, before limits, hold-outs and resizing."""
+
+    description: str
+    classes: list[str]
+    splits: dict[str, Split]  # "train", and "test"/"val" when the source has them
+    channels: int | None = None  # known for decoded arrays; None: decide from the files
+    flip_invariant: bool = True  # False where a mirror image is another class (digits)
+    notes: list[str] = field(default_factory=list)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) with `fraction` of every class held out, at least one where a
+    class has two or more members, so small classes stay represented on both sides."""
+    kept, held = [], []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_held = round(len(members) * fraction)
+        if fraction > 0 and n_held == 0 and len(members) >= 2:
+            n_held = 1
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` indices keeping the class proportions (largest-remainder rounding)."""
+    if count >= len(labels):
+        return np.arange(len(labels))
+    classes, sizes = np.unique(labels, return_counts=True)
+    quotas = sizes * count / len(labels)
+    take = np.floor(quotas).astype(int)
+    for i in np.argsort(-(quotas - take))[: count - take.sum()]:
+        take[i] += 1
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))

@@ -1,0 +1,133 @@
+"""A trained classifier loaded from its checkpoint alone: `yingshe.load(run_dir).predict(images)`.
+
+The checkpoint carries the model name and arguments, class names, image size, channel count and
+normalisation, so nothing else is needed. Images go through `data.images.decode_image`, the same
+function training's evaluation path uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from yingshe.data.augment import Normalize
+from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
+from yingshe.errors import YingsheError
+from yingshe.models import create_model
+from yingshe.runs import load_checkpoint
+from yingshe.runtime import resolve_device
+
+ImageInput = str | Path | bytes | Image.Image | np.ndarray
+
+
+@dataclass
+class Prediction:
+    """Top-k classes of one image, or the reason it could not be read."""
+
+    source: str
+    top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), best first
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
+    spec = payload["model"]
+    model = create_model(
+        spec["name"],
+        spec["num_classes"],
+        spec["in_chans"],
+        spec["image_size"],
+        **spec.get("kwargs", {}),
+    )
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise YingsheError(
+            f"the checkpoint's weights do not fit model {spec['name']!r}: {str(err)[:300]}",
+            "the checkpoint was written by a different model definition; retrain or use its yingshe version",
+        ) from err
+    return model
+
+
+class Classifier:
+    """A model plus everything needed to feed it raw images."""
+
+    def __init__(self, payload: dict[str, Any], device: str = "auto") -> None:
+        self.payload = payload
+        self.classes: list[str] = list(payload["classes"])
+        self.image_size: int = payload["image_size"]
+        self.channels: int = payload["channels"]
+        self.device = resolve_device(device)
+        self.model = model_from_checkpoint(payload).to(self.device).eval()
+        self.normalize = Normalize(payload["mean"], payload["std"]).to(self.device)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Classifier:
+        return cls(load_checkpoint(path), device)
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """Any accepted input → uint8 (size, size, channels), exactly as in evaluation."""
+        if isinstance(image, (str, Path)):
+            return decode_image(Path(image).read_bytes(), self.image_size, self.channels, str(image))
+        if isinstance(image, bytes):
+            return decode_image(image, self.image_size, self.channels)
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image.squeeze().astype(np.uint8))
+        array = np.asarray(fit_square(to_mode(image, self.channels), self.image_size), dtype=np.uint8)
+        return array[:, :, None] if array.ndim == 2 else array
+
+    @torch.no_grad()
+    def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU."""
+        x = torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device)
+        return self.model(self.normalize(x)).float().softmax(1).cpu()
+
+    def predict(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """Top-k predictions per image; an unreadable image yields a Prediction with `error`."""
+        results: list[Prediction] = []
+        pending: list[tuple[int, np.ndarray]] = []
+        for image in images:
+            name = str(image) if isinstance(image, (str, Path)) else f"<{type(image).__name__}>"
+            results.append(Prediction(name))
+            try:
+                pending.append((len(results) - 1, self.preprocess(image)))
+            except (UnreadableImage, OSError) as err:
+                results[-1].error = str(err)
+            if len(pending) >= batch_size:
+                self._fill(results, pending, top_k)
+        self._fill(results, pending, top_k)
+        return results
+
+    def _fill(self, results: list[Prediction], pending: list[tuple[int, np.ndarray]], top_k: int) -> None:
+        if not pending:
+            return
+        probs = self.probabilities(np.stack([array for _, array in pending]))
+        k = min(top_k, len(self.classes))
+        values, indices = probs.topk(k, dim=1)
+        for row, (position, _) in enumerate(pending):
+            results[position].top = [
+                (self.classes[int(i)], float(v)) for v, i in zip(values[row], indices[row], strict=True)
+            ]
+        pending.clear()
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the images inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+        else:
+            out.append(path)
+    return out

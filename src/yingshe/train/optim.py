@@ -1,0 +1,119 @@
+"""Optimisers and learning-rate schedules, each looked up by name.
+
+Schedules are plain functions of the step (a multiplier of the peak rate) that the loop applies
+itself: stateless, so resuming a run needs only the step count, never a scheduler's pickled state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from yingshe.config import OptimConfig
+from yingshe.registry import Registry
+
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("schedule")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-D tensors): decaying them only
+    shrinks the scale BN is there to learn."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=0.9, eps=1e-3)
+
+
+@OPTIMIZERS.register("adagrad")
+def _adagrad(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(groups, lr=cfg.lr)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    optimizer = OPTIMIZERS.get(cfg.name)(param_groups(model, cfg.weight_decay), cfg)
+    for group in optimizer.param_groups:
+        group["peak_lr"] = cfg.lr
+    return optimizer
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+@SCHEDULES.register("onecycle")
+def _onecycle(total: int, warmup: int, cfg: OptimConfig) -> Callable[[int], float]:
+    """Smith's one-cycle as in torch's OneCycleLR: 30% (or the warm-up) rising from 1/25 of the
+    peak, then cosine down to 1/10⁴ of the start."""
+    rise = warmup or max(1, int(0.3 * total))
+
+    def factor(step: int) -> float:
+        if step < rise:
+            return 0.04 + 0.96 * step / rise
+        progress = min(1.0, (step - rise) / max(1, total - rise))
+        return 4e-6 + (1 - 4e-6) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@SCHEDULES.register("cosine")
+def _cosine(total: int, warmup: int, cfg: OptimConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        progress = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+        return _warmup(step, warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@SCHEDULES.register("step")
+def _step(total: int, warmup: int, cfg: OptimConfig, steps_per_epoch: int = 1) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return _warmup(step, warmup) * cfg.gamma ** (step // max(1, cfg.step_epochs * steps_per_epoch))
+
+    return factor
+
+
+@SCHEDULES.register("constant")
+def _constant(total: int, warmup: int, cfg: OptimConfig) -> Callable[[int], float]:
+    return lambda step: _warmup(step, warmup)
+
+
+def build_schedule(cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    builder = SCHEDULES.get(cfg.schedule)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "step":
+        return builder(total_steps, warmup, cfg, steps_per_epoch)
+    return builder(total_steps, warmup, cfg)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor
+    return optimizer.param_groups[0]["lr"]

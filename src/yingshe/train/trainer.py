@@ -1,0 +1,231 @@
+"""The training loop: a plain epoch/step loop with every step visible; callbacks do the rest.
+
+The loop owns the engine side only: device, precision, the optimiser step, the schedule and the
+run folder's per-epoch files (metrics.csv, last.pt, best.pt). What is trained (the model), and
+what data it sees, come in from outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from yingshe.config import RunConfig
+from yingshe.data.loader import DeviceBatches
+from yingshe.evaluate.metrics import predict_batches, summary_metrics
+from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
+from yingshe.train.callbacks import Callback, improved
+from yingshe.train.optim import build_optimizer, build_schedule, set_lr
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 10  # steps between host syncs for the progress display
+
+
+@dataclass
+class FitState:
+    """Where the loop is; saved in every checkpoint so --resume continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    best: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    should_stop: bool = False
+    stop_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+        }
+
+
+def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it (no loss scaling needed); off on the CPU, where it is slower."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting in ("auto", "bf16"):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if setting == "fp16":
+        return torch.float16
+    raise ValueError(f"train.amp must be auto, bf16, fp16 or off, not {setting!r}")
+
+
+def cuda_rng_states() -> list[torch.Tensor]:
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+class Trainer:
+    """Fits `model` on `train` batches, selecting the best epoch on `val` batches."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        train: DeviceBatches,
+        val: DeviceBatches,
+        device: torch.device,
+        run: RunDir,
+        checkpoint_meta: dict[str, Any],
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        self.model, self.cfg, self.train, self.val = model, cfg, train, val
+        self.device, self.run, self.meta = device, run, checkpoint_meta
+        self.callbacks = callbacks or []
+        self.state = FitState()
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.steps_per_epoch = max(1, len(train))
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.schedule = build_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
+        self.amp_dtype = autocast_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.num_classes = checkpoint_meta["model"]["num_classes"]
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def fit(self) -> FitState:
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        while self.state.epoch < self.cfg.train.epochs and not self.done():
+            epoch = self.state.epoch + 1
+            started = time.perf_counter()
+            train_stats = self.train_epoch(epoch)
+            val_stats = summary_metrics(
+                predict_batches(self.model, self.val, self.amp_dtype), self.num_classes
+            )
+            self.state.epoch = epoch
+            row = {
+                "epoch": epoch,
+                "step": self.state.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                **{f"train_{k}": v for k, v in train_stats.items()},
+                **{f"val_{k}": v for k, v in val_stats.items()},
+                "epoch_seconds": round(time.perf_counter() - started, 3),
+            }
+            self.end_epoch(row)
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return self.state
+
+    def done(self) -> bool:
+        max_steps = self.cfg.train.max_steps
+        return self.state.should_stop or (max_steps is not None and self.state.step >= max_steps)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.train.set_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch, self.steps_per_epoch)
+        loss_sum = torch.zeros((), device=self.device)  # device accumulators: no sync per step
+        correct = torch.zeros((), device=self.device)
+        seen, started = 0, time.perf_counter()
+        for steps, (inputs, targets, labels) in enumerate(self.train, start=1):
+            if self.done():
+                break
+            set_lr(self.optimizer, self.schedule(self.state.step))
+            loss, logits = self.train_step(inputs, targets)
+            loss_sum += loss * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            self.state.step += 1
+            if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
+                self.report_progress(steps, loss_sum, correct, seen, started)
+        if seen == 0:
+            return {"loss": math.nan, "accuracy": math.nan, "images_per_second": 0.0}
+        elapsed = time.perf_counter() - started
+        return {
+            "loss": float(loss_sum) / seen,
+            "accuracy": float(correct) / seen,
+            "images_per_second": round(seen / max(elapsed, 1e-9), 1),
+        }
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns the detached loss and logits (no host sync here)."""
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+        ):
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.optim.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+    def report_progress(self, steps: int, loss_sum, correct, seen: int, started: float) -> None:
+        if not self.callbacks:
+            return
+        stats = {
+            "loss": float(loss_sum) / max(seen, 1),
+            "accuracy": float(correct) / max(seen, 1),
+            "images_per_second": seen / max(time.perf_counter() - started, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        for cb in self.callbacks:
+            cb.on_train_progress(self, steps, stats)
+
+    # --- per-epoch bookkeeping ------------------------------------------------------------------
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        self.state.history.append(row)
+        monitor = self.cfg.train.monitor
+        if monitor not in row:
+            raise ValueError(f"train.monitor {monitor!r} is not one of {sorted(row)}")
+        is_best = improved(row[monitor], self.state.best, monitor)
+        if is_best:
+            self.state.best, self.state.best_epoch = row[monitor], row["epoch"]
+        for cb in self.callbacks:  # early stopping may set should_stop: save that state too
+            cb.on_epoch_end(self, row)
+        write_metrics_csv(self.run.metrics, self.state.history)
+        payload = self.checkpoint_payload(row)
+        save_checkpoint(self.run.last, payload)
+        if is_best:
+            save_checkpoint(self.run.best, {**payload, "optimizer": None})
+
+    def checkpoint_payload(self, row: dict[str, Any]) -> dict[str, Any]:
+        model = getattr(self.model, "_orig_mod", self.model)  # unwrap torch.compile
+        model = getattr(model, "module", model)  # unwrap DDP
+        return {
+            **self.meta,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "fit_state": self.state.to_dict(),
+            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_rng_states()},
+            "metrics": row,
+            "config": self.cfg.to_dict(),
+        }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a last.pt: weights, optimiser moments, scaler and loop position."""
+        self.model.load_state_dict(payload["state_dict"])
+        if payload.get("optimizer"):
+            self.optimizer.load_state_dict(payload["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["peak_lr"] = self.cfg.optim.lr
+        if payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        if payload.get("rng"):  # augmentation draws from the global generators
+            torch.set_rng_state(payload["rng"]["cpu"])
+            if torch.cuda.is_available() and payload["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        fit = payload["fit_state"]
+        self.state = FitState(fit["epoch"], fit["step"], fit["best"], fit["best_epoch"], list(fit["history"]))
