@@ -12,7 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms import v2
 
 from yingshe.config import AugmentConfig
 from yingshe.errors import YingsheError
@@ -32,10 +31,12 @@ class Normalize(torch.nn.Module):
         return x.float() * self.scale - self.shift  # (x / 255 - mean) / std, fused
 
 
-def per_image_policy(name: str) -> v2.Transform | None:
+def per_image_policy(name: str) -> torch.nn.Module | None:
     """The torchvision v2 policy for uint8 CHW tensors, or None."""
     if name == "none":
         return None
+    from torchvision.transforms import v2  # imported here: torchvision adds ~1 s to start-up
+
     if name == "randaugment":
         return v2.RandAugment()
     if name == "trivialaugment":

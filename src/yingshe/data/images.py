@@ -90,7 +90,7 @@ def decode_image(data: bytes, size: int, channels: int, name: str = "<bytes>") -
     """Bytes of any supported format → uint8 array (size, size, channels)."""
     image = open_image(data, name, draft_size=size)
     image = fit_square(to_mode(image, channels), size)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     return array[:, :, None] if array.ndim == 2 else array
 
 

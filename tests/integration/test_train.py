@@ -1,0 +1,158 @@
+"""Training through the Python API on real data: the run folder, its reports and checkpoints,
+exact resume, early stopping, bad files, and prediction agreeing with evaluation."""
+
+import numpy as np
+import pytest
+import torch
+
+import yingshe
+from yingshe.api import eval_batches
+from yingshe.config import RunConfig, apply_overrides
+from yingshe.data.augment import Normalize
+from yingshe.data.dataset import build_dataset
+from yingshe.errors import YingsheError
+from yingshe.evaluate.metrics import predict_batches
+from yingshe.inference import model_from_checkpoint
+from yingshe.runs import load_checkpoint, read_metrics_csv
+from yingshe.train.callbacks import Callback
+
+SMALL_CNN = "model.kwargs={widths: [8, 16, 32, 32]}"
+
+
+def config(tmp_path, *overrides: str) -> RunConfig:
+    cfg = RunConfig()
+    apply_overrides(cfg, [f"train.out={tmp_path}", "train.batch_size=64", SMALL_CNN, *overrides])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    cfg = config(tmp_path_factory.mktemp("digits-run"), "train.epochs=6")
+    return yingshe.train(cfg)
+
+
+def test_run_folder_holds_every_file_and_report_field(digits_run):
+    root = digits_run.run_dir
+    for name in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "report.json", "report.md"):
+        assert (root / name).is_file(), name
+    report = digits_run.report
+    for key in ("accuracy", "loss", "classes", "num_train", "num_test", "skipped_files"):
+        assert key in report
+    assert report["classes"] == [str(i) for i in range(10)]
+    assert report["num_train"] + report["num_val"] + report["num_test"] == 1797
+    assert report["accuracy"] > 0.85, "six epochs on digits should classify most test images"
+    assert len(read_metrics_csv(root / "metrics.csv")) == 6
+    assert "| accuracy |" in (root / "report.md").read_text()
+
+
+def test_checkpoint_is_self_describing_and_safe(digits_run):
+    raw = torch.load(digits_run.run_dir / "best.pt", weights_only=True)
+    assert raw["classes"] == [str(i) for i in range(10)]
+    assert raw["image_size"] == 8 and raw["channels"] == 1
+    assert len(raw["mean"]) == len(raw["std"]) == 1
+    assert raw["model"]["name"] == "seed-cnn"
+    assert raw["config"]["train"]["epochs"] == 6
+
+
+def test_predict_agrees_with_evaluation_on_the_same_images(digits_run):
+    """The serving path (raw image → decode/fit → normalise) gives the evaluation path's answers."""
+    payload = load_checkpoint(digits_run.run_dir)
+    cfg = RunConfig.from_dict(payload["config"])
+    data = build_dataset(cfg.data, cfg.train.seed)
+    model = model_from_checkpoint(payload)
+    batches = eval_batches(data.test, data, cfg, torch.device("cpu"), Normalize(data.mean, data.std), False)
+    evaluated = predict_batches(model, batches).logits.softmax(1)
+    classifier = yingshe.load(digits_run.run_dir, device="cpu")
+    predicted = classifier.predict(list(data.test.images), top_k=1)
+    labels = [int(p.label) for p in predicted]
+    assert labels == evaluated.argmax(1).tolist()
+    np.testing.assert_allclose([p.top[0][1] for p in predicted], evaluated.max(1).values, atol=1e-5)
+
+
+class InterruptAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch: int, steps: int) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
+    straight = yingshe.train(config(tmp_path / "straight", "train.epochs=3"))
+    with pytest.raises(KeyboardInterrupt):
+        yingshe.train(config(tmp_path / "split", "train.epochs=3"), callbacks=[InterruptAtEpoch(3)])
+    assert not (tmp_path / "split" / "report.json").exists()
+    resumed = yingshe.train(resume=tmp_path / "split")
+    a = load_checkpoint(straight.run_dir / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "last.pt")
+    assert b["fit_state"]["epoch"] == 3 and len(b["fit_state"]["history"]) == 3
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, msg=f"{key} differs after resume")
+    assert resumed.accuracy == pytest.approx(straight.accuracy)
+
+
+def test_an_existing_run_is_never_overwritten(digits_run):
+    cfg = config(digits_run.run_dir, "train.epochs=1")
+    before = (digits_run.run_dir / "last.pt").read_bytes()
+    with pytest.raises(YingsheError, match="already holds a run") as err:
+        yingshe.train(cfg)
+    assert "--resume" in err.value.fix
+    assert (digits_run.run_dir / "last.pt").read_bytes() == before
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(tmp_path):
+    result = yingshe.train(
+        config(
+            tmp_path,
+            "train.epochs=8",
+            "train.patience=1",
+            "optim.lr=1e-7",
+            "optim.schedule=constant",
+            "train.monitor=val_loss",
+        )
+    )
+    training = result.report["training"]
+    assert training["epochs_run"] < 8 and "early stop" in training["stop_reason"]
+
+
+def test_every_optimizer_trains(tmp_path):
+    for name in ("sgd", "adam", "rmsprop", "adagrad"):
+        lr = {"sgd": 0.05, "adagrad": 0.02}.get(name, 2e-3)
+        result = yingshe.train(
+            config(tmp_path / name, "train.epochs=2", f"optim.name={name}", f"optim.lr={lr}")
+        )
+        assert result.report["training"]["steps"] > 0 and np.isfinite(result.report["loss"])
+
+
+def test_photo_folder_with_mixed_formats_and_broken_files(photo_folder, sample_photos, tmp_path):
+    cfg = config(
+        tmp_path,
+        f"data.spec={photo_folder}",
+        "data.image_size=32",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "data.workers=0",
+    )
+    result = yingshe.train(cfg)
+    report = result.report
+    assert report["classes"] == ["airplane", "cat", "ship"]
+    assert report["data"]["channels"] == 3
+    assert report["skipped_files"] == 3
+    assert sorted(s.split(":")[0].rsplit("/", 1)[1] for s in report["skipped"]) == [
+        "empty.png",
+        "notes.jpg",
+        "truncated.jpg",
+    ]
+    predictions = yingshe.load(result.run_dir).predict(list(sample_photos.values()), top_k=2)
+    assert all(p.error is None and len(p.top) == 2 for p in predictions)
+    strict = config(
+        tmp_path / "strict",
+        f"data.spec={photo_folder}",
+        "data.image_size=32",
+        "train.epochs=1",
+        "data.strict=true",
+        "data.workers=0",
+    )
+    with pytest.raises(YingsheError, match=r"unreadable image .*(truncated|empty|notes)"):
+        yingshe.train(strict)

@@ -1,0 +1,102 @@
+"""Batch augmentation: each op does per image what its per-image definition says."""
+
+import torch
+import torch.nn.functional as F
+
+from yingshe.config import AugmentConfig
+from yingshe.data.augment import (
+    BatchAugment,
+    Normalize,
+    mix,
+    random_affine,
+    random_crop,
+    random_erase,
+    random_flip,
+)
+
+
+def batch(b=16, c=3, h=12, w=12):
+    return torch.randint(0, 256, (b, c, h, w), dtype=torch.uint8)
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_image():
+    torch.manual_seed(0)
+    x, pad = batch(), 3
+    out = random_crop(x, pad)
+    padded = F.pad(x, (pad,) * 4)
+    offsets = set()
+    for i in range(len(x)):
+        matches = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + 12, dx : dx + 12])
+        ]
+        assert matches, f"image {i} is not a crop of its padded input"
+        offsets.add(matches[0])
+    assert len(offsets) > 4, "offsets should vary across the batch"
+
+
+def test_random_flip_flips_some_images_and_keeps_the_rest():
+    torch.manual_seed(0)
+    x = batch(b=64)
+    out = random_flip(x)
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(64)]
+    kept = [torch.equal(out[i], x[i]) for i in range(64)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 16 < sum(flipped) < 48
+
+
+def test_affine_without_rotation_translation_or_zoom_is_identity():
+    x = torch.rand(4, 3, 16, 16)
+    torch.testing.assert_close(random_affine(x, 0.0, 0.0, 0.0), x, atol=1e-5, rtol=0)
+
+
+def test_affine_rotation_changes_images():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16)
+    assert not torch.allclose(random_affine(x, 30.0, 0.0, 0.0), x)
+
+
+def test_erasing_zeroes_a_box_only_with_its_probability():
+    torch.manual_seed(0)
+    x = torch.ones(64, 3, 16, 16)
+    assert torch.equal(random_erase(x, 0.0), x)
+    out = random_erase(x, 1.0)
+    erased = (out == 0).flatten(1).any(1)
+    assert erased.all()
+    assert (out == 0).float().mean() < 0.3
+
+
+def test_mixup_target_weights_are_the_pixel_weights():
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4  # the reversed partner has another class
+    mixed, target = mix(x, y, 4, mixup=0.4, cutmix=0.0)
+    torch.testing.assert_close(target.sum(1), torch.ones(8))
+    lam = target[0, y[0]]
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x.flip(0))
+
+
+def test_cutmix_target_weights_are_the_pasted_area():
+    torch.manual_seed(1)
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    mixed, target = mix(x, y, 4, mixup=0.0, cutmix=1.0)
+    from_partner = (mixed[0] != x[0]).any(0).float().mean()
+    torch.testing.assert_close(target[0, y[7]], from_partner, atol=1e-6, rtol=0)
+    torch.testing.assert_close(target.sum(1), torch.ones(8))
+
+
+def test_normalize_matches_the_formula():
+    norm = Normalize([0.5, 0.25, 0.1], [0.2, 0.3, 0.4])
+    x = batch(b=2)
+    expected = (x.float() / 255 - torch.tensor([0.5, 0.25, 0.1]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.2, 0.3, 0.4]
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_digit_like_data_is_not_flipped_by_default():
+    aug = BatchAugment(AugmentConfig(), image_size=28, flip_invariant=False, num_classes=10)
+    assert aug.hflip is False and aug.padding == 3
+    forced = BatchAugment(AugmentConfig(hflip=True), 28, flip_invariant=False, num_classes=10)
+    assert forced.hflip is True

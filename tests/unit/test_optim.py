@@ -1,0 +1,56 @@
+"""Optimisers by name take a step; schedules have the shapes their names promise."""
+
+import math
+
+import pytest
+import torch
+
+from yingshe.config import OptimConfig
+from yingshe.train.optim import OPTIMIZERS, build_optimizer, build_schedule, param_groups, set_lr
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_reduces_a_simple_loss(name):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    cfg = OptimConfig(name=name, lr=0.05, weight_decay=0.0)
+    optimizer = build_optimizer(model, cfg)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    first = None
+    for _ in range(30):
+        loss = ((model(x) - y) ** 2).mean()
+        first = first if first is not None else float(loss.detach())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < first
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    decay, no_decay = param_groups(model, 0.1)
+    assert [p.ndim for p in decay["params"]] == [4]
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_onecycle_rises_to_the_peak_then_anneals_to_almost_zero():
+    factor = build_schedule(OptimConfig(schedule="onecycle"), total_steps=100, steps_per_epoch=10)
+    values = [factor(s) for s in range(100)]
+    assert values[0] == pytest.approx(0.04)
+    assert max(values) == pytest.approx(1.0, abs=0.01) and values.index(max(values)) in (29, 30, 31)
+    assert values[-1] < 0.01
+
+
+def test_cosine_with_warmup_and_step_decay():
+    cosine = build_schedule(OptimConfig(schedule="cosine", warmup_epochs=1), 100, 10)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
+    assert cosine(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)), abs=1e-6)
+    step = build_schedule(OptimConfig(schedule="step", step_epochs=2, gamma=0.5), 100, 10)
+    assert [step(s) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_set_lr_scales_the_peak_rate():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.2))
+    assert set_lr(optimizer, 0.5) == pytest.approx(0.1)
+    assert all(g["lr"] == pytest.approx(0.1) for g in optimizer.param_groups)

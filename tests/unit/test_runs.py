@@ -1,0 +1,76 @@
+"""Run-folder files: atomic writes, safe checkpoints, refusal of foreign files."""
+
+import pickle
+
+import pytest
+import torch
+
+from yingshe.errors import YingsheError
+from yingshe.runs import (
+    atomic_write_text,
+    load_checkpoint,
+    read_metrics_csv,
+    save_checkpoint,
+    write_metrics_csv,
+)
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "report.md"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "config.yaml"
+    atomic_write_text(target, "keep me")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "half")
+    assert target.read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    path = tmp_path / "best.pt"
+    state = {"w": torch.randn(3, 3)}
+    save_checkpoint(path, {"state_dict": state, "classes": ["a", "b"], "mean": [0.5]})
+    raw = torch.load(path, weights_only=True)  # loadable without trusting pickled code
+    assert raw["format"] == "yingshe-checkpoint"
+    loaded = load_checkpoint(path)
+    torch.testing.assert_close(loaded["state_dict"]["w"], state["w"])
+    assert loaded["classes"] == ["a", "b"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would run code",))
+
+
+def test_foreign_and_hostile_files_are_refused_with_a_fix(tmp_path):
+    hostile = tmp_path / "evil.pt"
+    hostile.write_bytes(pickle.dumps({"model": Payload()}))
+    with pytest.raises(YingsheError, match="not a loadable yingshe checkpoint"):
+        load_checkpoint(hostile)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(YingsheError, match="not a yingshe checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(YingsheError, match="holds no best.pt or last.pt"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(YingsheError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_metrics_csv_round_trip(tmp_path):
+    rows = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.75, "lr": 0.1}]
+    write_metrics_csv(tmp_path / "metrics.csv", rows)
+    back = read_metrics_csv(tmp_path / "metrics.csv")
+    assert back[1] == {"epoch": 2.0, "val_accuracy": 0.75, "lr": 0.1}
+    assert "lr" not in back[0]
