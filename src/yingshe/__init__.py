@@ -8,7 +8,7 @@ clf.predict(["cat.jpg"], top_k=3)
 
 __version__ = "0.1.0"
 
-from yingshe.api import TrainResult, evaluate, inspect_data, load, train
+from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
 from yingshe.config import (
     AugmentConfig,
     DataConfig,
@@ -19,10 +19,14 @@ from yingshe.config import (
     load_config,
 )
 from yingshe.errors import YingsheError
+from yingshe.evaluate.compare import compare_runs
 from yingshe.models import create_model, list_models
+from yingshe.recipes import apply_recipe, list_recipes, recipe_config
+from yingshe.tune.cv import CVResult, cross_validate
 
 __all__ = [
     "AugmentConfig",
+    "CVResult",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -30,11 +34,18 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "YingsheError",
+    "apply_recipe",
+    "compare_runs",
     "create_model",
+    "cross_validate",
     "evaluate",
+    "explain",
     "inspect_data",
     "list_models",
+    "list_recipes",
     "load",
     "load_config",
+    "prepare_data",
+    "recipe_config",
     "train",
 ]

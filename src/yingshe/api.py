@@ -17,13 +17,23 @@ import numpy as np
 import torch
 
 from yingshe.config import DataConfig, RunConfig, save_yaml
+from yingshe.data import pack, webdataset
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
-from yingshe.data.dataset import DatasetSpec, build_dataset, read_spec
+from yingshe.data.dataset import (
+    DatasetSpec,
+    build_dataset,
+    detect_channels,
+    fit_split,
+    native_size,
+    read_spec,
+)
 from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.loader import DeviceBatches, make_batches
 from yingshe.data.splits import Split
 from yingshe.errors import YingsheError
-from yingshe.evaluate.metrics import full_metrics, predict_batches
+from yingshe.evaluate.explain import Explanation, explain_images
+from yingshe.evaluate.figures import report_figures, run_history
+from yingshe.evaluate.metrics import full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
@@ -138,6 +148,7 @@ def train(
             seed=cfg.train.seed,
             workers=cfg.data.workers,
             transform=policy,
+            stream=cfg.data.stream,
         ),
         data.train,
         device,
@@ -154,7 +165,8 @@ def train(
     if cfg.train.tensorboard:
         callbacks.append(TensorBoardLogger(str(run.events)))
     meta = checkpoint_meta(cfg, data)
-    trainer = Trainer(model, cfg, train_batches, val_batches, device, run, meta, callbacks)
+    train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
+    trainer = Trainer(train_model, cfg, train_batches, val_batches, device, run, meta, callbacks)
     if payload is not None:
         trainer.restore(payload)
     state = trainer.fit()
@@ -162,7 +174,12 @@ def train(
     best = load_checkpoint(run.best if run.best.is_file() else run.last)
     model.load_state_dict(best["state_dict"])
     test_batches = eval_batches(data.test, data, cfg, device, normalize, channels_last)
-    pred = predict_batches(model, test_batches, autocast_dtype(cfg.train.amp, device))
+    amp = autocast_dtype(cfg.train.amp, device)
+    tta = trainer.tta_flip  # flip TTA where the recipe asks and the data is mirror-invariant
+    pred = predict_batches(model, test_batches, amp, tta)
+    validation = None
+    if data.val is not None:  # the held-out figures cross-validation and tuning read
+        validation = headline(full_metrics(predict_batches(model, val_batches, amp, tta), data.classes))
     skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
     report = {
         "title": f"{cfg.model.name} on {cfg.data.spec}",
@@ -192,7 +209,16 @@ def train(
         },
         "config": cfg.to_dict(),
     }
-    write_report(run.root, report)
+    if validation is not None:
+        report["validation"] = validation
+    write_report(run.root, report)  # the numbers are safe on disk before any figure is drawn
+    if cfg.train.plots:
+        report.update(
+            report_figures(
+                run.root, report, pred, model, normalize, data.test, test_batches.skipped, state.history
+            )
+        )
+        write_report(run.root, report)
     return TrainResult(run.root, report)
 
 
@@ -237,7 +263,8 @@ def evaluate(
     model = model_from_checkpoint(payload).to(torch_device)
     normalize = Normalize(payload["mean"], payload["std"])
     batches = eval_batches(chosen, payload, cfg, torch_device, normalize, False)
-    pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device))
+    tta = cfg.train.tta_flip and payload.get("flip_invariant", True)
+    pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
     base = Path(checkpoint)
     folder = Path(out) if out else (base if base.is_dir() else base.parent) / f"evaluate-{split}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,6 +285,12 @@ def evaluate(
             "checkpoint": str(checkpoint),
         },
     }
+    write_report(folder, report)  # the numbers are safe on disk before any figure is drawn
+    report.update(
+        report_figures(
+            folder, report, pred, model, normalize, chosen, batches.skipped, run_history(checkpoint, payload)
+        )
+    )
     write_report(folder, report)
     report["report_dir"] = str(folder)
     return report
@@ -274,12 +307,26 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
             f"evaluate on data whose class folders are among {model_classes[:20]}",
         )
     mapping = np.array([index[c] for c in data_classes])
-    return Split(mapping[split.labels], images=split.images, files=split.files)
+    return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
 def load(path: str | Path, device: str = "auto") -> Classifier:
     """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
     return Classifier.load(path, device)
+
+
+def explain(
+    run: str | Path,
+    images: list[str | Path],
+    out: str | Path,
+    method: str = "auto",
+    top_k: int = 3,
+    target: str | None = None,
+    device: str = "auto",
+) -> list[Explanation]:
+    """Heat maps of where a run's model looks (Grad-CAM, or saliency for models without a
+    convolutional stage), written as overlays with the top-k classes into `out`."""
+    return explain_images(Classifier.load(run, device), images, out, method, top_k, target)
 
 
 def inspect_data(
@@ -300,8 +347,9 @@ def inspect_data(
             "images": len(split),
             "per_class": dict(zip(source.classes, counts.tolist(), strict=True)),
         }
-        if split.images is not None:
-            entry["array"] = list(split.images.shape)
+        if split.images is not None or split.packed is not None:
+            shape = split.images.shape[1:] if split.images is not None else split.packed.image_shape
+            entry["array"] = [len(split), *shape]
             done += len(split)
         else:
             widths, heights, modes, unreadable = [], [], Counter(), []
@@ -333,3 +381,75 @@ def inspect_data(
         summary["splits"][name] = entry
     summary["notes"] = source.notes
     return summary
+
+
+def prepare_data(
+    spec: str,
+    out: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    *,
+    fmt: str = "packed",
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    workers: int | None = None,
+    shard_mb: float = pack.DEFAULT_SHARD_MB,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
+    as WebDataset tar shards (`fmt="webdataset"`).
+
+    Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
+    `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
+    interrupted prepare resumes when called again with the same arguments.
+    """
+    started = time.perf_counter()
+    cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
+    source = read_spec(cfg)
+    if fmt == "webdataset":
+        if out is None or image_size:
+            raise YingsheError(
+                "WebDataset shards need --out and keep the images as they are encoded",
+                "give --out DIR and leave out --image-size (it applies to packed shards)",
+            )
+        summary = webdataset.write_webdataset(source, out, progress=progress)
+        return {**summary, "format": fmt, "seconds": round(time.perf_counter() - started, 2)}
+    if fmt != "packed":
+        raise YingsheError(f"unknown format {fmt!r}", "use packed or webdataset")
+    train = source.splits["train"]
+    channels = channels or source.channels or detect_channels(train)
+    size = image_size or native_size(train)
+    if channels not in (1, 3):
+        raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
+    source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
+    if out is None:
+        name = pack.cache_name(source, size, channels, pack.source_identity(source))
+        out = pack.cache_root(cache_dir) / name
+        linked = False
+    else:
+        linked = pack.has_encoded_files(source)
+    folder = Path(out)
+    manifest = pack.prepare(
+        source, folder, size, channels, workers=workers, shard_mb=shard_mb, force=force, progress=progress
+    )
+    if linked:  # training on `spec` with data.prepared=auto finds the shards through the cache
+        pack.register_prepared(folder, source, manifest, cache_dir)
+    return {
+        "format": fmt,
+        "out": str(folder),
+        "description": source.description,
+        "image_size": size,
+        "channels": channels,
+        "content_sha256": manifest["source"]["content_sha256"],
+        "picked_up": pack.has_encoded_files(source),  # training on `spec` finds them (decoded sets: no need)
+        "splits": {
+            name: {
+                "images": entry["count"],
+                "shards": len(entry["shards"]),
+                "skipped": [s["reason"] for s in entry["skipped"]],
+            }
+            for name, entry in manifest["splits"].items()
+        },
+        "seconds": round(time.perf_counter() - started, 2),
+    }

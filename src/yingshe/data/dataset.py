@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from yingshe.config import DataConfig
 from yingshe.data.download import ProgressFn
 from yingshe.data.images import UnreadableImage, decode_image, image_header
+from yingshe.data.pack import resolve_prepared
 from yingshe.data.registry import is_named, load_named
 from yingshe.data.sources import read_source
-from yingshe.data.splits import SourceData, Split, stratified_split, stratified_subset
+from yingshe.data.splits import SourceData, Split, stratified_folds, stratified_split, stratified_subset
 from yingshe.errors import YingsheError
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData
 
 
 def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = None) -> DatasetSpec:
-    data = read_spec(cfg, progress)
+    data = use_prepared(read_spec(cfg, progress), cfg)
     rng = np.random.default_rng(seed)
     train, val, test, notes = choose_splits(data, cfg, rng)
     channels = cfg.channels or data.channels or detect_channels(train)
@@ -89,6 +90,20 @@ def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = 
     )
 
 
+def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
+    """A file dataset's prepared shards in its place (data.prepared: `auto` uses shards the cache
+    holds, `always` prepares them on first use, `off` never). Size and channels are decided here,
+    on the whole train split, because they are part of the cache key."""
+    if cfg.prepared == "off" or all(s.files is None for s in data.splits.values()):
+        return data
+    train = data.splits["train"]
+    channels = cfg.channels or data.channels or detect_channels(train)
+    size = cfg.image_size or native_size(train)
+    if channels not in (1, 3):
+        return data  # build_dataset names the error
+    return resolve_prepared(data, size, channels, cfg.prepared, cfg.cache_dir, cfg.workers)
+
+
 def choose_splits(
     data: SourceData, cfg: DataConfig, rng: np.random.Generator
 ) -> tuple[Split, Split | None, Split, list[str]]:
@@ -105,7 +120,10 @@ def choose_splits(
         train = train.subset(stratified_subset(train.labels, cfg.limit_train, rng))
     if cfg.limit_test:
         test = test.subset(stratified_subset(test.labels, cfg.limit_test, rng))
-    if val is None and cfg.val_fraction > 0:
+    if cfg.cv_folds:
+        train, val = cv_fold_split(train, cfg.cv_folds, cfg.cv_fold, rng)
+        notes.append(f"cross-validation: fold {cfg.cv_fold} of {cfg.cv_folds} of the train pool is val")
+    elif val is None and cfg.val_fraction > 0:
         kept, held = stratified_split(train.labels, cfg.val_fraction, rng)
         train, val = train.subset(kept), train.subset(held)
     elif val is None:
@@ -116,6 +134,21 @@ def choose_splits(
             "use more images or lower test_fraction/val_fraction",
         )
     return train, val, test, notes
+
+
+def cv_fold_split(pool: Split, folds: int, fold: int, rng: np.random.Generator) -> tuple[Split, Split]:
+    """(train, val) for k-fold cross-validation: fold `fold` (1-based) of `folds` stratified folds of
+    the pool is held out. The folds come from the run's seeded generator after the same limits, so
+    the k runs of one cross-validation cut the pool identically and their val splits are disjoint."""
+    if not 2 <= folds <= len(pool) or not 1 <= fold <= folds:
+        raise YingsheError(
+            f"cannot hold out fold {fold} of {folds} from a pool of {len(pool)} training images",
+            "use 2 <= data.cv_folds <= the number of training images and 1 <= data.cv_fold <= cv_folds",
+        )
+    parts = stratified_folds(pool.labels, folds, rng)
+    held = parts[fold - 1]
+    kept = np.sort(np.concatenate([p for i, p in enumerate(parts) if i != fold - 1]))
+    return pool.subset(kept), pool.subset(held)
 
 
 def sample_headers(split: Split) -> list[tuple[int, int, str]]:
@@ -132,6 +165,8 @@ def sample_headers(split: Split) -> list[tuple[int, int, str]]:
 def detect_channels(split: Split) -> int:
     if split.images is not None:
         return split.images.shape[-1]
+    if split.packed is not None:
+        return split.packed.channels
     modes = {mode for _, _, mode in sample_headers(split)}
     return 1 if modes and modes <= {"L", "1", "I;16", "I", "F", "LA"} else 3
 
@@ -140,6 +175,8 @@ def native_size(split: Split) -> int:
     """Arrays keep their size; files of one common square size keep it; otherwise 128."""
     if split.images is not None:
         return int(split.images.shape[1])
+    if split.packed is not None:
+        return split.packed.image_size
     sizes = {(w, h) for w, h, _ in sample_headers(split)}
     if len(sizes) == 1:
         w, h = sizes.pop()
@@ -150,6 +187,11 @@ def native_size(split: Split) -> int:
 
 def fit_split(split: Split, size: int, channels: int) -> Split:
     """Bring an in-memory split to (size, size, channels); file splits are fitted when decoded."""
+    if split.packed is not None and split.packed.image_shape != (size, size, channels):
+        raise YingsheError(
+            f"the data was prepared at {split.packed.image_shape}, not ({size}, {size}, {channels})",
+            "train at the prepared size, or prepare again with `yingshe data prepare --image-size`",
+        )
     if split.images is None:
         return split
     images = split.images
@@ -182,6 +224,11 @@ def channel_stats(split: Split, size: int, channels: int) -> tuple[list[float], 
     if split.images is not None:
         step = max(1, len(split) // STATS_SAMPLE_ARRAY)
         pixels = split.images[::step].reshape(-1, channels).astype(np.float64) / 255.0
+    elif split.packed is not None:  # the arrays' sample, counted block by block (no float copy)
+        step = max(1, len(split) // STATS_SAMPLE_ARRAY)
+        mean, std = split.packed.pixel_stats(np.arange(0, len(split), step))
+        std = np.maximum(std, 1e-3)
+        return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
     else:
         step = max(1, len(split) // STATS_SAMPLE_FILES)
         arrays = []

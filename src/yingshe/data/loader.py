@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yingshe.data.augment import BatchAugment, Normalize
+from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
 
@@ -59,6 +60,34 @@ class EpochShuffle(Sampler[int]):
         return len(range(self.rank, self.size, self.world))
 
 
+class EpochBatches(Sampler[list[int]]):
+    """Batches of indices from an `EpochShuffle`. With `merge_tail`, a last batch smaller than half
+    the batch size joins the one before it instead of being dropped, so every image is seen every
+    epoch and no training batch is so small that batch norm fails on it."""
+
+    def __init__(self, sampler: EpochShuffle, batch_size: int, merge_tail: bool) -> None:
+        self.sampler, self.batch_size, self.merge_tail = sampler, batch_size, merge_tail
+
+    def bounds(self) -> list[tuple[int, int]]:
+        n, size = len(self.sampler), self.batch_size
+        starts = list(range(0, n, size))
+        if self.merge_tail and len(starts) > 1 and n - starts[-1] < size / 2:
+            starts.pop()
+        return [(start, starts[i + 1] if i + 1 < len(starts) else n) for i, start in enumerate(starts)]
+
+    def __len__(self) -> int:
+        return len(self.bounds())
+
+    def batches(self) -> Iterator[Tensor]:
+        order = self.sampler.order()
+        for start, stop in self.bounds():
+            yield order[start:stop]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches():
+            yield batch.tolist()
+
+
 class SplitDataset(Dataset):
     """One decoded, fitted image per item, for worker processes; never raises on a bad file."""
 
@@ -72,6 +101,8 @@ class SplitDataset(Dataset):
         ok = True
         if self.split.images is not None:
             image = torch.from_numpy(self.split.images[index]).permute(2, 0, 1)
+        elif self.split.packed is not None:
+            image = torch.from_numpy(self.split.packed.take(np.array([index]))[0]).permute(2, 0, 1)
         else:
             try:
                 array = decode_image(self.split.files.read(index), self.size, self.channels)
@@ -83,8 +114,29 @@ class SplitDataset(Dataset):
             image = self.transform(image)
         return image.contiguous(), int(self.split.labels[index]), index, ok
 
+    def __getitems__(self, indices: list[int]) -> Batch | list[tuple[Tensor, int, int, bool]]:
+        """A whole batch (DataLoader calls this with a batch sampler): files are decoded together,
+        by torchvision's batched JPEG decoder where that is exact (data/decode.py), 3-4× Pillow."""
+        if self.split.files is None or self.transform is not None:
+            return [self[i] for i in indices]
+        blobs = []
+        for i in indices:
+            try:
+                blobs.append(self.split.files.read(i))
+            except OSError:
+                blobs.append(None)  # flagged not ok; DeviceBatches names the reason
+        images, ok, _ = decode_many(blobs, self.size, self.channels)
+        return Batch(
+            torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # NCHW here, in the worker
+            torch.from_numpy(self.split.labels[indices]),
+            torch.tensor(indices),
+            torch.from_numpy(ok),
+        )
 
-def _collate(items: list[tuple[Tensor, int, int, bool]]) -> Batch:
+
+def _collate(items: list[tuple[Tensor, int, int, bool]] | Batch) -> Batch:
+    if isinstance(items, Batch):  # decoded as a batch by SplitDataset.__getitems__
+        return items
     images, labels, index, ok = zip(*items, strict=True)
     return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(index), torch.tensor(ok))
 
@@ -92,19 +144,17 @@ def _collate(items: list[tuple[Tensor, int, int, bool]]) -> Batch:
 class ArrayBatches:
     """Batches gathered from an in-memory uint8 tensor: the fast path for decoded datasets."""
 
-    def __init__(self, split: Split, batch_size: int, sampler: EpochShuffle, drop_last: bool):
+    def __init__(self, split: Split, batches: EpochBatches):
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).permute(0, 3, 1, 2)
         self.labels = torch.from_numpy(split.labels)
-        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+        self.batch_sampler = batches
+        self.sampler = batches.sampler
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self.sampler.order()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in self.batch_sampler.batches():
             yield Batch(
                 self.images[idx].contiguous(),
                 self.labels[idx],
@@ -121,18 +171,14 @@ class FileBatches:
         split: Split,
         size: int,
         channels: int,
-        batch_size: int,
-        sampler: EpochShuffle,
-        drop_last: bool,
+        batches: EpochBatches,
         workers: int,
         transform=None,
     ):
-        self.sampler = sampler
+        self.sampler = batches.sampler
         self.loader = DataLoader(
             SplitDataset(split, size, channels, transform),
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
+            batch_sampler=batches,
             num_workers=workers,
             collate_fn=_collate,
             persistent_workers=workers > 0,
@@ -162,16 +208,24 @@ def make_batches(
     transform=None,
     rank: int = 0,
     world: int = 1,
+    stream: bool = False,
 ) -> ArrayBatches | FileBatches:
-    """Pick the fastest path that can serve `split` with the requested per-image transform."""
+    """Pick the fastest path that can serve `split` with the requested per-image transform.
+
+    Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
+    if (split.packed is not None or stream) and transform is None:
+        from yingshe.data.stream import shard_batches  # stream.py builds on Batch, defined here
+
+        options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
+        return shard_batches(split, size, channels, batch_size, **options)
     sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
-    drop_last = train and len(sampler) > batch_size
+    batches = EpochBatches(sampler, batch_size, merge_tail=train)
     if split.images is not None and transform is None:
-        return ArrayBatches(split, batch_size, sampler, drop_last)
+        return ArrayBatches(split, batches)
     workers = default_workers() if workers is None else workers
     if split.images is not None:
         workers = min(workers, 2)  # only the per-image policy runs there
-    return FileBatches(split, size, channels, batch_size, sampler, drop_last, workers, transform)
+    return FileBatches(split, size, channels, batches, workers, transform)
 
 
 class DeviceBatches:

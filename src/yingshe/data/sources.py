@@ -2,7 +2,8 @@
 
 Formats: an image folder tree, a .tar/.tar.gz of one, MNIST-family IDX files, CIFAR-10/100's
 python pickles (folder or the original .tar.gz), a CSV manifest `path,label[,split]`, and the
-built-in `digits` that ships inside scikit-learn.
+built-in `digits` that ships inside scikit-learn. Two more live in their own modules and are
+recognised here: prepared folders (data/shards.py) and WebDataset tar shards (data/webdataset.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import ClassVar
 import numpy as np
 
 from yingshe.data.images import is_image_name
+from yingshe.data.shards import MANIFEST, PROGRESS, read_prepared
 from yingshe.data.splits import BlobImages, FileImages, SourceData, Split
+from yingshe.data.webdataset import is_webdataset_dir, is_webdataset_tar, read_webdataset
 from yingshe.errors import YingsheError
 
 SPLIT_ALIASES = {
@@ -406,22 +409,35 @@ def read_digits() -> SourceData:
 
 
 def read_source(path: Path, classes: list[str] | None = None) -> SourceData:
-    """Read a dataset at `path`, choosing the reader by what is there."""
+    """Read a dataset at `path`, choosing the reader by what is there; notes where it came from."""
+    data = _read_source(path, classes)
+    if data.origin is None:
+        data.origin = str(path.resolve())
+    return data
+
+
+def _read_source(path: Path, classes: list[str] | None) -> SourceData:
     if not path.exists():
         raise YingsheError(
             f"dataset path {path} does not exist",
             "pass a folder, .tar(.gz), .csv, IDX folder, or a name such as digits or cifar10",
         )
     if path.is_dir():
+        if (path / MANIFEST).is_file() or (path / PROGRESS).is_file():
+            return read_prepared(path)  # an unfinished prepare is refused, with the fix
         if has_idx(path):
             return read_idx(path, classes)
         cifar = is_cifar_dir(path)
         if cifar is not None:
             return read_cifar_dir(cifar)
+        if is_webdataset_dir(path):
+            return read_webdataset(path)
         return read_folder(path)
     if path.suffix.lower() == ".csv":
         return read_csv(path)
     if tarfile.is_tarfile(path):
+        if is_webdataset_tar(path):
+            return read_webdataset(path)
         members = tar_cifar_members(path)
         if members:
             return cifar_from_files(members, str(path))

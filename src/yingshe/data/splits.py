@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from yingshe.data.shards import PackedImages
 
 
 class EncodedImages(Protocol):
@@ -64,17 +67,22 @@ class BlobImages:
 
 @dataclass
 class Split:
-    """Labelled images: exactly one of `images` (N, H, W, C uint8) and `files` is set."""
+    """Labelled images: exactly one of `images` (N, H, W, C uint8), `files` and `packed` is set.
+
+    `packed` is a prepared dataset's memory-mapped shards (data/shards.PackedImages): decoded and
+    fitted already, like `images`, but never loaded whole."""
 
     labels: np.ndarray  # (N,) int64 class indices
     images: np.ndarray | None = None
     files: EncodedImages | None = None
+    packed: PackedImages | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        if (self.images is None) == (self.files is None):
-            raise ValueError("a Split holds either decoded images or encoded files")
-        count = len(self.images) if self.images is not None else len(self.files)
+        kinds = [k for k in (self.images, self.files, self.packed) if k is not None]
+        if len(kinds) != 1:
+            raise ValueError("a Split holds exactly one of decoded images, encoded files or packed shards")
+        count = len(kinds[0])
         if count != len(self.labels):
             raise ValueError(f"{count} images but {len(self.labels)} labels")
 
@@ -89,11 +97,15 @@ class Split:
         indices = np.asarray(indices, dtype=np.int64)
         if self.images is not None:
             return Split(self.labels[indices], images=self.images[indices])
+        if self.packed is not None:
+            return Split(self.labels[indices], packed=self.packed.subset(indices))
         return Split(self.labels[indices], files=self.files.subset(indices))
 
     def name(self, index: int) -> str:
         if self.files is not None:
             return self.files.name(index)
+        if self.packed is not None:
+            return self.packed.name(index)
         return f"#{index}"
 
 
@@ -107,6 +119,7 @@ class SourceData:
     channels: int | None = None  # known for decoded arrays; None: decide from the files
     flip_invariant: bool = True  # False where a mirror image is another class (digits)
     notes: list[str] = field(default_factory=list)
+    origin: str | None = None  # the path it was read from; part of the prepared-data cache key
 
 
 def stratified_split(
@@ -138,3 +151,16 @@ def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) 
         rng.permutation(np.flatnonzero(labels == cls))[:n] for cls, n in zip(classes, take, strict=True)
     ]
     return np.sort(np.concatenate(chosen))
+
+
+def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`k` disjoint, sorted index arrays that together cover `labels`, each class spread evenly.
+
+    Every class is shuffled and the classes are laid end to end; position i goes to fold i mod k.
+    So each fold holds floor or ceil of n_c / k images of every class c, and fold sizes differ by
+    at most one image.
+    """
+    if k < 2 or k > len(labels):
+        raise ValueError(f"cannot make {k} folds of {len(labels)} images; use 2 <= k <= {len(labels)}")
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == cls)) for cls in np.unique(labels)])
+    return [np.sort(order[fold::k]) for fold in range(k)]

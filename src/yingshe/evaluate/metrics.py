@@ -1,25 +1,33 @@
-"""Metrics over a whole split, computed once from all logits (never averaged per batch).
+"""Metrics over a whole split, accumulated as torchmetrics state and computed once.
 
-torchmetrics' functional forms are used so the same numbers come out under DDP (where the
-module forms sync state) and here; tests hold them to scikit-learn's on the same predictions.
+Every figure is a torchmetrics `Metric`: batches only add to its state (counts, sums, a confusion
+matrix), and `compute()` turns the state of the whole split into the number, so nothing is ever
+an average of per-batch averages. Under DDP the same objects sum their states across ranks before
+`compute()`, so every rank reports the numbers of the full split. Tests hold each figure to
+scikit-learn's on the same predictions of a trained model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_calibration_error,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
 )
+
+from yingshe.errors import YingsheError
+
+ECE_BINS = 15
 
 
 @dataclass
@@ -67,33 +75,121 @@ def summary_metrics(pred: Predictions, num_classes: int) -> dict[str, float]:
     }
 
 
-def full_metrics(pred: Predictions, classes: list[str]) -> dict:
-    """Everything for a report: averages, top-k, calibration, per-class table, confusion matrix."""
-    k = len(classes)
-    probs, labels = pred.logits.softmax(1), pred.labels
-    out: dict = summary_metrics(pred, k)
-    if k > 5:
-        out["top5_accuracy"] = float(multiclass_accuracy(probs, labels, k, average="micro", top_k=5))
-    for average in ("macro", "weighted"):
-        args = dict(num_classes=k, average=average, zero_division=0)
-        out[f"precision_{average}"] = float(multiclass_precision(probs, labels, **args))
-        out[f"recall_{average}"] = float(multiclass_recall(probs, labels, **args))
-        out[f"f1_{average}"] = float(multiclass_f1_score(probs, labels, **args))
-    out["ece"] = float(multiclass_calibration_error(probs, labels, k, n_bins=15, norm="l1"))
-    per = dict(num_classes=k, average="none", zero_division=0)
-    precision = multiclass_precision(probs, labels, **per)
-    recall = multiclass_recall(probs, labels, **per)
-    f1 = multiclass_f1_score(probs, labels, **per)
-    support = torch.bincount(labels, minlength=k)
-    out["per_class"] = [
-        {
-            "class": name,
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
+class CalibrationBins(Metric):
+    """Expected calibration error (L1) over equal-width confidence bins (lo, hi] (Guo et al. 2017).
+
+    State is three per-bin sums, so it is exact, O(bins) in memory and sums across ranks.
+    torchmetrics' own MulticlassCalibrationError is not used: it bins [lo, hi), puts a confidence
+    of exactly 1.0 (common in float32 softmax) in a 16th bin of its own, and keeps every
+    confidence of the split in memory.
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, n_bins: int = ECE_BINS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_bins = n_bins
+        for name in ("count", "confidence", "correct"):
+            self.add_state(name, torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, labels: Tensor) -> None:
+        confidence, predicted = probs.double().max(1)
+        # arange / n is correctly rounded, so a NumPy reference computes the same edges
+        edges = torch.arange(self.n_bins + 1, dtype=torch.float64, device=probs.device) / self.n_bins
+        index = (torch.bucketize(confidence, edges, right=False) - 1).clamp(0, self.n_bins - 1)
+        self.count.index_add_(0, index, torch.ones_like(confidence))
+        self.confidence.index_add_(0, index, confidence)
+        self.correct.index_add_(0, index, (predicted == labels).double())
+
+    def compute(self) -> Tensor:
+        total = self.count.sum().clamp_min(1)
+        return (self.correct - self.confidence).abs().sum() / total  # Σ_b |acc_b − conf_b| n_b / N
+
+    def bins(self) -> dict[str, list[float]]:
+        """Per-bin count, mean confidence and accuracy, for the reliability diagram."""
+        count = self.count.clamp_min(1)
+        return {
+            "edges": [i / self.n_bins for i in range(self.n_bins + 1)],
+            "count": self.count.tolist(),
+            "confidence": (self.confidence / count).tolist(),
+            "accuracy": (self.correct / count).tolist(),
         }
-        for i, name in enumerate(classes)
-    ]
-    out["confusion_matrix"] = multiclass_confusion_matrix(probs, labels, k).tolist()
-    return out
+
+
+class SplitMetrics:
+    """All report figures for one split: `update` per batch (any device), `compute` once.
+
+    Precision, recall and F1 give 0 where a class was never predicted (scikit-learn's
+    zero_division=0); macro averages skip classes absent from both labels and predictions, as
+    scikit-learn does when it is not given an explicit label list.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        k = num_classes
+        figures: dict[str, Metric] = {"accuracy": MulticlassAccuracy(k, average="micro")}
+        if k > 5:
+            figures["top5_accuracy"] = MulticlassAccuracy(k, top_k=5, average="micro")
+        for average in ("macro", "weighted", "none"):
+            suffix = "per_class" if average == "none" else average
+            figures[f"precision_{suffix}"] = MulticlassPrecision(k, average=average, zero_division=0)
+            figures[f"recall_{suffix}"] = MulticlassRecall(k, average=average, zero_division=0)
+            figures[f"f1_{suffix}"] = MulticlassF1Score(k, average=average, zero_division=0)
+        figures["confusion_matrix"] = MulticlassConfusionMatrix(k)
+        self.num_classes = k
+        self.figures = MetricCollection(figures)
+        self.loss = MeanMetric().set_dtype(torch.float64)
+        self.calibration = CalibrationBins()
+
+    def to(self, device: torch.device | str) -> SplitMetrics:
+        self.figures.to(device), self.loss.to(device), self.calibration.to(device)
+        return self
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        """Add a batch: logits (B, K), integer labels (B,)."""
+        logits = logits.float()
+        probs = logits.softmax(1)
+        self.figures.update(probs, labels)
+        self.loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.calibration.update(probs, labels)
+
+    def compute(self, classes: list[str]) -> dict[str, Any]:
+        """The report's figures; per-class rows carry the class names."""
+        values = self.figures.compute()
+        out: dict[str, Any] = {
+            "loss": float(self.loss.compute()),
+            **{k: float(v) for k, v in values.items() if v.ndim == 0},
+            "ece": float(self.calibration.compute()),
+        }
+        matrix = values["confusion_matrix"].cpu()
+        support = matrix.sum(1)
+        out["per_class"] = [
+            {
+                "class": name,
+                "precision": float(values["precision_per_class"][i]),
+                "recall": float(values["recall_per_class"][i]),
+                "f1": float(values["f1_per_class"][i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        ]
+        out["confusion_matrix"] = matrix.tolist()
+        out["calibration"] = self.calibration.bins()
+        return out
+
+
+def full_metrics(pred: Predictions, classes: list[str]) -> dict[str, Any]:
+    """Everything for a report: averages, top-5, calibration, per-class table, confusion matrix."""
+    if len(pred.labels) == 0:
+        raise YingsheError(
+            "no image of the split could be evaluated",
+            "check the images with `yingshe data inspect`; unreadable files are listed there",
+        )
+    metrics = SplitMetrics(len(classes))
+    metrics.update(pred.logits, pred.labels)
+    return metrics.compute(classes)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar figures of a full metrics dict (no tables), e.g. for a validation summary."""
+    return {key: value for key, value in metrics.items() if isinstance(value, float)}

@@ -19,6 +19,8 @@ SUMMARY_KEYS = [
     ("precision_macro", "precision (macro)"),
     ("recall_macro", "recall (macro)"),
     ("f1_macro", "F1 (macro)"),
+    ("precision_weighted", "precision (weighted)"),
+    ("recall_weighted", "recall (weighted)"),
     ("f1_weighted", "F1 (weighted)"),
     ("ece", "expected calibration error"),
 ]
@@ -89,6 +91,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{training['seconds']:.1f} s on {training['device']}; best epoch {training['best_epoch']} "
             f"by {training['monitor']}"
             + (f"; {training['stop_reason']}" if training.get("stop_reason") else "")
+        )
+    validation = report.get("validation")
+    if validation:
+        lines.append(
+            f"- validation split, best checkpoint: accuracy {_pct(validation['accuracy'])}, "
+            f"macro F1 {_pct(validation['f1_macro'])}, mean loss {validation['loss']:.4f}"
         )
     lines += ["", "## Summary", "", "| metric | value |", "|---|---|"]
     for key, label in SUMMARY_KEYS:

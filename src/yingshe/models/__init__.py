@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from yingshe.errors import YingsheError
+from yingshe.models.airbench import AirbenchNet
 from yingshe.models.external import timm_model, torchvision_model
 from yingshe.models.resnet import cifar_resnet, resnet18
 from yingshe.models.seed_cnn import SeedCNN
@@ -64,6 +65,11 @@ def _resnet18(num_classes, in_chans, image_size, **kw):
 @_register("vit-tiny", "a small Vision Transformer (8×8 patches grid, 6 layers, 192 wide)")
 def _vit_tiny(num_classes, in_chans, image_size, **kw):
     return ViT(num_classes, in_chans, image_size, **kw)
+
+
+@_register("airbench", "airbench94-style net: whitened 2×2 stem, 3 conv–pool–BN–GELU groups (64–256)")
+def _airbench(num_classes, in_chans, image_size, **kw):
+    return AirbenchNet(num_classes, in_chans, image_size, **kw)
 
 
 def create_model(

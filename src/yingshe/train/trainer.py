@@ -22,6 +22,7 @@ from yingshe.data.loader import DeviceBatches
 from yingshe.evaluate.metrics import predict_batches, summary_metrics
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.train.callbacks import Callback, improved
+from yingshe.train.ema import WeightEMA
 from yingshe.train.optim import build_optimizer, build_schedule, set_lr
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,29 @@ def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"train.amp must be auto, bf16, fp16 or off, not {setting!r}")
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under torch.compile and DDP wrappers: what checkpoints and the EMA hold."""
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    return getattr(model, "module", model)  # unwrap DDP
+
+
+@torch.no_grad()
+def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
+    """Data-dependent initialisation for models that have one (the airbench net's whitening
+    stem): up to `limit` augmented, normalised training images (N, C, H, W) are passed to
+    `model.init_from_data`. A resumed run overwrites the result with its checkpoint."""
+    if not hasattr(model, "init_from_data"):
+        return
+    seen, count = [], 0
+    for inputs, _, _ in batches:
+        seen.append(inputs.float())
+        count += len(inputs)
+        if count >= limit:
+            break
+    if seen:
+        model.init_from_data(torch.cat(seen)[:limit])
+
+
 def cuda_rng_states() -> list[torch.Tensor]:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
@@ -95,6 +119,14 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta["model"]["num_classes"]
+        # flip TTA only where a mirror image is the same class (not digits)
+        self.tta_flip = cfg.train.tta_flip and checkpoint_meta.get("flip_invariant", True)
+        init_from_data(unwrap(model), train)  # before the EMA copies the weights
+        self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
+
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and saved: the EMA when it is on."""
+        return self.ema.module if self.ema is not None else self.model
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -106,7 +138,7 @@ class Trainer:
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
             val_stats = summary_metrics(
-                predict_batches(self.model, self.val, self.amp_dtype), self.num_classes
+                predict_batches(self.eval_model(), self.val, self.amp_dtype, self.tta_flip), self.num_classes
             )
             self.state.epoch = epoch
             row = {
@@ -139,6 +171,8 @@ class Trainer:
                 break
             set_lr(self.optimizer, self.schedule(self.state.step))
             loss, logits = self.train_step(inputs, targets)
+            if self.ema is not None:
+                self.ema.update()
             loss_sum += loss * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
@@ -198,14 +232,19 @@ class Trainer:
         payload = self.checkpoint_payload(row)
         save_checkpoint(self.run.last, payload)
         if is_best:
-            save_checkpoint(self.run.best, {**payload, "optimizer": None})
+            best = {k: v for k, v in payload.items() if k != "raw_state_dict"}  # best.pt: the EMA only
+            save_checkpoint(self.run.best, {**best, "optimizer": None})
 
     def checkpoint_payload(self, row: dict[str, Any]) -> dict[str, Any]:
-        model = getattr(self.model, "_orig_mod", self.model)  # unwrap torch.compile
-        model = getattr(model, "module", model)  # unwrap DDP
+        model = unwrap(self.eval_model())
+        extra = {}
+        if self.ema is not None:  # the trained weights too, so --resume continues exactly
+            raw = unwrap(self.model).state_dict()
+            extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in raw.items()}
         return {
             **self.meta,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **extra,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "fit_state": self.state.to_dict(),
@@ -216,7 +255,9 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a last.pt: weights, optimiser moments, scaler and loop position."""
-        self.model.load_state_dict(payload["state_dict"])
+        unwrap(self.model).load_state_dict(payload.get("raw_state_dict") or payload["state_dict"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(payload["state_dict"])
         if payload.get("optimizer"):
             self.optimizer.load_state_dict(payload["optimizer"])
             for group in self.optimizer.param_groups:
@@ -229,3 +270,5 @@ class Trainer:
                 torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         fit = payload["fit_state"]
         self.state = FitState(fit["epoch"], fit["step"], fit["best"], fit["best_epoch"], list(fit["history"]))
+        if self.ema is not None:
+            self.ema.updates = fit["step"]

@@ -1,0 +1,319 @@
+"""WebDataset shards: plain tar files of samples, read as a source, streamed, and written.
+
+A sample is the run of consecutive tar members that share a key: the member path up to the first
+dot of its file name. yingshe reads and writes `<key>.<image ext>` (jpg, png, webp, ...) with
+`<key>.cls`, the class index as decimal text, which is how large public datasets are distributed.
+No webdataset package is needed: `tarfile` indexes a shard once, then images are read by offset.
+
+Splits come from shard file names (`train-000000.tar`, `test-…`, `val-…`) or from train/, test/,
+val/ folders of shards; other shards are train. `classes.txt` beside the shards (one name per
+line, in index order) names the classes; without it they are named by index.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from yingshe.data.images import IMAGE_SUFFIXES
+from yingshe.data.shards import fsync_dir
+from yingshe.data.splits import SourceData, Split
+from yingshe.errors import YingsheError
+
+IMAGE_EXTS = tuple(s.lstrip(".") for s in sorted(IMAGE_SUFFIXES))
+LABEL_EXT = "cls"
+CLASSES_FILE = "classes.txt"
+SPLIT_PREFIX = re.compile(r"^(train|test|val|valid|validation)[-_.]", re.IGNORECASE)
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+DEFAULT_MAXCOUNT = 10_000  # samples per written shard
+
+
+@dataclass
+class WdsImages:
+    """Images inside WebDataset shards, read by seeking to their offsets (no extraction)."""
+
+    archives: list[str]
+    archive_ids: np.ndarray  # (N,) int32: which archive holds each image
+    offsets: np.ndarray  # (N,) int64 byte offset of the image member's data
+    sizes: np.ndarray  # (N,) int64
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, index: int) -> bytes:
+        with open(self.archives[self.archive_ids[index]], "rb") as handle:
+            handle.seek(int(self.offsets[index]))
+            return handle.read(int(self.sizes[index]))
+
+    def read_range(self, start: int, stop: int) -> list[bytes | None]:
+        """Images [start, stop), opening each archive once and reading forward."""
+        blobs: list[bytes | None] = []
+        handle, current = None, -1
+        try:
+            for i in range(start, stop):
+                archive = int(self.archive_ids[i])
+                if archive != current:
+                    if handle is not None:
+                        handle.close()
+                    handle, current = open(self.archives[archive], "rb"), archive  # noqa: SIM115
+                handle.seek(int(self.offsets[i]))
+                blobs.append(handle.read(int(self.sizes[i])))
+        except OSError:
+            blobs += [None] * (stop - start - len(blobs))
+        finally:
+            if handle is not None:
+                handle.close()
+        return blobs
+
+    def name(self, index: int) -> str:
+        return f"{self.archives[self.archive_ids[index]]}:{self.keys[index]}"
+
+    def subset(self, indices: np.ndarray) -> WdsImages:
+        indices = np.asarray(indices, dtype=np.int64)
+        return WdsImages(
+            self.archives,
+            self.archive_ids[indices],
+            self.offsets[indices],
+            self.sizes[indices],
+            [self.keys[i] for i in indices],
+        )
+
+
+def sample_key(member: str) -> tuple[str, str]:
+    """`dir/000123.seg.png` → ("dir/000123", "seg.png"): the key ends at the name's first dot."""
+    folder, _, base = member.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def is_plain_tar(path: Path) -> bool:
+    """An uncompressed tar (gzip, bzip2 and xz streams cannot seek to a member)."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        compressed = magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
+        return not compressed and tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def is_webdataset_tar(path: Path, look: int = 16) -> bool:
+    """A plain tar whose first members include a `<key>.cls` label."""
+    if not path.is_file() or not is_plain_tar(path):
+        return False
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for _, member in zip(range(look), archive, strict=False):
+                if member.isfile() and sample_key(member.name)[1] == LABEL_EXT:
+                    return True
+    except (tarfile.TarError, OSError):
+        return False
+    return False
+
+
+def find_shards(path: Path) -> dict[str, list[Path]]:
+    """Shard files by split: the .tar files of a folder and its split folders, split by name; a
+    single shard given on its own is the whole dataset (train, to hold a test split out of)."""
+    if path.is_file():
+        return {"train": [path]}
+    shards: dict[str, list[Path]] = {}
+    for tar in sorted(path.glob("*.tar")):
+        shards.setdefault(split_of(tar), []).append(tar)
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES):
+        for tar in sorted(folder.glob("*.tar")):
+            shards.setdefault(SPLIT_NAMES[folder.name.lower()], []).append(tar)
+    return shards
+
+
+def split_of(shard: Path) -> str:
+    match = SPLIT_PREFIX.match(shard.name)
+    return SPLIT_NAMES[match.group(1).lower()] if match else "train"
+
+
+def is_webdataset_dir(path: Path) -> bool:
+    shards = find_shards(path) if path.is_dir() else {}
+    return bool(shards) and is_webdataset_tar(next(iter(shards.values()))[0])
+
+
+def index_shard(path: Path) -> list[tuple[str, int, int, int]]:
+    """(key, offset, size, label) of every sample in one shard, in order."""
+    samples: list[tuple[str, int, int, int]] = []
+    key, image, label = None, None, None
+
+    def close_sample() -> None:
+        if key is None:
+            return
+        if image is None or label is None:
+            missing = "an image member" if image is None else f"a .{LABEL_EXT} label member"
+            raise YingsheError(
+                f"{path}: sample {key!r} has no {missing}",
+                f"every sample needs <key>.jpg (or another image type) and <key>.{LABEL_EXT}",
+            )
+        samples.append((key, image[0], image[1], label))
+
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                k, ext = sample_key(member.name)
+                if k != key:
+                    close_sample()
+                    key, image, label = k, None, None
+                if ext == LABEL_EXT:
+                    text = archive.extractfile(member).read().decode("utf-8", "replace").strip()
+                    try:
+                        label = int(text)
+                    except ValueError as err:
+                        raise YingsheError(
+                            f"{path}: {member.name} holds {text[:40]!r}, not a class index",
+                            f"write the class index as decimal text in <key>.{LABEL_EXT}",
+                        ) from err
+                elif ext in IMAGE_EXTS and image is None:
+                    image = (member.offset_data, member.size)
+            close_sample()
+    except (tarfile.TarError, OSError) as err:
+        raise YingsheError(
+            f"{path} is not a readable tar shard ({err})",
+            "WebDataset shards must be plain (uncompressed) .tar files; gunzip compressed ones",
+        ) from err
+    return samples
+
+
+def read_webdataset(path: Path) -> SourceData:
+    """A WebDataset (one shard or a folder of them) as a source of encoded images."""
+    shards = find_shards(path)
+    if not shards:
+        raise YingsheError(f"{path} holds no .tar shards", "point at a shard or a folder of .tar shards")
+    splits, top = {}, 0
+    for split, paths in shards.items():
+        archives, ids, offsets, sizes, keys, labels = [], [], [], [], [], []
+        for number, shard in enumerate(paths):
+            archives.append(str(shard))
+            for key, offset, size, label in index_shard(shard):
+                ids.append(number), offsets.append(offset), sizes.append(size)
+                keys.append(key), labels.append(label)
+        if not keys:
+            continue
+        files = WdsImages(
+            archives,
+            np.array(ids, dtype=np.int32),
+            np.array(offsets, dtype=np.int64),
+            np.array(sizes, dtype=np.int64),
+            keys,
+        )
+        splits[split] = Split(np.array(labels, dtype=np.int64), files=files)
+        top = max(top, max(labels) + 1)
+    if "train" not in splits:
+        raise YingsheError(f"{path} has no train shards", "name shards train-000000.tar, test-000000.tar, …")
+    folder = path if path.is_dir() else path.parent
+    listed = folder / CLASSES_FILE
+    if listed.is_file():
+        classes = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+    else:
+        classes = [str(i) for i in range(top)]
+    if top > len(classes) or min(int(s.labels.min()) for s in splits.values()) < 0:
+        raise YingsheError(
+            f"{path}: class indices run to {top - 1} but {listed} names {len(classes)} classes",
+            f"list every class in {listed}, one per line, in index order",
+        )
+    total = sum(len(s) for s in splits.values())
+    return SourceData(f"WebDataset {path} ({total} samples)", classes, splits)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def sniff_ext(data: bytes) -> str | None:
+    """The image type of encoded bytes from their magic number."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tif"
+    return None
+
+
+def encoded_sample(split: Split, i: int) -> tuple[bytes, str] | None:
+    """(bytes, extension) of image i as stored in a WebDataset: encoded images as they are,
+    decoded ones as lossless PNG; None for a file that is neither readable nor an image."""
+    if split.files is None:
+        array = split.images[i] if split.images is not None else split.packed.take(np.array([i]))[0]
+        out = io.BytesIO()
+        Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array).save(out, format="PNG")
+        return out.getvalue(), "png"
+    try:
+        data = split.files.read(i)
+    except OSError:
+        return None
+    suffix = Path(split.name(i)).suffix.lower().lstrip(".")
+    ext = sniff_ext(data) or (suffix if suffix in IMAGE_EXTS else None)
+    return (data, ext) if ext else None
+
+
+def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0  # reproducible shards
+    archive.addfile(info, io.BytesIO(data))
+
+
+def write_webdataset(
+    source: SourceData,
+    out: str | Path,
+    maxcount: int = DEFAULT_MAXCOUNT,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write every split of `source` as `<split>-NNNNNN.tar` shards of `<key>.<ext>` + `<key>.cls`,
+    and classes.txt. Each shard is written to a temporary name and renamed when complete."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    total = sum(len(s) for s in source.splits.values())
+    done, summary = 0, {"out": str(out), "splits": {}, "skipped": []}
+    for split_name, split in source.splits.items():
+        width = max(8, len(str(max(len(split) - 1, 0))))
+        shards, written = [], 0
+        for number, start in enumerate(range(0, len(split), maxcount)):
+            path = out / f"{split_name}-{number:06d}.tar"
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as handle:
+                    with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+                        for i in range(start, min(start + maxcount, len(split))):
+                            sample = encoded_sample(split, i)
+                            if sample is None:
+                                summary["skipped"].append(f"{split.name(i)}: not a readable image file")
+                                continue
+                            key = f"{i:0{width}d}"
+                            _add(archive, f"{key}.{sample[1]}", sample[0])
+                            _add(archive, f"{key}.{LABEL_EXT}", str(int(split.labels[i])).encode())
+                            written += 1
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            shards.append(path.name)
+            done = done + min(start + maxcount, len(split)) - start
+            if progress:
+                progress(done, total)
+        summary["splits"][split_name] = {"samples": written, "shards": shards}
+    (out / CLASSES_FILE).write_text("".join(f"{c}\n" for c in source.classes))
+    fsync_dir(out)
+    return summary

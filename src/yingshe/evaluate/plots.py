@@ -1,0 +1,274 @@
+"""Every figure yingshe draws: training curves, confusion matrices, reliability, heat-map overlays.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas attached explicitly, never
+through pyplot: that is headless by construction, keeps no global figure registry (no leaks when
+a tuning study draws thousands), is safe in threads, and leaves a notebook's own backend alone.
+Layout is matplotlib's constrained layout plus a tight bounding box, so long class names are never
+clipped; sizes grow with the number of classes and per-cell numbers are dropped above 20 classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from yingshe.runs import atomic_write_bytes
+
+DPI = 110
+ANNOTATE_MAX_CLASSES = 20  # above this a number per cell is unreadable; colour alone carries it
+LABEL_CHARS = 24  # longer class names are shortened with an ellipsis in tight spots
+TRAIN_STYLE = {"linestyle": "--", "alpha": 0.8}
+HEAT_CMAP = "jet"  # the Grad-CAM convention: blue cold, red hot
+HEAT_ALPHA = 0.6
+METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Render to PNG and write atomically (a reader never sees half a file)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def short(name: str, limit: int = LABEL_CHARS) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+# --- training curves -----------------------------------------------------------------------------
+
+
+def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(row["epoch"], row[key]) for row in history if key in row and not math.isnan(row[key])]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def training_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy (train dashed, validation solid) and the learning rate, per epoch."""
+    fig = new_figure(13, 3.8)
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    for split, style in (("train", TRAIN_STYLE), ("val", {})):
+        loss_ax.plot(*_series(history, f"{split}_loss"), marker="o", label=split, **style)
+        acc_ax.plot(*_series(history, f"{split}_accuracy"), marker="o", label=split, **style)
+    lr_ax.plot(*_series(history, "lr"), marker="o", color="tab:green")
+    loss_ax.set(title="Loss (cross-entropy)", xlabel="epoch", ylabel="mean loss")
+    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    lr_ax.set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="learning rate")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in (loss_ax, acc_ax, lr_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    loss_ax.legend(), acc_ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], path: str | Path) -> Path:
+    """Validation (solid) and training (dashed) loss and accuracy of several runs, overlaid."""
+    fig = new_figure(12, 4.6)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(histories))]
+    for (name, history), colour in zip(histories.items(), colours, strict=True):
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            ax.plot(*_series(history, f"val_{metric}"), color=colour, marker="o", label=f"{short(name)} val")
+            ax.plot(
+                *_series(history, f"train_{metric}"),
+                color=colour,
+                **TRAIN_STYLE,
+                label=f"{short(name)} train",
+            )
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="mean loss")
+    acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = loss_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8)
+    return save(fig, path)
+
+
+# --- confusion matrix ----------------------------------------------------------------------------
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool) -> Figure:
+    """Counts, or rows scaled to 1 (each row's diagonal is that class's recall)."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    k = len(classes)
+    values = counts / np.maximum(counts.sum(1, keepdims=True), 1) if normalize else counts
+    annotate = k <= ANNOTATE_MAX_CLASSES
+    cell = 0.55 if annotate else min(0.3, max(0.16, 12 / k))  # inches per row/column
+    font = min(9.0, max(4.5, 0.6 * cell * 72))  # tick labels must fit one cell's height
+    side = k * cell
+    fig = new_figure(side + 3.2, side + 2.2)
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(values.max(), 1))
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class" if normalize else "images")
+    names = [short(c) for c in classes]
+    ax.set_xticks(range(k), names, rotation=45 if annotate else 90, fontsize=font)
+    ax.set_yticks(range(k), names, fontsize=font)
+    if annotate:
+        for label in ax.get_xticklabels():
+            label.set(ha="right", rotation_mode="anchor")
+        threshold = (1 if normalize else values.max()) / 2
+        for (t, p), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            colour = "white" if value > threshold else "black"
+            ax.text(p, t, text, ha="center", va="center", fontsize=8 if k <= 12 else 6.5, color=colour)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    kind = "row-normalised (recall on the diagonal)" if normalize else "counts"
+    ax.set_title(f"Confusion matrix, {kind}: {int(counts.sum())} images")
+    return fig
+
+
+def confusion_matrix_plot(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, normalize: bool = False
+) -> Path:
+    return save(confusion_figure(matrix, classes, normalize), path)
+
+
+# --- calibration ---------------------------------------------------------------------------------
+
+
+def reliability_diagram(calibration: dict[str, list[float]], ece: float, path: str | Path) -> Path:
+    """Accuracy against confidence per bin, with the gap to the diagonal, and the bin counts."""
+    edges = np.asarray(calibration["edges"])
+    count = np.asarray(calibration["count"])
+    accuracy = np.asarray(calibration["accuracy"])
+    confidence = np.asarray(calibration["confidence"])
+    width = np.diff(edges)
+    used = count > 0
+    fig = new_figure(6.2, 6.8)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.bar(
+        edges[:-1][used],
+        accuracy[used],
+        width[used],
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.6,
+        label="accuracy in bin",
+    )
+    top.bar(
+        edges[:-1][used],
+        confidence[used] - accuracy[used],
+        width[used],
+        bottom=accuracy[used],
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        hatch="//",
+        edgecolor="tab:red",
+        linewidth=0.6,
+        label="gap to mean confidence",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy in bin")
+    top.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    top.set_title(f"Reliability diagram: ECE {100 * ece:.2f}% ({len(width)} bins)")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    share = count / max(count.sum(), 1)
+    bottom.bar(edges[:-1], share, width, align="edge", color="tab:gray", edgecolor="black", linewidth=0.6)
+    bottom.set(xlabel="confidence (top-1 probability)", ylabel="share of images")
+    bottom.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    bottom.grid(alpha=0.3)
+    for ax in (top, bottom):
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    return save(fig, path)
+
+
+# --- images and heat maps ------------------------------------------------------------------------
+
+
+def show_image(ax: Any, image: np.ndarray, heatmap: np.ndarray | None = None) -> None:
+    """A uint8 (H, W, C) image, with a heat map in [0, 1] over it when given."""
+    grey = image.shape[-1] == 1
+    ax.imshow(
+        image[..., 0] if grey else image,
+        cmap="gray" if grey else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
+    if heatmap is not None:
+        # opacity follows the heat, so cold regions show the image itself rather than a blue tint
+        alpha = HEAT_ALPHA * np.clip(heatmap / 0.5, 0, 1)
+        ax.imshow(heatmap, cmap=HEAT_CMAP, alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+
+
+def error_grid(
+    images: np.ndarray,
+    heatmaps: np.ndarray | None,
+    captions: Sequence[str],
+    path: str | Path,
+    title: str,
+    columns: int = 4,
+) -> Path:
+    """Each example as a pair (image, heat-map overlay) under its caption, `columns` pairs a row."""
+    n = len(images)
+    columns = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / columns))
+    fig = new_figure(2.9 * columns, 1.95 * rows + 0.5)
+    cells = np.atleast_1d(fig.subfigures(rows, columns)).ravel()
+    for i, cell in enumerate(cells):
+        axes = cell.subplots(1, 2)
+        if i >= n:
+            for ax in axes:
+                ax.set_axis_off()
+            continue
+        show_image(axes[0], images[i])
+        show_image(axes[1], images[i], None if heatmaps is None else heatmaps[i])
+        cell.suptitle(captions[i], fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return save(fig, path)
+
+
+def explanation_figure(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    top: Sequence[tuple[str, float]],
+    target: str,
+    method: str,
+    title: str,
+    path: str | Path,
+) -> Path:
+    """One image: the input, the heat map of class `target` over it, and the top-k classes (the
+    explained class in red)."""
+    fig = new_figure(10, 3.4)
+    image_ax, heat_ax, bar_ax = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
+    show_image(image_ax, image)
+    image_ax.set_title("input (as the model sees it)", fontsize=9)
+    show_image(heat_ax, image, heatmap)
+    heat_ax.set_title(f"{METHOD_NAMES.get(method, method)} of {short(target)}", fontsize=9)
+    names = [name for name, _ in top][::-1]  # best on top
+    probs = [p for _, p in top][::-1]
+    colours = ["tab:red" if name == target else "tab:gray" for name in names]
+    bars = bar_ax.barh(range(len(top)), probs, color=colours)
+    bar_ax.set_yticks(range(len(top)), [short(name) for name in names], fontsize=9)
+    bar_ax.set_xlim(0, 1.18)
+    bar_ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    bar_ax.bar_label(bars, [f"{100 * p:.1f}%" for p in probs], padding=3, fontsize=8)
+    bar_ax.set_title(f"top {len(top)} classes", fontsize=9)
+    fig.suptitle(short(title, 90), fontsize=10)
+    return save(fig, path)

@@ -1,0 +1,120 @@
+"""Every figure renders to a real PNG of sensible size, and text stays legible: class names on the
+axes, numbers per cell only where they fit, no tick label overlapping another."""
+
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yingshe.evaluate import plots
+
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+CIFAR100_LIKE = [
+    f"{name}_{i}" for i, name in enumerate(["aquarium_fish", "sweet_pepper", "willow_tree"] * 34)
+][:100]
+
+
+def assert_real_png(path, min_side=300, max_side=4000):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert min_side <= width <= max_side and min_side <= height <= max_side, image.size
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    assert pixels.std() > 5, "not a blank canvas"
+
+
+def matrix(k: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    m = rng.integers(0, 4, (k, k))
+    np.fill_diagonal(m, rng.integers(20, 60, k))
+    return m.tolist()
+
+
+def tick_boxes(fig, axis: str):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    return [label.get_window_extent(renderer) for label in labels if label.get_text()]
+
+
+def overlaps(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2) if a.overlaps(b)]
+
+
+def test_confusion_matrix_names_every_class_and_numbers_every_cell_for_ten_classes(tmp_path):
+    fig = plots.confusion_figure(matrix(10), FASHION, normalize=False)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == FASHION
+    assert [t.get_text() for t in ax.get_xticklabels()] == FASHION
+    assert len(ax.texts) == 100
+    assert not overlaps(tick_boxes(fig, "y"))
+    width, height = fig.bbox.width, fig.bbox.height
+    for box in tick_boxes(fig, "x") + tick_boxes(fig, "y"):
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, "label clipped"
+    path = plots.confusion_matrix_plot(matrix(10), FASHION, tmp_path / "cm.png", normalize=True)
+    assert_real_png(path)
+
+
+def test_confusion_matrix_of_a_hundred_classes_drops_cell_numbers_and_keeps_labels_apart(tmp_path):
+    fig = plots.confusion_figure(matrix(100), CIFAR100_LIKE, normalize=True)
+    assert len(fig.axes[0].texts) == 0
+    for axis in ("x", "y"):
+        boxes = tick_boxes(fig, axis)
+        assert len(boxes) == 100 and not overlaps(boxes), axis
+    assert_real_png(
+        plots.confusion_matrix_plot(matrix(100), CIFAR100_LIKE, tmp_path / "cm.png"), max_side=4000
+    )
+
+
+def test_training_curves_and_comparison(tmp_path):
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 2 / e,
+            "val_loss": 2.2 / e,
+            "train_accuracy": 1 - 0.5 / e,
+            "val_accuracy": 1 - 0.6 / e,
+            "lr": 1e-3 / e,
+        }
+        for e in range(1, 6)
+    ]
+    assert_real_png(plots.training_curves(history, tmp_path / "curves.png", "seed-cnn on fashion-mnist"))
+    assert_real_png(plots.compare_curves({"a": history, "b": history[:3]}, tmp_path / "compare.png"))
+
+
+def test_reliability_diagram(tmp_path):
+    edges = [i / 15 for i in range(16)]
+    calibration = {
+        "edges": edges,
+        "count": [0] * 5 + [10] * 10,
+        "confidence": edges[:-1],
+        "accuracy": edges[1:],
+    }
+    assert_real_png(plots.reliability_diagram(calibration, 0.0312, tmp_path / "rel.png"))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_error_grid_and_explanation_figure(tmp_path, channels):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 28, 28, channels), dtype=np.uint8)
+    heat = rng.random((6, 28, 28), dtype=np.float32)
+    captions = [f"true: {FASHION[i]}\npred: {FASHION[-i - 1]} (9{i}%)" for i in range(6)]
+    assert_real_png(plots.error_grid(images, heat, captions, tmp_path / "grid.png", "Most confidently wrong"))
+    top = [("Ankle boot", 0.7), ("Sneaker", 0.2), ("Sandal", 0.1)]
+    path = plots.explanation_figure(
+        images[0], heat[0], top, "Sneaker", "gradcam", "x/boot.png", tmp_path / "e.png"
+    )
+    assert_real_png(path, min_side=250)
