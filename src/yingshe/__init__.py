@@ -6,8 +6,7 @@ clf = yingshe.load(result.run_dir)
 clf.predict(["cat.jpg"], top_k=3)
 """
 
-__version__ = "0.1.0"
-
+from yingshe._version import __version__ as __version__
 from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
 from yingshe.config import (
     AugmentConfig,

@@ -5,6 +5,8 @@ A notebook user calls these directly; nothing here parses arguments or prints.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import time
 from collections import Counter
@@ -26,14 +28,15 @@ from yingshe.data.dataset import (
     fit_split,
     native_size,
     read_spec,
+    stage_rng,
 )
 from yingshe.data.images import UnreadableImage, decode_image, image_header
-from yingshe.data.loader import DeviceBatches, make_batches
-from yingshe.data.splits import Split
+from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
+from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
 from yingshe.evaluate.figures import report_figures, run_history
-from yingshe.evaluate.metrics import full_metrics, headline, predict_batches
+from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
@@ -71,8 +74,29 @@ def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> dict[str, Any]:
         "mean": list(data.mean),
         "std": list(data.std),
         "flip_invariant": data.flip_invariant,
-        "data": {"spec": cfg.data.spec, "description": data.description},
+        "data": {"spec": cfg.data.spec, "description": data.description, "splits": splits_fingerprint(data)},
     }
+
+
+def splits_fingerprint(data: DatasetSpec) -> str:
+    """A hash of the split sizes and label sequences. If the source changes under a run (files
+    added or removed, or prepared shards that dropped unreadable images, which shifts the seeded
+    hold-outs), resuming or evaluating it would silently cut other splits; this detects it."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        labels = np.zeros(0, dtype=np.int64) if split is None else split.labels
+        digest.update(len(labels).to_bytes(8, "little") + np.ascontiguousarray(labels, np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_same_splits(payload: dict[str, Any], data: DatasetSpec, where: str) -> None:
+    expected = payload.get("data", {}).get("splits")
+    if expected and expected != splits_fingerprint(data):
+        raise YingsheError(
+            f"the data of {where} no longer splits as it did in training (files added or removed, "
+            "or prepared shards without the unreadable images): its test images could have been trained on",
+            "evaluate on an explicit --data, or train a new run; data.prepared=off reads the original files",
+        )
 
 
 def eval_batches(
@@ -103,7 +127,8 @@ def train(
     """
     payload = None
     if resume is not None:
-        run = RunDir(Path(resume))
+        resume = Path(resume)
+        run = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
         payload = load_checkpoint(run.last)
         cfg = RunConfig.from_dict(payload["config"], source=str(run.last))
         cfg.train.out = str(run.root)
@@ -114,6 +139,8 @@ def train(
     started = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = build_dataset(cfg.data, cfg.train.seed)
+    if payload is not None:
+        check_same_splits(payload, data, str(run.root))
     device = resolve_device(cfg.train.device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
     run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
@@ -157,7 +184,8 @@ def train(
         channels_last,
         cfg.data.strict,
     )
-    val_batches = eval_batches(data.val or data.test, data, cfg, device, normalize, channels_last)
+    val_split = data.val if data.val is not None else data.test
+    val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
 
     callbacks = list(callbacks or [])
     if cfg.train.patience:
@@ -181,44 +209,37 @@ def train(
     if data.val is not None:  # the held-out figures cross-validation and tuning read
         validation = headline(full_metrics(predict_batches(model, val_batches, amp, tta), data.classes))
     skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
-    report = {
-        "title": f"{cfg.model.name} on {cfg.data.spec}",
-        "split": "test",
-        **full_metrics(pred, data.classes),
-        "classes": data.classes,
-        "num_train": len(data.train),
-        "num_val": len(data.val) if data.val is not None else 0,
-        "num_test": len(data.test),
-        "skipped_files": len(skipped),
-        "skipped": sorted(skipped.values())[:1000],
-        "data": data_summary(cfg.data, data),
-        "model": {
-            "name": cfg.model.name,
-            "parameters": count_parameters(model),
-            "checkpoint": str(run.best),
-        },
-        "training": {
-            "epochs_run": state.epoch,
-            "steps": state.step,
-            "best_epoch": state.best_epoch,
-            "monitor": cfg.train.monitor,
-            "best": state.best,
-            "stop_reason": state.stop_reason,
-            "seconds": round(time.perf_counter() - started, 2),
-            "device": str(device),
-        },
-        "config": cfg.to_dict(),
+    report = split_report(
+        f"{cfg.model.name} on {cfg.data.spec}",
+        "test",
+        pred,
+        data.classes,
+        (len(data.train), len(data.val) if data.val is not None else 0, len(data.test)),
+        skipped,
+        data_summary(cfg.data, data),
+        {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
+    )
+    report["training"] = {
+        "epochs_run": state.epoch,
+        "steps": state.step,
+        "best_epoch": state.best_epoch,
+        "monitor": cfg.train.monitor,
+        "best": state.best,
+        "stop_reason": state.stop_reason,
+        "seconds": round(time.perf_counter() - started, 2),
+        "device": str(device),
     }
+    report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
-    write_report(run.root, report)  # the numbers are safe on disk before any figure is drawn
-    if cfg.train.plots:
-        report.update(
-            report_figures(
-                run.root, report, pred, model, normalize, data.test, test_batches.skipped, state.history
-            )
-        )
-        write_report(run.root, report)
+    publish_report(
+        run.root,
+        report,
+        cfg.train.plots,
+        lambda: report_figures(
+            run.root, report, pred, model, normalize, data.test, test_batches.skipped, state.history
+        ),
+    )
     return TrainResult(run.root, report)
 
 
@@ -232,6 +253,42 @@ def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
         "std": data.std,
         "notes": data.notes,
     }
+
+
+def split_report(
+    title: str,
+    split: str,
+    pred: Predictions,
+    classes: list[str],
+    sizes: tuple[int, int, int],
+    skipped: dict[str, str],
+    data: dict[str, Any],
+    model: dict[str, Any],
+) -> dict[str, Any]:
+    """The report body `train` and `evaluate` share: metrics of one split plus what it was."""
+    return {
+        "title": title,
+        "split": split,
+        **full_metrics(pred, classes),
+        "classes": classes,
+        "num_train": sizes[0],
+        "num_val": sizes[1],
+        "num_test": sizes[2],
+        "skipped_files": len(skipped),
+        "skipped": sorted(skipped.values())[:1000],
+        "data": data,
+        "model": model,
+    }
+
+
+def publish_report(
+    folder: Path, report: dict[str, Any], plots: bool, figures: Callable[[], dict[str, Any]]
+) -> None:
+    """Write the numbers first (safe on disk before any figure is drawn), then add the figures."""
+    write_report(folder, report)
+    if plots:
+        report.update(figures())
+        write_report(folder, report)
 
 
 def evaluate(
@@ -249,51 +306,104 @@ def evaluate(
     """
     payload = load_checkpoint(checkpoint)
     cfg = RunConfig.from_dict(payload["config"])
-    if data is not None:
-        cfg.data.spec = data
-    cfg.data.image_size, cfg.data.channels = payload["image_size"], payload["channels"]
-    if limit:
-        cfg.data.limit_test = limit
-    dataset = build_dataset(cfg.data, cfg.train.seed)
-    chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
+    size, channels = payload["image_size"], payload["channels"]
+    cfg.data.image_size, cfg.data.channels = size, channels
+    if data == cfg.data.spec:  # naming the training data is asking for its own splits
+        data = None
+    if data is None:  # the run's own splits, cut exactly as in training
+        dataset = build_dataset(cfg.data, cfg.train.seed)
+        check_same_splits(payload, dataset, str(checkpoint))
+        chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
+        sizes = (len(dataset.train), len(dataset.val) if dataset.val is not None else 0, len(dataset.test))
+        description, notes = dataset.description, dataset.notes
+        spec = cfg.data.spec
+    else:
+        chosen, classes, description, notes = other_data_split(data, split, cfg.data, size, channels)
+        sizes, spec = (0, 0, len(chosen) if chosen is not None else 0), data
     if chosen is None:
         raise YingsheError(f"split {split!r} is not available", "use test, val or train")
-    chosen = remap_labels(chosen, dataset.classes, payload["classes"])
+    if data is None:
+        classes = dataset.classes
+    chosen = remap_labels(chosen, classes, payload["classes"])
+    if limit:
+        chosen = chosen.subset(stratified_subset(chosen.labels, limit, stage_rng(cfg.train.seed, "evaluate")))
+        sizes = (*sizes[:2], len(chosen))
     torch_device = resolve_device(device)
     model = model_from_checkpoint(payload).to(torch_device)
     normalize = Normalize(payload["mean"], payload["std"])
     batches = eval_batches(chosen, payload, cfg, torch_device, normalize, False)
     tta = cfg.train.tta_flip and payload.get("flip_invariant", True)
     pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
-    base = Path(checkpoint)
-    folder = Path(out) if out else (base if base.is_dir() else base.parent) / f"evaluate-{split}"
-    folder.mkdir(parents=True, exist_ok=True)
-    report = {
-        "title": f"{payload['model']['name']} evaluated on {cfg.data.spec} ({split})",
-        "split": split,
-        **full_metrics(pred, payload["classes"]),
-        "classes": payload["classes"],
-        "num_train": len(dataset.train),
-        "num_val": len(dataset.val) if dataset.val is not None else 0,
-        "num_test": len(chosen),
-        "skipped_files": len(batches.skipped),
-        "skipped": sorted(batches.skipped.values())[:1000],
-        "data": data_summary(cfg.data, dataset),
-        "model": {
+    folder = evaluation_folder(Path(checkpoint), data, split, out)
+    summary = {
+        "spec": spec,
+        "description": description,
+        "image_size": size,
+        "channels": channels,
+        "mean": payload["mean"],
+        "std": payload["std"],
+        "notes": notes,
+    }
+    report = split_report(
+        f"{payload['model']['name']} evaluated on {spec} ({split})",
+        split,
+        pred,
+        payload["classes"],
+        sizes,
+        batches.skipped,
+        summary,
+        {
             "name": payload["model"]["name"],
             "parameters": count_parameters(model),
             "checkpoint": str(checkpoint),
         },
-    }
-    write_report(folder, report)  # the numbers are safe on disk before any figure is drawn
-    report.update(
-        report_figures(
-            folder, report, pred, model, normalize, chosen, batches.skipped, run_history(checkpoint, payload)
-        )
     )
-    write_report(folder, report)
+    history = run_history(checkpoint, payload)
+    publish_report(
+        folder,
+        report,
+        True,
+        lambda: report_figures(folder, report, pred, model, normalize, chosen, batches.skipped, history),
+    )
     report["report_dir"] = str(folder)
     return report
+
+
+def other_data_split(
+    spec: str, split: str, run_data: DataConfig, size: int, channels: int
+) -> tuple[Split | None, list[str], str, list[str]]:
+    """A split of a dataset the model was not trained on, whole: none of the training run's limits
+    or hold-outs apply. A source without a test split is evaluated on all of its images."""
+    source = read_spec(DataConfig(spec=spec, data_dir=run_data.data_dir, workers=run_data.workers))
+    notes = list(source.notes)
+    chosen = source.splits.get(split)
+    if chosen is None and split == "test" and len(source.splits) == 1:
+        ((only_name, chosen),) = source.splits.items()
+        notes.append(f"the source has no test split: all {len(chosen)} images of {only_name!r} evaluated")
+    if chosen is not None:
+        chosen = fit_split(chosen, size, channels)
+    return chosen, source.classes, source.description, notes
+
+
+def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str | Path | None) -> Path:
+    """Where an evaluation's report goes; never over a run's own files."""
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if out is None:
+        name = (
+            f"evaluate-{split}"
+            if data is None
+            else f"evaluate-{Path(data.rstrip('/')).name.split('.')[0]}-{split}"
+        )
+        folder = run_dir / name
+    else:
+        folder = Path(out)
+    if (folder / "last.pt").exists() or (folder / "best.pt").exists():
+        raise YingsheError(
+            f"{folder} is a run folder: its report.json and plots would be overwritten",
+            "leave out --out (reports go to <run>/evaluate-<split>) or give an empty folder",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]) -> Split:
@@ -327,6 +437,35 @@ def explain(
     """Heat maps of where a run's model looks (Grad-CAM, or saliency for models without a
     convolutional stage), written as overlays with the top-k classes into `out`."""
     return explain_images(Classifier.load(run, device), images, out, method, top_k, target)
+
+
+def write_samples(
+    spec: str, out: str | Path, count: int = 8, split: str = "test", data_dir: str | None = None
+) -> list[Path]:
+    """Write `count` images of a split as PNG files named `<n>_<class>.png`, as the model would see
+    them (fitted to the dataset's image size): inputs for `predict`, or a look at the data."""
+    from PIL import Image
+
+    from yingshe.runs import atomic_write_bytes
+
+    data = build_dataset(DataConfig(spec=spec, data_dir=data_dir, val_fraction=0))
+    chosen = data.test if split == "test" else data.train
+    items = SplitDataset(chosen, data.image_size, data.channels)
+    folder, written = Path(out), []
+    for i in range(len(chosen)):
+        if len(written) == count:
+            break
+        image, label, _, ok = items[i]
+        if not ok:
+            continue
+        array = image.permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, format="PNG")
+        name = data.classes[label].replace("/", "-").replace(" ", "_")
+        path = folder / f"{len(written):03d}_{name}.png"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written
 
 
 def inspect_data(

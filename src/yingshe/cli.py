@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from yingshe.config import RunConfig, apply_overrides, load_config
+from yingshe.config import RunConfig, apply_overrides, load_config, set_value
 from yingshe.errors import YingsheError
 from yingshe.train.callbacks import Callback
 
@@ -100,10 +100,9 @@ def build_train_config(args: argparse.Namespace) -> RunConfig:
 def layer_train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     """--config file, flags and key=value overrides, in that order, onto `base`."""
     cfg = load_config(args.config, base) if args.config else base
-    flags = [
-        f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None
-    ]
-    apply_overrides(cfg, flags)
+    for flag, key in TRAIN_FLAGS.items():  # typed by argparse: set as they are, not parsed as YAML
+        if getattr(args, flag) is not None:
+            set_value(cfg, key, getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.deterministic:
         cfg.train.deterministic = True
     apply_overrides(cfg, args.overrides)
@@ -114,6 +113,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from yingshe.api import train
 
     if args.resume:
+        ignored = [
+            f"--{flag.replace('_', '-')}"
+            for flag in TRAIN_FLAGS
+            if flag != "epochs" and getattr(args, flag) is not None
+        ]
+        ignored += ["--config"] * bool(args.config) + ["--recipe"] * bool(getattr(args, "recipe", None))
+        ignored += args.overrides
+        if ignored:
+            raise YingsheError(
+                f"--resume continues a run with its own config; {', '.join(ignored)} would be ignored",
+                "leave them out (only --epochs may extend the run), or start a new run with --out",
+            )
         result = train(resume=args.resume, callbacks=[ProgressBar()], epochs=args.epochs)
     else:
         result = train(build_train_config(args), callbacks=[ProgressBar()])
@@ -324,27 +335,10 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_samples(args: argparse.Namespace) -> int:
-    from PIL import Image
+    from yingshe.api import write_samples
 
-    from yingshe.config import DataConfig
-    from yingshe.data.dataset import build_dataset
-    from yingshe.data.loader import SplitDataset
-
-    data = build_dataset(DataConfig(spec=args.spec, data_dir=args.data_dir, val_fraction=0))
-    split = data.test if args.split == "test" else data.train
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    items = SplitDataset(split, data.image_size, data.channels)
-    for i in range(min(args.count, len(split))):
-        image, label, _, ok = items[i]
-        if not ok:
-            continue
-        array = image.permute(1, 2, 0).numpy()
-        name = data.classes[label].replace("/", "-").replace(" ", "_")
-        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(
-            out / f"{i:03d}_{name}.png"
-        )
-    print(f"wrote {min(args.count, len(split))} images to {out}")
+    written = write_samples(args.spec, args.out, args.count, args.split, args.data_dir)
+    print(f"wrote {len(written)} images to {args.out}")
     return 0
 
 

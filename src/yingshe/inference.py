@@ -82,7 +82,12 @@ class Classifier:
         if isinstance(image, bytes):
             return decode_image(image, self.image_size, self.channels)
         if isinstance(image, np.ndarray):
-            image = Image.fromarray(image.squeeze().astype(np.uint8))
+            image = array_to_image(image)
+        if not isinstance(image, Image.Image):
+            raise UnreadableImage(
+                f"cannot read a {type(image).__name__} as an image: pass a path, bytes, "
+                "a PIL image or a uint8 array"
+            )
         array = np.asarray(fit_square(to_mode(image, self.channels), self.image_size), dtype=np.uint8)
         return array[:, :, None] if array.ndim == 2 else array
 
@@ -119,6 +124,23 @@ class Classifier:
                 (self.classes[int(i)], float(v)) for v, i in zip(values[row], indices[row], strict=True)
             ]
         pending.clear()
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """A uint8 (H, W), (H, W, 1|3|4) array as a PIL image; anything else is refused with the
+    expected form, rather than guessed at (a float array in [0, 1] cast to uint8 is all black)."""
+    if array.dtype != np.uint8:
+        raise UnreadableImage(
+            f"array of dtype {array.dtype}: pass uint8 pixels in 0–255, "
+            "e.g. (x * 255).round().astype('uint8')"
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise UnreadableImage(
+            f"array of shape {array.shape}: pass (H, W) or (H, W, C) with C in 1, 3, 4 (channels last)"
+        )
+    return Image.fromarray(array)
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:

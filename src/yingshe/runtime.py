@@ -24,6 +24,11 @@ def resolve_device(setting: str) -> torch.device:
         raise YingsheError(f"unknown device {setting!r}", "use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise YingsheError("device cuda was asked for but no CUDA GPU is visible", "use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise YingsheError(
+            f"device {setting} does not exist: {torch.cuda.device_count()} GPU(s) visible",
+            f"use cuda:0 … cuda:{torch.cuda.device_count() - 1}, or set CUDA_VISIBLE_DEVICES",
+        )
     return device
 
 

@@ -115,6 +115,16 @@ def test_cifar_python_pickles_folder_and_archive(cifar_members, tmp_path):
     assert np.array_equal(again.splits["train"].images, data.splits["train"].images)
 
 
+def test_incomplete_cifar_folder_names_the_missing_files(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    (root / "data_batch_1").write_bytes(
+        pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]})
+    )
+    with pytest.raises(YingsheError, match="lacks data_batch_2, .*test_batch, batches.meta"):
+        read_source(tmp_path)
+
+
 def test_hostile_cifar_pickle_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -122,7 +132,15 @@ def test_hostile_cifar_pickle_is_refused(tmp_path):
 
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
-    (root / "data_batch_1").write_bytes(pickle.dumps({b"data": Evil()}))
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ):
+        (root / name).write_bytes(pickle.dumps({b"data": Evil()}))
     (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}))
     with pytest.raises(YingsheError, match="refusing to load builtins.eval"):
         read_source(tmp_path)

@@ -67,8 +67,7 @@ def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData
 
 def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = None) -> DatasetSpec:
     data = use_prepared(read_spec(cfg, progress), cfg)
-    rng = np.random.default_rng(seed)
-    train, val, test, notes = choose_splits(data, cfg, rng)
+    train, val, test, notes = choose_splits(data, cfg, seed)
     channels = cfg.channels or data.channels or detect_channels(train)
     if channels not in (1, 3):
         raise YingsheError(f"data.channels must be 1 or 3, got {channels}", "set channels=1 or 3")
@@ -104,28 +103,45 @@ def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
     return resolve_prepared(data, size, channels, cfg.prepared, cfg.cache_dir, cfg.workers)
 
 
+def stage_rng(seed: int, stage: str) -> np.random.Generator:
+    """One generator per choice (test hold-out, each limit, val hold-out, folds): a limit on the
+    test split then cannot reshuffle the validation cut, so `evaluate --limit` never moves
+    training images into the split it scores."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, *stage.encode()])
+
+
 def choose_splits(
-    data: SourceData, cfg: DataConfig, rng: np.random.Generator
+    data: SourceData, cfg: DataConfig, seed: int
 ) -> tuple[Split, Split | None, Split, list[str]]:
     """Train, validation and test splits after limits; hold-outs are stratified and seeded."""
     notes = []
+    if "train" not in data.splits:
+        raise YingsheError(
+            f"{data.description} has no training split (found: {', '.join(data.splits)})",
+            "add a train/ folder beside test/ (or val/), or pass the folder of classes itself",
+        )
     train = data.splits["train"]
-    test = data.splits.get("test") or data.splits.get("val")
+    test = data.splits.get("test", data.splits.get("val"))
     val = data.splits.get("val") if "test" in data.splits else None
     if test is None:
-        kept, held = stratified_split(train.labels, cfg.test_fraction, rng)
+        kept, held = stratified_split(train.labels, cfg.test_fraction, stage_rng(seed, "test"))
         train, test = train.subset(kept), train.subset(held)
         notes.append(f"no test split in the source: held out {cfg.test_fraction:.0%} of train")
     if cfg.limit_train:
-        train = train.subset(stratified_subset(train.labels, cfg.limit_train, rng))
+        train = train.subset(stratified_subset(train.labels, cfg.limit_train, stage_rng(seed, "limit_train")))
     if cfg.limit_test:
-        test = test.subset(stratified_subset(test.labels, cfg.limit_test, rng))
+        test = test.subset(stratified_subset(test.labels, cfg.limit_test, stage_rng(seed, "limit_test")))
     if cfg.cv_folds:
-        train, val = cv_fold_split(train, cfg.cv_folds, cfg.cv_fold, rng)
+        train, val = cv_fold_split(train, cfg.cv_folds, cfg.cv_fold, stage_rng(seed, "folds"))
         notes.append(f"cross-validation: fold {cfg.cv_fold} of {cfg.cv_folds} of the train pool is val")
     elif val is None and cfg.val_fraction > 0:
-        kept, held = stratified_split(train.labels, cfg.val_fraction, rng)
+        kept, held = stratified_split(train.labels, cfg.val_fraction, stage_rng(seed, "val"))
         train, val = train.subset(kept), train.subset(held)
+        if len(val) == 0:
+            raise YingsheError(
+                f"val_fraction={cfg.val_fraction} holds out no image of {len(train)}",
+                "use more images, raise data.val_fraction, or set it to 0 to select on the test split",
+            )
     elif val is None:
         notes.append("val_fraction=0: the best epoch is chosen on the test split")
     if len(train) == 0 or len(test) == 0:

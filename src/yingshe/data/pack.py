@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from yingshe import __version__
+from yingshe._version import __version__
 from yingshe.data.decode import decode_many
 from yingshe.data.shards import FORMAT, MANIFEST, PROGRESS, VERSION, fsync_dir, load_manifest, read_prepared
 from yingshe.data.splits import SourceData, Split
@@ -162,12 +162,6 @@ def write_npy(path: Path, root: Path, dtype: np.dtype, shape: tuple[int, ...], b
         tmp.unlink(missing_ok=True)
         raise
     return {"path": path.relative_to(root).as_posix(), "bytes": size, "sha256": digest.hexdigest()}
-
-
-def _bytes_of(block: bytes | np.ndarray) -> memoryview:
-    if isinstance(block, np.ndarray):
-        return memoryview(np.ascontiguousarray(block)).cast("B")
-    return memoryview(block)
 
 
 def decode_chunk(args: tuple) -> tuple[np.ndarray, np.ndarray, dict[int, str], bytes]:
@@ -511,7 +505,6 @@ def _finish(
         "splits": splits,
     }
     atomic_write_json(out / MANIFEST, manifest)
-    os.chmod(out / MANIFEST, 0o644)  # shared like the shards (the atomic writer creates 0600)
     (out / PROGRESS).unlink(missing_ok=True)
     fsync_dir(out)
     return manifest

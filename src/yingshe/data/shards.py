@@ -93,14 +93,6 @@ def file_sha256(path: Path, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def is_prepared(root: Path) -> bool:
-    try:
-        load_manifest(root)
-    except YingsheError:
-        return False
-    return True
-
-
 class MappedArray:
     """A `.npy` file mapped read-only; `.array` reads straight from the page cache."""
 

@@ -14,7 +14,6 @@ import io
 import pickle
 import struct
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -65,7 +64,7 @@ def layout_tree(paths: list[str]) -> tuple[dict[str, list[tuple[str, int]]], lis
             break
         parts = [p[1:] for p in parts]
     tops = {p[0].lower() for p in parts if len(p) >= 2}
-    by_split = any(SPLIT_ALIASES.get(t) == "train" for t in tops) and all(t in SPLIT_ALIASES for t in tops)
+    by_split = bool(tops) and all(t in SPLIT_ALIASES for t in tops)
     layout: dict[str, list[tuple[str, int]]] = {}
     ignored = 0
     for position, p in enumerate(parts):
@@ -263,7 +262,13 @@ def read_idx(root: Path, classes: list[str] | None = None) -> SourceData:
 def idx_class_names(root: Path, count: int) -> list[str]:
     listed = root / "classes.txt"
     if listed.is_file():
-        return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+        if len(names) < count:
+            raise YingsheError(
+                f"{listed} names {len(names)} classes but the labels go up to {count - 1}",
+                f"list {count} class names, one per line, in label order",
+            )
+        return names
     if "fashion" in str(root).lower() and count == 10:
         return list(FASHION_CLASSES)
     return [str(i) for i in range(count)]
@@ -314,7 +319,15 @@ def cifar_from_files(read: dict[str, bytes], where: str) -> SourceData:
         images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
         return Split(labels.astype(np.int64), images=images)
 
-    if "data_batch_1" in read:
+    cifar10 = "data_batch_1" in read
+    needed = [*CIFAR10_TRAIN, "test_batch", "batches.meta"] if cifar10 else ["train", "test", "meta"]
+    missing = [n for n in needed if n not in read]
+    if missing:
+        raise YingsheError(
+            f"{where} looks like CIFAR-{10 if cifar10 else 100} but lacks {', '.join(missing)}",
+            "restore the missing batch files from the original archive (or download it again)",
+        )
+    if cifar10:
         meta = load_pickle(read["batches.meta"], f"{where}:batches.meta")
         classes = [c.decode() if isinstance(c, bytes) else c for c in meta["label_names"]]
         splits = {"train": batch(CIFAR10_TRAIN, "labels"), "test": batch(["test_batch"], "labels")}
@@ -330,7 +343,9 @@ CIFAR_MEMBERS = set(CIFAR10_TRAIN) | {"test_batch", "batches.meta", "train", "te
 
 def is_cifar_dir(root: Path) -> Path | None:
     for candidate in (root, root / "cifar-10-batches-py", root / "cifar-100-python"):
-        if (candidate / "data_batch_1").is_file() or (candidate / "meta").is_file():
+        if (candidate / "data_batch_1").is_file() or (
+            (candidate / "meta").is_file() and (candidate / "train").is_file()
+        ):
             return candidate
     return None
 
@@ -358,24 +373,41 @@ def tar_cifar_members(path: Path) -> dict[str, bytes] | None:
 
 
 def read_csv(path: Path) -> SourceData:
-    """`path,label[,split]` rows; relative paths are relative to the CSV file's folder."""
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row and not row[0].startswith("#")]
-    if rows and [c.strip().lower() for c in rows[0][:2]] in (["path", "label"], ["file", "label"]):
+    """`path,label[,split]` rows; relative paths are relative to the CSV file's folder.
+
+    A first row whose path is not an image file name is a header (any names). Excel's byte-order
+    mark is tolerated. An unknown split value, or one file listed in two splits, is an error: either
+    would silently train on images meant for testing.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if row and not row[0].startswith("#")]
+    if rows and not is_image_name(rows[0][1][0].strip()):
         rows = rows[1:]
-    bad = [i + 1 for i, row in enumerate(rows) if len(row) < 2]
-    if not rows or bad:
+    short = [n for n, row in rows if len(row) < 2]
+    if not rows or short:
         raise YingsheError(
             f"{path}: expected rows of path,label[,split]"
-            + (f"; line(s) {bad[:5]} are short" if bad else ""),
+            + (f"; line(s) {short[:5]} are short" if short else ""),
             "write one image per line as path,label",
         )
     entries: dict[str, list[tuple[str, str]]] = {}
-    for row in rows:
-        split = SPLIT_ALIASES.get(row[2].strip().lower(), "train") if len(row) > 2 else "train"
+    split_of: dict[str, str] = {}
+    for n, row in rows:
+        raw_split = row[2].strip().lower() if len(row) > 2 else ""
+        if raw_split and raw_split not in SPLIT_ALIASES:
+            raise YingsheError(
+                f"{path} line {n}: unknown split {row[2]!r}",
+                f"use one of {', '.join(sorted(SPLIT_ALIASES))} (or leave it empty for train)",
+            )
+        split = SPLIT_ALIASES.get(raw_split, "train")
         file = Path(row[0].strip())
-        file = file if file.is_absolute() else path.parent / file
-        entries.setdefault(split, []).append((str(file), row[1].strip()))
+        file = str(file if file.is_absolute() else path.parent / file)
+        if split_of.setdefault(file, split) != split:
+            raise YingsheError(
+                f"{path} line {n}: {row[0]} is listed in both {split_of[file]} and {split}",
+                "list each image in one split only, or test images leak into training",
+            )
+        entries.setdefault(split, []).append((file, row[1].strip()))
     classes = sorted({label for items in entries.values() for _, label in items})
     check_classes(classes, path)
     index = {c: i for i, c in enumerate(classes)}
@@ -446,9 +478,3 @@ def _read_source(path: Path, classes: list[str] | None) -> SourceData:
         f"cannot tell the format of {path}",
         "use a folder of class folders, a .tar/.tar.gz of one, a .csv manifest or an IDX folder",
     )
-
-
-def all_names(data: SourceData) -> Iterable[str]:
-    for split in data.splits.values():
-        for i in range(len(split)):
-            yield split.name(i)

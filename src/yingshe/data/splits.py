@@ -89,10 +89,6 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
-    def in_memory(self) -> bool:
-        return self.images is not None
-
     def subset(self, indices: np.ndarray) -> Split:
         indices = np.asarray(indices, dtype=np.int64)
         if self.images is not None:

@@ -27,6 +27,7 @@ from yingshe.data.images import IMAGE_SUFFIXES
 from yingshe.data.shards import fsync_dir
 from yingshe.data.splits import SourceData, Split
 from yingshe.errors import YingsheError
+from yingshe.runs import atomic_write_text
 
 IMAGE_EXTS = tuple(s.lstrip(".") for s in sorted(IMAGE_SUFFIXES))
 LABEL_EXT = "cls"
@@ -282,7 +283,13 @@ def write_webdataset(
     """Write every split of `source` as `<split>-NNNNNN.tar` shards of `<key>.<ext>` + `<key>.cls`,
     and classes.txt. Each shard is written to a temporary name and renamed when complete."""
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
+        raise YingsheError(
+            f"{out} is not empty: shards already there would be read together with the new ones",
+            "write WebDataset shards into a new or empty folder",
+        )
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CLASSES_FILE, "".join(f"{c}\n" for c in source.classes))
     total = sum(len(s) for s in source.splits.values())
     done, summary = 0, {"out": str(out), "splits": {}, "skipped": []}
     for split_name, split in source.splits.items():
@@ -314,6 +321,5 @@ def write_webdataset(
             if progress:
                 progress(done, total)
         summary["splits"][split_name] = {"samples": written, "shards": shards}
-    (out / CLASSES_FILE).write_text("".join(f"{c}\n" for c in source.classes))
     fsync_dir(out)
     return summary

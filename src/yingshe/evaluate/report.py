@@ -30,7 +30,7 @@ def versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from yingshe import __version__
+    from yingshe._version import __version__
 
     return {
         "yingshe": __version__,

@@ -73,6 +73,9 @@ def fold_config(config: RunConfig, folds: int, fold: int, cv_dir: Path) -> RunCo
     cfg = RunConfig.from_dict(config.to_dict())
     cfg.data.cv_folds, cfg.data.cv_fold = folds, fold
     cfg.train.out = str(cv_dir / f"fold-{fold}")
+    # The held-out fold is the score: it must not also pick the epoch (best.pt), or the estimate
+    # is optimistic. Monitoring the epoch number keeps the last epoch, a choice made in advance.
+    cfg.train.monitor, cfg.train.patience = "epoch", None
     return cfg
 
 
