@@ -39,7 +39,7 @@ from yingshe.data.decode import decode_many
 from yingshe.data.shards import FORMAT, MANIFEST, PROGRESS, VERSION, fsync_dir, load_manifest, read_prepared
 from yingshe.data.splits import SourceData, Split
 from yingshe.errors import YingsheError
-from yingshe.runs import atomic_write_json, atomic_write_text
+from yingshe.runs import atomic_file, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -138,29 +138,18 @@ def has_encoded_files(source: SourceData) -> bool:
 
 def write_npy(path: Path, root: Path, dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable) -> dict:
     """Write an .npy file atomically from contiguous blocks; returns its manifest entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     header = io.BytesIO()
     descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
     np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
     digest, size = hashlib.sha256(), 0
-    try:
-        with open(tmp, "wb") as handle:
-            for block in [header.getvalue(), *blocks]:
-                view = (
-                    memoryview(np.ascontiguousarray(block)).cast("B")
-                    if isinstance(block, np.ndarray)
-                    else block
-                )
-                handle.write(view)
-                digest.update(view)
-                size += len(view)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        for block in [header.getvalue(), *blocks]:
+            view = (
+                memoryview(np.ascontiguousarray(block)).cast("B") if isinstance(block, np.ndarray) else block
+            )
+            handle.write(view)
+            digest.update(view)
+            size += len(view)
     return {"path": path.relative_to(root).as_posix(), "bytes": size, "sha256": digest.hexdigest()}
 
 

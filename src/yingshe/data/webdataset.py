@@ -13,7 +13,6 @@ line, in index order) names the classes; without it they are named by index.
 from __future__ import annotations
 
 import io
-import os
 import re
 import tarfile
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from yingshe.data.images import IMAGE_SUFFIXES
 from yingshe.data.shards import fsync_dir
 from yingshe.data.splits import SourceData, Split
 from yingshe.errors import YingsheError
-from yingshe.runs import atomic_write_text
+from yingshe.runs import atomic_file, atomic_write_text
 
 IMAGE_EXTS = tuple(s.lstrip(".") for s in sorted(IMAGE_SUFFIXES))
 LABEL_EXT = "cls"
@@ -297,25 +296,19 @@ def write_webdataset(
         shards, written = [], 0
         for number, start in enumerate(range(0, len(split), maxcount)):
             path = out / f"{split_name}-{number:06d}.tar"
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "wb") as handle:
-                    with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-                        for i in range(start, min(start + maxcount, len(split))):
-                            sample = encoded_sample(split, i)
-                            if sample is None:
-                                summary["skipped"].append(f"{split.name(i)}: not a readable image file")
-                                continue
-                            key = f"{i:0{width}d}"
-                            _add(archive, f"{key}.{sample[1]}", sample[0])
-                            _add(archive, f"{key}.{LABEL_EXT}", str(int(split.labels[i])).encode())
-                            written += 1
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with (
+                atomic_file(path) as handle,
+                tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
+            ):
+                for i in range(start, min(start + maxcount, len(split))):
+                    sample = encoded_sample(split, i)
+                    if sample is None:
+                        summary["skipped"].append(f"{split.name(i)}: not a readable image file")
+                        continue
+                    key = f"{i:0{width}d}"
+                    _add(archive, f"{key}.{sample[1]}", sample[0])
+                    _add(archive, f"{key}.{LABEL_EXT}", str(int(split.labels[i])).encode())
+                    written += 1
             shards.append(path.name)
             done = done + min(start + maxcount, len(split)) - start
             if progress:
