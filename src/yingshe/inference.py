@@ -70,6 +70,9 @@ class Classifier:
         self.device = resolve_device(device)
         self.model = model_from_checkpoint(payload).to(self.device).eval()
         self.normalize = Normalize(payload["mean"], payload["std"]).to(self.device)
+        # the run was evaluated on the mean logits of each image and its mirror: serve the same
+        train_cfg = payload.get("config", {}).get("train", {})
+        self.tta_flip = bool(train_cfg.get("tta_flip")) and payload.get("flip_invariant", True)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Classifier:
@@ -94,8 +97,11 @@ class Classifier:
     @torch.no_grad()
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU."""
-        x = torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device)
-        return self.model(self.normalize(x)).float().softmax(1).cpu()
+        x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
+        logits = self.model(x)
+        if self.tta_flip:
+            logits = (logits + self.model(x.flip(-1))) / 2
+        return logits.float().softmax(1).cpu()
 
     def predict(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k predictions per image; an unreadable image yields a Prediction with `error`."""

@@ -81,3 +81,37 @@ def test_a_source_that_changed_since_training_is_refused(cifar_folder, tmp_path)
     shutil.copy(folder / "cat" / "0000.jpg", folder / "cat" / "extra.jpg")
     with pytest.raises(YingsheError, match="no longer splits as it did in training"):
         yingshe.evaluate(run.run_dir)
+
+
+def test_a_flip_tta_run_serves_what_it_evaluated(cifar_folder, tmp_path):
+    import torch
+
+    from yingshe.api import eval_batches
+    from yingshe.data.augment import Normalize
+    from yingshe.evaluate.metrics import predict_batches
+    from yingshe.inference import model_from_checkpoint
+    from yingshe.runs import load_checkpoint
+
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={cifar_folder}",
+            f"train.out={tmp_path}",
+            "train.epochs=1",
+            "train.tta_flip=true",
+            "train.plots=false",
+            "data.limit_test=40",
+            "model.kwargs={widths: [8, 8, 8, 8]}",
+        ],
+    )
+    run = yingshe.train(cfg)
+    payload = load_checkpoint(run.run_dir)
+    data = build_dataset(RunConfig.from_dict(payload["config"]).data, 0)
+    model = model_from_checkpoint(payload)
+    normalize = Normalize(payload["mean"], payload["std"])
+    batches = eval_batches(data.test, data, cfg, torch.device("cpu"), normalize, False)
+    evaluated = predict_batches(model, batches, tta_flip=True).logits.softmax(1)
+    names = [data.test.files.name(i) for i in range(len(data.test))]
+    served = Classifier.load(run.run_dir, device="cpu").predict(names, top_k=1)
+    np.testing.assert_allclose([p.top[0][1] for p in served], evaluated.max(1).values, atol=1e-5)
