@@ -7,20 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from yingshe.data.sources import FASHION_CLASSES
 from yingshe.evaluate import plots
 
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = FASHION_CLASSES
 CIFAR100_LIKE = [
     f"{name}_{i}" for i, name in enumerate(["aquarium_fish", "sweet_pepper", "willow_tree"] * 34)
 ][:100]
