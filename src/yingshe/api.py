@@ -138,7 +138,8 @@ def train(
         cfg.train.epochs = epochs
     started = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    data = build_dataset(cfg.data, cfg.train.seed)
+    known_stats = (payload["mean"], payload["std"]) if payload is not None else None
+    data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if payload is not None:
         check_same_splits(payload, data, str(run.root))
     device = resolve_device(cfg.train.device)
@@ -311,7 +312,7 @@ def evaluate(
     if data == cfg.data.spec:  # naming the training data is asking for its own splits
         data = None
     if data is None:  # the run's own splits, cut exactly as in training
-        dataset = build_dataset(cfg.data, cfg.train.seed)
+        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(payload["mean"], payload["std"]))
         check_same_splits(payload, dataset, str(checkpoint))
         chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
         sizes = (len(dataset.train), len(dataset.val) if dataset.val is not None else 0, len(dataset.test))

@@ -27,25 +27,16 @@ def yingshe(*args: str, env: dict | None = None, check: bool = True) -> subproce
     return result
 
 
+def train_small(data, model: str, run: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The issue's must-show command: 2,000 training and 1,000 test images, one epoch."""
+    flags = ["--limit-train", 2000, "--limit-test", 1000, "--epochs", 1, "--out", run]
+    return yingshe("train", "--data", data, "--model", model, *flags, env=env)
+
+
 def test_fashion_mnist_train_then_evaluate(datasets_dir, tmp_path):
     run = tmp_path / "fm"
     env = {"YINGSHE_DATA": str(datasets_dir)}
-    out = yingshe(
-        "train",
-        "--data",
-        "fashion-mnist",
-        "--model",
-        "seed-cnn",
-        "--limit-train",
-        2000,
-        "--limit-test",
-        1000,
-        "--epochs",
-        1,
-        "--out",
-        run,
-        env=env,
-    )
+    out = train_small("fashion-mnist", "seed-cnn", run, env=env)
     assert "test accuracy" in out.stdout and str(run / "report.md") in out.stdout
     report = json.loads((run / "report.json").read_text())
     assert report["num_test"] == 1000 and report["num_train"] == 1800 and report["skipped_files"] == 0
@@ -59,21 +50,7 @@ def test_fashion_mnist_train_then_evaluate(datasets_dir, tmp_path):
 
 def test_cifar_jpeg_archive_resnet20_train_and_predict_jpegs(cifar_tar, cifar_folder, tmp_path):
     run = tmp_path / "cifar"
-    yingshe(
-        "train",
-        "--data",
-        cifar_tar,
-        "--model",
-        "resnet20",
-        "--limit-train",
-        2000,
-        "--limit-test",
-        1000,
-        "--epochs",
-        1,
-        "--out",
-        run,
-    )
+    train_small(cifar_tar, "resnet20", run)
     report = json.loads((run / "report.json").read_text())
     assert report["data"]["image_size"] == 32 and report["data"]["channels"] == 3
     assert report["num_test"] == 1000

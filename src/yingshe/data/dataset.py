@@ -65,7 +65,14 @@ def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData
     return read_source(path)
 
 
-def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = None) -> DatasetSpec:
+def build_dataset(
+    cfg: DataConfig,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    stats: tuple[list[float], list[float]] | None = None,
+) -> DatasetSpec:
+    """`stats`: the normalisation a checkpoint already carries (resume, evaluate), so the training
+    pixels are not sampled and decoded again to measure it."""
     data = use_prepared(read_spec(cfg, progress), cfg)
     train, val, test, notes = choose_splits(data, cfg, seed)
     channels = cfg.channels or data.channels or detect_channels(train)
@@ -73,7 +80,7 @@ def build_dataset(cfg: DataConfig, seed: int = 0, progress: ProgressFn | None = 
         raise YingsheError(f"data.channels must be 1 or 3, got {channels}", "set channels=1 or 3")
     size = cfg.image_size or native_size(train)
     train, val, test = (fit_split(s, size, channels) if s is not None else None for s in (train, val, test))
-    mean, std = channel_stats(train, size, channels)
+    mean, std = stats or channel_stats(train, size, channels)
     return DatasetSpec(
         description=data.description,
         classes=data.classes,

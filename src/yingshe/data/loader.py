@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from yingshe.data.augment import BatchAugment, Normalize
 from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
+
+if TYPE_CHECKING:  # stream.py imports Batch from here; at run time it is imported where used
+    from yingshe.data.stream import PackedBatches, StreamBatches
 
 
 @dataclass
@@ -209,7 +213,7 @@ def make_batches(
     rank: int = 0,
     world: int = 1,
     stream: bool = False,
-) -> ArrayBatches | FileBatches:
+) -> ArrayBatches | FileBatches | PackedBatches | StreamBatches:
     """Pick the fastest path that can serve `split` with the requested per-image transform.
 
     Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
@@ -237,7 +241,7 @@ class DeviceBatches:
 
     def __init__(
         self,
-        batches: ArrayBatches | FileBatches,
+        batches: ArrayBatches | FileBatches | PackedBatches | StreamBatches,
         split: Split,
         device: torch.device,
         normalize: Normalize,

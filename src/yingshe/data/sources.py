@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import pickle
 import struct
 import tarfile
@@ -127,9 +128,11 @@ class TarMemberImages:
         return len(self.names)
 
     def read(self, index: int) -> bytes:
-        with open(self.archive, "rb") as handle:
-            handle.seek(self.offsets[index])
-            return handle.read(self.sizes[index])
+        """One positional read on a descriptor opened once per process (loader workers reopen:
+        the pid tells), instead of an open/seek/close per image."""
+        if getattr(self, "_pid", None) != os.getpid():
+            self._fd, self._pid = os.open(self.archive, os.O_RDONLY), os.getpid()
+        return os.pread(self._fd, self.sizes[index], self.offsets[index])
 
     def name(self, index: int) -> str:
         return f"{self.archive}:{self.names[index]}"
