@@ -35,11 +35,26 @@ from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
-from yingshe.evaluate.figures import report_figures, run_history
+from yingshe.evaluate.figures import (
+    CONFUSION,
+    CONFUSION_NORMALISED,
+    CURVES,
+    ERRORS,
+    RELIABILITY,
+    report_figures,
+    run_history,
+)
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
+from yingshe.outputs import (
+    check_report_folder,
+    check_run_folder,
+    claim_report_folder,
+    claim_run_folder,
+    releases_claims,
+)
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
@@ -114,6 +129,7 @@ def eval_batches(
     return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
 
 
+@releases_claims
 def train(
     config: RunConfig | None = None,
     callbacks: list[Callback] | None = None,
@@ -136,6 +152,8 @@ def train(
         cfg = config or RunConfig()
     if epochs is not None:
         cfg.train.epochs = epochs
+    run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
+    check_run_folder(run.root, payload is not None, cfg.train.exist_ok)  # before any work; creates nothing
     started = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     known_stats = (payload["mean"], payload["std"]) if payload is not None else None
@@ -144,15 +162,6 @@ def train(
         check_same_splits(payload, data, str(run.root))
     device = resolve_device(cfg.train.device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
-    if payload is None and run.last.exists() and not cfg.train.exist_ok:
-        raise YingsheError(
-            f"{run.root} already holds a run (last.pt)",
-            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
-        )
-    run.root.mkdir(parents=True, exist_ok=True)
-    cfg.train.out = str(run.root)
-    atomic_write_text(run.config, save_yaml(cfg))
 
     model = create_model(
         cfg.model.name,
@@ -187,6 +196,9 @@ def train(
     )
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
+    claim_run_folder(run.root, payload is not None, cfg.train.exist_ok)  # made and locked once all is built
+    cfg.train.out = str(run.root)
+    atomic_write_text(run.config, save_yaml(cfg))
 
     callbacks = list(callbacks or [])
     if cfg.train.patience:
@@ -292,6 +304,7 @@ def publish_report(
         write_report(folder, report)
 
 
+@releases_claims
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -306,6 +319,7 @@ def evaluate(
     model was not trained on is an error.
     """
     payload = load_checkpoint(checkpoint)
+    folder = evaluation_folder(Path(checkpoint), data, split, out)  # checked now, made once written
     cfg = RunConfig.from_dict(payload["config"])
     size, channels = payload["image_size"], payload["channels"]
     cfg.data.image_size, cfg.data.channels = size, channels
@@ -335,7 +349,7 @@ def evaluate(
     batches = eval_batches(chosen, payload, cfg, torch_device, normalize, False)
     tta = cfg.train.tta_flip and payload.get("flip_invariant", True)
     pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
-    folder = evaluation_folder(Path(checkpoint), data, split, out)
+    claim_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     summary = {
         "spec": spec,
         "description": description,
@@ -387,7 +401,8 @@ def other_data_split(
 
 
 def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str | Path | None) -> Path:
-    """Where an evaluation's report goes; never over a run's own files."""
+    """Where an evaluation's report goes; never over a run's files or files of anything but an
+    earlier evaluation. Checks only: the folder is made when the report is written."""
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     if out is None:
         name = (
@@ -398,13 +413,16 @@ def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str |
         folder = run_dir / name
     else:
         folder = Path(out)
-    if (folder / "last.pt").exists() or (folder / "best.pt").exists():
-        raise YingsheError(
-            f"{folder} is a run folder: its report.json and plots would be overwritten",
-            "leave out --out (reports go to <run>/evaluate-<split>) or give an empty folder",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    check_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     return folder
+
+
+EVALUATION_FILES = ("report.json", "report.md", CURVES, CONFUSION, CONFUSION_NORMALISED, RELIABILITY, ERRORS)
+
+
+def is_evaluation_report(report: dict[str, Any]) -> bool:
+    """An `evaluate` report.json (which a new evaluation into the same folder replaces)."""
+    return "split" in report and "accuracy" in report and "training" not in report
 
 
 def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]) -> Split:

@@ -203,7 +203,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from yingshe.api import load
     from yingshe.inference import expand_paths
+    from yingshe.outputs import check_output_file
 
+    if args.output:
+        check_output_file(args.output)  # a read-only or full place fails before any prediction
     classifier = load(args.run, device=args.device)
     paths = expand_paths(args.paths)
     if not paths:
