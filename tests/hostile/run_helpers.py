@@ -34,21 +34,10 @@ def tiny_run(out: Path, *overrides: str) -> Path:
     return yingshe.train(tiny_config(out, *overrides)).run_dir
 
 
-def tiny_flags(out: Path) -> list[str]:
-    """`yingshe train` arguments for the same tiny run."""
-    flags = [
-        "train",
-        "--data",
-        "digits",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "128",
-        "--device",
-        "cpu",
-        "train.plots=false",
-    ]
-    return [*flags, "--out", str(out), "model.kwargs={widths: [8, 8, 8, 8]}"]
+def tiny_flags(out: Path, epochs: int = 1) -> list[str]:
+    """`yingshe train` arguments for the same tiny run (key=value overrides come last)."""
+    flags = ["train", "--data", "digits", "--epochs", str(epochs), "--batch-size", "128", "--device", "cpu"]
+    return [*flags, "--out", str(out), "train.plots=false", "model.kwargs={widths: [8, 8, 8, 8]}"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -96,18 +85,22 @@ import os, sys, time, types
 pkg = types.ModuleType("yingshe"); pkg.__path__ = [{src!r} + "/yingshe"]; sys.modules["yingshe"] = pkg
 from yingshe.outputs import RunLock
 RunLock(sys.argv[1]).acquire("train")
+child = 0
 if len(sys.argv) > 2:  # fork a child that outlives us, as a DataLoader or decoding worker can
-    if os.fork() == 0:
+    child = os.fork()
+    if child == 0:
         time.sleep(120); os._exit(0)
-print("locked", flush=True)
+print("locked", child, flush=True)
 time.sleep(120)
 """
 
 
-def start_light_holder(folder: Path, fork_child: bool = False) -> subprocess.Popen:
-    """A real process holding `folder`'s lock; returns once it holds it."""
+def start_light_holder(folder: Path, fork_child: bool = False) -> tuple[subprocess.Popen, int]:
+    """A real process holding `folder`'s lock, and the PID of its forked child (0: none); returns
+    once it holds the lock."""
     script = LIGHT_HOLDER.format(src=str(SRC))
     argv = [sys.executable, "-c", script, str(folder)] + (["fork"] if fork_child else [])
     holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env())
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
+    word, child = holder.stdout.readline().split()
+    assert word == "locked"
+    return holder, int(child)
