@@ -3,6 +3,7 @@ byte-for-byte snapshots of folders, and the CLI called in-process or as a real p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 def assert_clean_error(code: int, err: str, *named: object) -> None:
     """Exit 2, an `error:` line and a `fix:` line naming each of `named`, and no traceback."""
     assert code == 2, err
-    assert err.startswith("error: ") and "\n  fix: " in err, err
+    lines = err.splitlines()
+    assert any(line.startswith("error: ") for line in lines), err  # after any progress bar
+    assert any(line.startswith("  fix: ") for line in lines), err
     assert "Traceback" not in err, err
     for thing in named:
         assert str(thing) in err, f"{thing} not named in: {err}"
@@ -76,6 +79,31 @@ def yingshe_process(*argv: object, preexec_fn=None, prefix: list[str] | None = N
     return subprocess.run(
         command, capture_output=True, text=True, env=env(), preexec_fn=preexec_fn, timeout=600, **kwargs
     )
+
+
+# Several `yingshe` commands in one real process (one import of torch instead of one each).
+BATCH = """
+import contextlib, io, json, sys
+from yingshe.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+with open(sys.argv[2], "w") as handle:
+    json.dump(results, handle)
+"""
+
+
+def yingshe_batch(results: Path, *argvs: list[object], prefix: list[str] | None = None) -> list[dict]:
+    """Run each argv through the CLI's `main` in one real process (behind `prefix`); a traceback
+    fails the test with the process's stderr."""
+    argv_json = json.dumps([[str(a) for a in argv] for argv in argvs])
+    command = [*(prefix or []), sys.executable, "-c", BATCH, argv_json, str(results)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(results.read_text())
 
 
 # A process that holds a folder's lock without importing torch: the `yingshe` package is made a
