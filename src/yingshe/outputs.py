@@ -9,7 +9,9 @@ Order of a command that writes a folder (train, evaluate, cv, report):
    the lock (`RunLock`, an `fcntl.flock` on `.yingshe.lock` inside it) and checks again, since
    another process may have started meanwhile.
 3. The lock is released when the function decorated with `@releases_claims` returns or raises;
-   if the process dies (even by SIGKILL) the kernel releases it, so a lock is never stale.
+   if the process dies (even by SIGKILL) the kernel releases it, so a lock is never stale. A
+   claimed folder that the failed function created and left without results (a run's
+   config.yaml at most, no checkpoint) is removed, so a run that could not start leaves nothing.
 
 An `OSError` while writing (`write_error`) becomes a `YingsheError` naming the file and the likely
 fix; it stays an `OSError` too, so code that already handles those still does.
@@ -137,6 +139,8 @@ class RunLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.fd: int | None = None
+        self.created = False  # the claim made the folder: a failed run may take it away again
+        self.disposable: tuple[str, ...] = ()  # files the claimer writes first, removed with it
 
     def acquire(self, purpose: str = "a run") -> RunLock:
         while True:
@@ -166,15 +170,24 @@ class RunLock:
         _held.append(self)
         return self
 
-    def release(self) -> None:
+    def release(self, failed: bool = False) -> None:
+        """Unlock. After a failure, a folder this claim created that holds nothing but the
+        `disposable` files (a run's config.yaml before its first checkpoint) is removed."""
         if self.fd is None:
             return
+        abandon = failed and self.created and set(foreign_entries(self.folder)) <= set(self.disposable)
+        if abandon:
+            for name in self.disposable:
+                with contextlib.suppress(OSError):
+                    (self.folder / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)  # still locked here, see acquire
         os.close(self.fd)  # closing drops the flock
         self.fd = None
         if self in _held:
             _held.remove(self)
+        if abandon:
+            _remove_if_empty(self.folder)
 
     def __enter__(self) -> RunLock:
         return self.acquire() if self.fd is None else self
@@ -270,8 +283,11 @@ def releases_claims(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         stack = _scope_stack()
         stack.append([])
+        failed = True
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            failed = False
+            return result
         except OSError as err:
             if isinstance(err, YingsheError) or not err.filename:
                 raise
@@ -281,7 +297,7 @@ def releases_claims(func: F) -> F:
             raise
         finally:
             for lock in reversed(stack.pop()):
-                lock.release()
+                lock.release(failed)
 
     return wrapper  # type: ignore[return-value]
 
@@ -360,6 +376,7 @@ def claim_run_folder(
         if created:
             _remove_if_empty(folder)
         raise
+    lock.created, lock.disposable = created, ("config.yaml",)
     _hold(lock)
     return folder
 
@@ -423,6 +440,7 @@ def claim_report_folder(
         if created:
             _remove_if_empty(folder)
         raise
+    lock.created = created
     _hold(lock)
     return folder
 

@@ -9,7 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from run_helpers import assert_clean_error, cli, snapshot, tiny_flags, tiny_run
+from run_helpers import assert_clean_error, cli, snapshot, tiny_config, tiny_flags, tiny_run
+
+import yingshe
+from yingshe.errors import YingsheError
 
 USER_FILES = {
     "report.md": b"# my notes\nkeep me\n",
@@ -125,3 +128,15 @@ def test_evaluate_refuses_user_files_and_replaces_its_own_report(run, tmp_path, 
         assert code == 0, err
     assert json.loads((folder / "report.json").read_text())["split"] == "test"
     assert not (folder / ".yingshe.lock").exists()
+
+
+def test_runs_that_cannot_train_leave_no_folder(tmp_path, capsys):
+    """--epochs 0 and --batch-size 0 fail (when the config is built, or at the latest before the
+    first checkpoint); either way no run folder is left behind."""
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, *tiny_flags(out, epochs=0))
+    assert code == 2 and "Traceback" not in err, err
+    assert not out.exists()
+    with pytest.raises((YingsheError, ValueError)):
+        yingshe.train(tiny_config(out, "train.batch_size=0"))
+    assert list(tmp_path.iterdir()) == []

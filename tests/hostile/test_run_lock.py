@@ -85,16 +85,24 @@ def test_a_forked_worker_that_outlives_the_holder_does_not_keep_the_lock(tmp_pat
         os.kill(child, signal.SIGKILL)
 
 
-def test_the_lock_is_released_when_the_run_raises(tmp_path):
+def test_a_failed_run_unlocks_and_takes_away_only_a_folder_it_made_and_left_without_results(tmp_path):
     @releases_claims
-    def failing_run(folder: Path) -> None:
-        claim_run_folder(folder)
-        (folder / "config.yaml").write_text("x: 1\n")
+    def failing_run(folder: Path, *written: str) -> None:
+        claim_run_folder(folder, exist_ok=True)
+        for name in written:
+            (folder / name).write_text("x\n")
         raise KeyboardInterrupt
 
-    folder = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        failing_run(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml"]
-    with RunLock(folder):
-        pass
+        failing_run(tmp_path / "new", "config.yaml")
+    assert not (tmp_path / "new").exists(), "a run that never wrote a checkpoint leaves nothing"
+    with pytest.raises(KeyboardInterrupt):
+        failing_run(tmp_path / "started", "config.yaml", "last.pt")
+    assert sorted(p.name for p in (tmp_path / "started").iterdir()) == ["config.yaml", "last.pt"]
+    (tmp_path / "theirs").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        failing_run(tmp_path / "theirs", "config.yaml")
+    assert sorted(p.name for p in (tmp_path / "theirs").iterdir()) == ["config.yaml"], "not ours to remove"
+    for folder in ("started", "theirs"):
+        with RunLock(tmp_path / folder):  # every lock was released
+            pass
