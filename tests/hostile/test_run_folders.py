@@ -124,7 +124,7 @@ def test_evaluate_refuses_user_files_and_replaces_its_own_report(run, tmp_path, 
 
     folder = tmp_path / "eval"
     for _ in range(2):  # the second evaluation replaces the first one's report
-        code, _, err = cli(capsys, "evaluate", run, "--out", folder, "--device", "cpu")
+        code, _, err = cli(capsys, "evaluate", run, "--out", folder, "--device", "cpu", "--limit", "40")
         assert code == 0, err
     assert json.loads((folder / "report.json").read_text())["split"] == "test"
     assert not (folder / ".yingshe.lock").exists()
