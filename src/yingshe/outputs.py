@@ -199,8 +199,7 @@ class RunLock:
 def _flock_briefly(fd: int, tries: int = 6) -> None:
     """LOCK_EX, retried for about 0.3 s: `check_not_locked` in another process holds a shared
     lock for an instant, which must not read as a running holder. A real holder keeps it."""
-    import fcntl
-
+    fcntl = _fcntl()
     for attempt in range(tries):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -209,6 +208,15 @@ def _flock_briefly(fd: int, tries: int = 6) -> None:
             if attempt == tries - 1:
                 raise
             time.sleep(0.05)
+
+
+def _fcntl() -> Any:
+    """The fcntl module; where there is none (Windows) an OSError, so the run goes on unlocked."""
+    try:
+        import fcntl
+    except ImportError as err:
+        raise OSError(errno.EOPNOTSUPP, "no fcntl.flock on this platform") from err
+    return fcntl
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -243,8 +251,7 @@ def check_not_locked(folder: Path) -> None:
     except OSError:
         return  # gone meanwhile, or unreadable: the claim will tell
     try:
-        import fcntl
-
+        fcntl = _fcntl()
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         raise YingsheError(
