@@ -209,7 +209,7 @@ def train(
     validation = None
     if data.val is not None:  # the held-out figures cross-validation and tuning read
         validation = headline(full_metrics(predict_batches(model, val_batches, amp, tta), data.classes))
-    skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
+    skipped = {**data.skipped, **train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
     report = split_report(
         f"{cfg.model.name} on {cfg.data.spec}",
         "test",
@@ -520,6 +520,7 @@ def inspect_data(
             entry["unreadable"] = unreadable
         summary["splits"][name] = entry
     summary["notes"] = source.notes
+    summary["skipped"] = dict(source.skipped)  # refused while reading the source (tar members)
     return summary
 
 
