@@ -206,7 +206,7 @@ def read_tar(path: Path, options: ReadOptions | None = None) -> SourceData:
     size = path.stat().st_size
     names, blobs, offsets, sizes = [], [], [], []
     skipped: dict[str, str] = {}
-    damage = None
+    damage, whole = None, 0  # whole: tar-stream bytes up to the end of the last member read whole
     with tarfile.open(path, "r:*") as archive:
         try:
             for member in archive:
@@ -225,6 +225,7 @@ def read_tar(path: Path, options: ReadOptions | None = None) -> SourceData:
                 elif member.offset_data + member.size > size:
                     raise tarfile.ReadError(f"member {member.name!r} is cut off")
                 names.append(name)
+                whole = member.offset_data + member.size
                 if compressed:
                     blobs.append(blob)
                 else:
@@ -235,8 +236,8 @@ def read_tar(path: Path, options: ReadOptions | None = None) -> SourceData:
             damage = f"{type(err).__name__}: {err}"
         if damage is not None:
             damage = (
-                f"{printable_path(path)} is truncated or corrupt ({damage}): read {len(names)} images "
-                f"in the first {archive.offset:,} bytes of its tar stream (file size {size:,} bytes)"
+                f"{printable_path(path)} is truncated or corrupt ({damage}): read {len(names)} images, "
+                f"the first {whole:,} bytes of its tar stream (the file is {size:,} bytes)"
             )
     if damage is not None:
         if options.strict or not names:
