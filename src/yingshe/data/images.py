@@ -75,7 +75,7 @@ def printable_path(path: str | bytes | os.PathLike) -> str:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:g} MB"
+    return f"{n / 2**20:.3g} MB"
 
 
 def read_file(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:

@@ -189,7 +189,7 @@ def member_refusal(member: tarfile.TarInfo) -> str | None:
     if normal == ".." or normal.startswith("../"):
         return "a path that escapes the archive root"
     if member.size > LIMITS.max_file_bytes:
-        return f"{member.size / 2**20:g} MB, over data.max_file_mb={LIMITS.max_file_bytes / 2**20:g} MB"
+        return f"{member.size / 2**20:.3g} MB, over data.max_file_mb={LIMITS.max_file_bytes / 2**20:.3g} MB"
     return None
 
 
