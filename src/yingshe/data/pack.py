@@ -136,8 +136,9 @@ def decode_chunk(args: tuple) -> tuple[np.ndarray, np.ndarray, dict[int, str], b
         names.append(files.name(i))
         try:
             blob = files.read(i)
-        except OSError as err:
-            blob, unreadable[i] = None, f"{names[i]}: {type(err).__name__}: {err}"
+        except OSError as err:  # UnreadableImage (not a regular file, over a limit) names the file
+            reason = str(err) if names[i] in str(err) else f"{names[i]}: {type(err).__name__}: {err}"
+            blob, unreadable[i] = None, reason
         blobs.append(blob)
     images, ok, errors = decode_many(blobs, size, channels, names, decoder)
     errors.update(unreadable)

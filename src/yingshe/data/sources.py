@@ -263,7 +263,9 @@ def read_tar(path: Path, options: ReadOptions | None = None) -> SourceData:
 
     def files_for(positions: list[int]):
         if compressed:
-            return BlobImages([f"{path}:{names[i]}" for i in positions], [blobs[i] for i in positions])
+            return BlobImages(
+                [printable_path(f"{path}:{names[i]}") for i in positions], [blobs[i] for i in positions]
+            )
         return TarMemberImages(
             str(path),
             [names[i] for i in positions],
