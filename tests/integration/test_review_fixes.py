@@ -107,9 +107,9 @@ def test_a_flip_tta_run_serves_what_it_evaluated(cifar_folder, tmp_path):
     )
     run = yingshe.train(cfg)
     payload = load_checkpoint(run.run_dir)
-    data = build_dataset(RunConfig.from_dict(payload["config"]).data, 0)
+    data = build_dataset(RunConfig.from_dict(payload.config).data, 0)
     model = model_from_checkpoint(payload)
-    normalize = Normalize(payload["mean"], payload["std"])
+    normalize = Normalize(payload.meta.mean, payload.meta.std)
     batches = eval_batches(data.test, data, cfg, torch.device("cpu"), normalize, False)
     evaluated = predict_batches(model, batches, tta_flip=True).logits.softmax(1)
     names = [data.test.files.name(i) for i in range(len(data.test))]

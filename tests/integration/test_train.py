@@ -59,7 +59,7 @@ def test_checkpoint_is_self_describing_and_safe(digits_run):
 def test_predict_agrees_with_evaluation_on_the_same_images(digits_run):
     """The serving path (raw image → decode/fit → normalise) gives the evaluation path's answers."""
     payload = load_checkpoint(digits_run.run_dir)
-    cfg = RunConfig.from_dict(payload["config"])
+    cfg = RunConfig.from_dict(payload.config)
     data = build_dataset(cfg.data, cfg.train.seed)
     model = model_from_checkpoint(payload)
     batches = eval_batches(data.test, data, cfg, torch.device("cpu"), Normalize(data.mean, data.std), False)
@@ -88,9 +88,9 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
     resumed = yingshe.train(resume=tmp_path / "split")
     a = load_checkpoint(straight.run_dir / "last.pt")
     b = load_checkpoint(resumed.run_dir / "last.pt")
-    assert b["fit_state"]["epoch"] == 3 and len(b["fit_state"]["history"]) == 3
-    for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, msg=f"{key} differs after resume")
+    assert b.fit_state["epoch"] == 3 and len(b.history) == 3
+    for key, value in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[key], value, msg=f"{key} differs after resume")
     assert resumed.accuracy == pytest.approx(straight.accuracy)
 
 
@@ -185,8 +185,8 @@ def test_same_seed_same_model_and_tensorboard_events(tmp_path):
         config(tmp_path / "b", "train.epochs=2", "train.deterministic=true", "train.tensorboard=true")
     )
     wa, wb = load_checkpoint(a.run_dir / "last.pt"), load_checkpoint(b.run_dir / "last.pt")
-    for key, value in wa["state_dict"].items():
-        torch.testing.assert_close(wb["state_dict"][key], value)
+    for key, value in wa.state_dict.items():
+        torch.testing.assert_close(wb.state_dict[key], value)
     assert list((b.run_dir / "events").glob("events.out.tfevents.*"))
 
 

@@ -15,21 +15,12 @@ from typing import Any
 
 from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
+from yingshe.evaluate.metrics import METRICS, format_value
 from yingshe.runs import atomic_write_json, atomic_write_text, read_metrics_csv
 
 CURVES = "curves.png"
 
-# (report key, column title, higher is better)
-COLUMNS = [
-    ("accuracy", "accuracy", True),
-    ("top5_accuracy", "top-5", True),
-    ("f1_macro", "F1 macro", True),
-    ("f1_weighted", "F1 weighted", True),
-    ("precision_macro", "precision macro", True),
-    ("recall_macro", "recall macro", True),
-    ("ece", "ECE", False),
-    ("loss", "mean loss", False),
-]
+COLUMNS = [spec for spec in METRICS if spec.compact]  # the metric table's narrow selection
 
 
 @dataclass
@@ -86,10 +77,10 @@ def unique_names(runs: list[RunSummary]) -> None:
 
 def best_values(rows: list[dict[str, Any]]) -> dict[str, float]:
     best = {}
-    for key, _, higher in COLUMNS:
-        values = [row[key] for row in rows if row.get(key) is not None]
+    for spec in COLUMNS:
+        values = [row[spec.key] for row in rows if row.get(spec.key) is not None]
         if values:
-            best[key] = max(values) if higher else min(values)
+            best[spec.key] = max(values) if spec.higher_is_better else min(values)
     return best
 
 
@@ -106,7 +97,7 @@ def run_row(run: RunSummary) -> dict[str, Any]:
         "images": report.get("num_test"),
         "epochs": training.get("epochs_run"),
         "seconds": training.get("seconds"),
-        **{key: report.get(key) for key, _, _ in COLUMNS},
+        **{spec.key: report.get(spec.key) for spec in COLUMNS},
     }
 
 
@@ -145,13 +136,15 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
 def _cell(key: str, value: Any, best: dict[str, float]) -> str:
     if value is None:
         return "–"
-    text = f"{value:.4f}" if key in ("loss", "ece") else f"{100 * value:.2f}%"
+    text = format_value(key, value)
     return f"**{text}**" if best.get(key) == value else text
 
 
 def comparison_markdown(report: dict[str, Any]) -> str:
     shown = [
-        (key, title) for key, title, _ in COLUMNS if any(row.get(key) is not None for row in report["runs"])
+        (spec.key, spec.title)
+        for spec in COLUMNS
+        if any(row.get(spec.key) is not None for row in report["runs"])
     ]
     head = ["run", "model", "data", "images", "epochs", *[title for _, title in shown]]
     lines = [

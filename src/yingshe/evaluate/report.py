@@ -10,20 +10,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from yingshe.evaluate.metrics import METRICS
 from yingshe.runs import atomic_write_json, atomic_write_text
-
-SUMMARY_KEYS = [
-    ("accuracy", "accuracy"),
-    ("top5_accuracy", "top-5 accuracy"),
-    ("loss", "mean loss"),
-    ("precision_macro", "precision (macro)"),
-    ("recall_macro", "recall (macro)"),
-    ("f1_macro", "F1 (macro)"),
-    ("precision_weighted", "precision (weighted)"),
-    ("recall_weighted", "recall (weighted)"),
-    ("f1_weighted", "F1 (weighted)"),
-    ("ece", "expected calibration error"),
-]
 
 
 def versions() -> dict[str, str]:
@@ -99,12 +87,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"macro F1 {_pct(validation['f1_macro'])}, mean loss {validation['loss']:.4f}"
         )
     lines += ["", "## Summary", "", "| metric | value |", "|---|---|"]
-    for key, label in SUMMARY_KEYS:
-        if key in report:
-            value = report[key]
-            lines.append(
-                f"| {label} | {value:.4f} |" if key in ("loss", "ece") else f"| {label} | {_pct(value)} |"
-            )
+    for spec in METRICS:
+        if isinstance(report.get(spec.key), float):
+            lines.append(f"| {spec.title} | {spec.show(report[spec.key])} |")
     if report.get("per_class"):
         lines += [
             "",
