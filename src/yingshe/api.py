@@ -44,7 +44,7 @@ from yingshe.models import count_parameters, create_model
 from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
-from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord
+from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     run_dir: Path
-    report: dict[str, Any]
+    report: Report
 
     @property
     def accuracy(self) -> float:
@@ -284,16 +284,16 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
         data_summary(cfg.data, data),
         {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
     )
-    report["training"] = {
-        "epochs_run": state.epoch,
-        "steps": state.step,
-        "best_epoch": state.best_epoch,
-        "monitor": cfg.train.monitor,
-        "best": state.best,
-        "stop_reason": state.stop_reason,
-        "seconds": round(time.perf_counter() - started, 2),
-        "device": str(device),
-    }
+    report["training"] = TrainingSummary(
+        epochs_run=state.epoch,
+        steps=state.step,
+        best_epoch=state.best_epoch,
+        monitor=cfg.train.monitor,
+        best=state.best,
+        stop_reason=state.stop_reason,
+        seconds=round(time.perf_counter() - started, 2),
+        device=str(device),
+    )
     report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
@@ -329,7 +329,7 @@ def split_report(
     skipped: dict[str, str],
     data: dict[str, Any],
     model: dict[str, Any],
-) -> dict[str, Any]:
+) -> Report:
     """The report body `train` and `evaluate` share: metrics of one split plus what it was."""
     return {
         "title": title,

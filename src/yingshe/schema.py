@@ -1,4 +1,7 @@
-"""The checkpoint's fields, declared once: typed records with `to_dict`/`from_dict`.
+"""The checkpoint's and the report's fields, declared once.
+
+Checkpoints are typed records with `to_dict`/`from_dict`; a report (report.json) is a
+`Report` TypedDict, since it is JSON through and through and is written once.
 
 On disk a checkpoint stays a flat dict of tensors and plain data (what
 `torch.load(weights_only=True)` accepts): `format` and `version` first, then the metadata that
@@ -13,12 +16,14 @@ This is a leaf module: it imports nothing of yingshe but errors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from yingshe.errors import YingsheError
 
 CHECKPOINT_FORMAT = "yingshe-checkpoint"
 CHECKPOINT_VERSION = 1  # raise when a field changes meaning; from_dict refuses newer versions
+REPORT_FORMAT = "yingshe-report"
+REPORT_VERSION = 1  # report.json files written before the field existed count as version 1
 
 
 def _need(payload: dict[str, Any], key: str, source: str) -> Any:
@@ -192,3 +197,76 @@ class Checkpoint:
             payload.get("raw_state_dict"),
             version,
         )
+
+
+class TrainingSummary(TypedDict):
+    """report["training"]: how the run that produced the evaluated checkpoint went."""
+
+    epochs_run: int
+    steps: int
+    best_epoch: int | None
+    monitor: str
+    best: float | None
+    stop_reason: str
+    seconds: float
+    device: str
+
+
+class ModelSummary(TypedDict):
+    name: str
+    parameters: int
+    checkpoint: str
+
+
+class DataSummary(TypedDict, total=False):
+    spec: str
+    description: str
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    notes: list[str]
+
+
+class Report(TypedDict, total=False):
+    """report.json of one evaluated split (`train` and `evaluate` write it). Beside these fields
+    it holds one float per row of the metric table (`evaluate.metrics.METRICS`: accuracy, loss,
+    ...) that the split has, at the top level."""
+
+    format: str  # REPORT_FORMAT
+    version: int  # REPORT_VERSION
+    title: str
+    split: str
+    classes: list[str]
+    num_train: int
+    num_val: int
+    num_test: int  # images evaluated
+    skipped_files: int
+    skipped: list[str]
+    data: DataSummary
+    model: ModelSummary
+    training: TrainingSummary  # train only
+    validation: dict[str, float]  # train with a validation split: the metric table's figures on it
+    config: dict[str, Any]
+    per_class: list[dict[str, Any]]
+    confusion_matrix: list[list[int]]
+    calibration: dict[str, list[float]]
+    confused_pairs: list[dict[str, Any]]
+    plots: list[str]
+    versions: dict[str, str]
+
+
+def check_report(report: Any, source: str = "report") -> Report:
+    """`report` as a `Report`, after checking it is one this yingshe reads."""
+    if not isinstance(report, dict) or report.get("format", REPORT_FORMAT) != REPORT_FORMAT:
+        raise YingsheError(f"{source} is not a yingshe evaluation report", "pass a run folder")
+    if "accuracy" not in report:
+        raise YingsheError(f"{source} is not a yingshe evaluation report", "pass a run folder")
+    version = report.get("version", 1)
+    if not isinstance(version, int) or version > REPORT_VERSION:
+        raise YingsheError(
+            f"{source} was written by a newer yingshe (report version {version!r}; "
+            f"this one reads up to {REPORT_VERSION})",
+            "upgrade yingshe (pip install -U yingshe) to read it",
+        )
+    return report  # type: ignore[return-value]

@@ -17,6 +17,7 @@ from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
 from yingshe.evaluate.metrics import METRICS, format_value
 from yingshe.runs import atomic_write_json, atomic_write_text, read_metrics_csv
+from yingshe.schema import check_report
 
 CURVES = "curves.png"
 
@@ -43,13 +44,11 @@ def read_run(path: str | Path) -> RunSummary:
             f"pass a finished run folder, or write its report with `yingshe evaluate {path}`",
         )
     try:
-        report = json.loads(report_path.read_text())
+        report = check_report(json.loads(report_path.read_text()), str(report_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise YingsheError(
             f"{report_path} is not valid JSON: {err}", "re-run `yingshe evaluate` on it"
         ) from err
-    if "accuracy" not in report:
-        raise YingsheError(f"{report_path} is not a yingshe evaluation report", "pass a run folder")
     folder = report_path.parent
     return RunSummary(folder.name, folder, report, history_of(folder, report))
 

@@ -149,7 +149,7 @@ def summary_metrics(pred: Predictions, num_classes: int) -> dict[str, float]:
 class CalibrationBins(Metric):
     """Expected calibration error (L1) over equal-width confidence bins (lo, hi] (Guo et al. 2017).
 
-    State is three per-bin sums, so it is exact, O(bins) in memory and sums across ranks.
+    State is three per-bin sums, so it is exact and O(bins) in memory.
     torchmetrics' own MulticlassCalibrationError is not used: it bins [lo, hi), puts a confidence
     of exactly 1.0 (common in float32 softmax) in a 16th bin of its own, and keeps every
     confidence of the split in memory.

@@ -12,6 +12,7 @@ from typing import Any
 
 from yingshe.evaluate.metrics import METRICS
 from yingshe.runs import atomic_write_json, atomic_write_text
+from yingshe.schema import REPORT_FORMAT, REPORT_VERSION, Report
 
 
 def versions() -> dict[str, str]:
@@ -46,8 +47,8 @@ def confused_pairs(matrix: list[list[int]], classes: list[str], top: int = 10) -
     return sorted(cells, key=lambda c: -c["count"])[:top]
 
 
-def write_report(folder: Path, report: dict[str, Any], stem: str = "report") -> tuple[Path, Path]:
-    report = {**report, "versions": versions()}
+def write_report(folder: Path, report: Report, stem: str = "report") -> tuple[Path, Path]:
+    report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "versions": versions()}
     if "confusion_matrix" in report:
         report["confused_pairs"] = confused_pairs(report["confusion_matrix"], report["classes"])
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
