@@ -62,3 +62,10 @@ def test_whiten_false_neither_whitens_nor_freezes_the_stem():
     bias = model.whiten.bias.detach().clone()
     one_step(model, optimizer)
     assert not torch.equal(model.whiten.weight, before) and not torch.equal(model.whiten.bias, bias)
+
+
+def test_the_fidelity_switches_are_model_kwargs_for_ablations():
+    model = small(bn_momentum=0.6, whiten_bias_epochs=0)
+    assert all(m.momentum == 0.6 for m in model.modules() if isinstance(m, BatchNorm))
+    model.set_epoch(1)
+    assert not model.whiten.bias.requires_grad  # the bias frozen from the start, as before

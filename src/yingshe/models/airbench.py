@@ -34,13 +34,13 @@ class BatchNorm(nn.BatchNorm2d):
 class ConvGroup(nn.Module):
     """conv → 2×2 max-pool → BN → GELU → conv → BN → GELU: (B, C_in, H, W) → (B, C_out, H/2, W/2)."""
 
-    def __init__(self, c_in: int, c_out: int, pool: bool = True):
+    def __init__(self, c_in: int, c_out: int, pool: bool = True, bn_momentum: float = BN_MOMENTUM):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
-        self.norm1 = BatchNorm(c_out)
+        self.norm1 = BatchNorm(c_out, bn_momentum)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm2 = BatchNorm(c_out)
+        self.norm2 = BatchNorm(c_out, bn_momentum)
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,6 +64,7 @@ class AirbenchNet(nn.Module):
         scale: float = 1 / 9,
         whiten: bool = True,
         whiten_bias_epochs: int = 3,
+        bn_momentum: float = BN_MOMENTUM,  # torch's convention; kwargs make the ablation one flag
     ):
         super().__init__()
         stem_out = 2 * in_chans * 4  # ± each eigenvector of the 2×2×C patch covariance
@@ -75,7 +76,7 @@ class AirbenchNet(nn.Module):
         self.stem_act = nn.GELU()
         groups, c_in, side = [], stem_out, image_size - 1
         for width in widths:  # pool while the map is at least 2 px, so 8×8 digits work too
-            groups.append(ConvGroup(c_in, width, pool=side >= 2))
+            groups.append(ConvGroup(c_in, width, pool=side >= 2, bn_momentum=bn_momentum))
             c_in, side = width, side // 2 if side >= 2 else side
         self.features = nn.Sequential(*groups)
         self.pool = nn.AdaptiveMaxPool2d(1)
