@@ -65,8 +65,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("loss", "mean loss", False, "decimal"),
 )
 METRIC_BY_KEY = {spec.key: spec for spec in METRICS}
-MONITOR_PREFIXES = ("val_", "train_")  # per-epoch rows prefix each figure with its split
-EPOCH_FIGURES = ("loss", "accuracy", "ece")  # what `summary_metrics` measures every epoch
+EPOCH_FIGURES = ("loss", "accuracy", "ece")  # what `summary_metrics` measures on validation
+TRAIN_FIGURES = ("loss", "accuracy")  # what the loop accumulates over the training batches
 # `train.monitor=epoch`: every epoch beats the one before, so best.pt is the last epoch
 # (cross-validation folds use it: the held-out fold must not also choose the epoch)
 LAST_EPOCH = MetricSpec("epoch", "epoch", True, "decimal", compact=False)
@@ -81,7 +81,7 @@ def metric(key: str) -> MetricSpec:
 
 def monitor_choices() -> list[str]:
     """The values `train.monitor` accepts: a per-epoch figure of the validation or training split."""
-    return [prefix + key for prefix in MONITOR_PREFIXES for key in EPOCH_FIGURES] + ["epoch"]
+    return [f"val_{key}" for key in EPOCH_FIGURES] + [f"train_{key}" for key in TRAIN_FIGURES] + ["epoch"]
 
 
 def monitor_metric(monitor: str) -> MetricSpec:
