@@ -22,16 +22,23 @@ from yingshe.evaluate.compare import compare_runs
 from yingshe.models import create_model, list_models
 from yingshe.recipes import apply_recipe, list_recipes, recipe_config
 from yingshe.tune.cv import CVResult, cross_validate
+from yingshe.tune.lr_find import LRFind, lr_find
+from yingshe.tune.tuner import (
+    TuneResult,
+    tune,
+)  # the function; the package stays importable as yingshe.tune.*
 
 __all__ = [
     "AugmentConfig",
     "CVResult",
     "DataConfig",
+    "LRFind",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
     "YingsheError",
     "apply_recipe",
     "compare_runs",
@@ -44,7 +51,9 @@ __all__ = [
     "list_recipes",
     "load",
     "load_config",
+    "lr_find",
     "prepare_data",
     "recipe_config",
     "train",
+    "tune",
 ]
