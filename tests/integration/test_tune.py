@@ -20,7 +20,6 @@ from yingshe.cli import main
 from yingshe.config import RunConfig, apply_overrides, load_config
 from yingshe.errors import YingsheError
 
-
 GRID = {"lr": [1e-3, 3e-3, 1e-2]}
 
 
@@ -71,10 +70,16 @@ def test_a_grid_trains_every_point_exactly_once(grid_study):
         assert load_config(run / "config.yaml").optim.lr == t.params["optim.lr"], "the trial is a run folder"
         report = json.loads((run / "report.json").read_text())
         assert report["validation"]["accuracy"] == t.value, "the objective is the run's validation figure"
-        assert report["tuning"] == {"trial": t.number, "state": "complete", "value": t.value, "metric": "accuracy"}
+        assert report["tuning"] == {
+            "trial": t.number,
+            "state": "complete",
+            "value": t.value,
+            "metric": "accuracy",
+        }
     with (grid_study.study_dir / "trials.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted(float(r["param:optim.lr"]) for r in rows) == GRID["lr"] and {r["epochs"] for r in rows} == {"1"}
+    assert sorted(float(r["param:optim.lr"]) for r in rows) == GRID["lr"]
+    assert {r["epochs"] for r in rows} == {"1"}
     md = (grid_study.study_dir / "study.md").read_text()
     assert "3 complete" in md and "yingshe train --config best.yaml" in md
     for name in ("history.png", "parallel_coordinates.png", "intermediate_values.png"):
@@ -107,7 +112,8 @@ def grid_with_last(values: list[float], last: float, seed: int = 0) -> list[floa
     last, found by asking a throwaway in-memory study."""
     for order in itertools.permutations(values):
         study = optuna.create_study(sampler=optuna.samplers.GridSampler({"optim.lr": list(order)}, seed=seed))
-        study.optimize(lambda t: t.suggest_categorical("optim.lr", list(order)), n_trials=len(order))
+        choices = list(order)
+        study.optimize(lambda t, c=choices: t.suggest_categorical("optim.lr", c), n_trials=len(order))
         if study.trials[-1].params["optim.lr"] == last:
             return list(order)
     raise AssertionError("no order visits it last")
@@ -155,7 +161,8 @@ def test_lr_find_suggests_an_override_and_tune_centres_a_range_on_it(tmp_path, d
 
     space = tmp_path / "space.yaml"
     space.write_text("lr: {type: loguniform, around: lr-find, decades: 1}\n")
-    argv = ["tune", *flags, "--space", str(space), "--trials", "1", "--epochs", "1", "--out", str(tmp_path / "s")]
+    argv = ["tune", *flags, "--space", str(space), "--trials", "1", "--epochs", "1"]
+    argv += ["--out", str(tmp_path / "s")]
     printed = io.StringIO()
     with one_thread(), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
         assert main([*argv, "--max-steps", "3", *extra]) == 0

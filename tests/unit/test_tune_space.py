@@ -41,7 +41,8 @@ def test_around_centres_a_log_range_and_lr_find_is_filled_later():
     later = parse_space({"lr": {"type": "loguniform", "around": "lr-find", "decades": 0.5}})
     assert later.needs_lr_find() and later.params[0].low is None
     later.centre(1e-2)
-    assert later.params[0].low == pytest.approx(1e-2 / 10**0.5) and later.params[0].high == pytest.approx(1e-2 * 10**0.5)
+    low, high = later.params[0].low, later.params[0].high
+    assert low == pytest.approx(1e-2 / 10**0.5) and high == pytest.approx(1e-2 * 10**0.5)
 
 
 @pytest.mark.parametrize(
