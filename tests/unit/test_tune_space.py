@@ -79,3 +79,25 @@ def test_space_file_errors_name_the_file(tmp_path):
 def test_storage_urls_are_reported_without_passwords():
     assert redact("postgresql://tuner:secret@db.example/studies") == "postgresql://tuner@db.example/studies"
     assert redact("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
+
+
+def test_a_journal_trial_without_heartbeat_ends_failed_and_is_queued_again(tmp_path):
+    """Optuna's JournalStorage has no heartbeat; ours beats through Optuna's BaseHeartbeat."""
+    import time
+
+    from optuna.trial import TrialState
+
+    from yingshe.tune.study import HEARTBEAT_ATTR, make_storage
+
+    storage, _ = make_storage(f"journal:{tmp_path / 'journal.log'}", tmp_path, heartbeat=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    alive, dead = study.ask(), study.ask()
+    for trial in (alive, dead):
+        trial.suggest_float("optim.lr", 1e-4, 1e-1, log=True)
+    storage.record_heartbeat(alive._trial_id)
+    storage.set_trial_system_attr(dead._trial_id, HEARTBEAT_ATTR, time.time() - 10)  # its worker died
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[alive.number] == TrialState.RUNNING and states[dead.number] == TrialState.FAIL
+    (retry,) = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params

@@ -86,20 +86,27 @@ def make_storage(url: str | None, study_dir: Path, heartbeat: int) -> tuple[optu
     for plain in ("postgresql://", "postgres://"):  # SQLAlchemy 2.1 picks psycopg 3; we ship psycopg2
         if url.startswith(plain):
             url = "postgresql+psycopg2://" + url.removeprefix(plain)
-    try:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
-    except Exception as err:  # connection refused, missing driver, bad URL
-        raise YingsheError(
-            f"cannot open the study storage {redact(url)}: {type(err).__name__}: {err}"[:600],
-            "check the URL, that the database server is running and that its driver "
-            "(psycopg2 for postgresql://) is installed",
-        ) from err
+    for attempt in range(3):
+        try:
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=retry,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            )
+            break
+        except Exception as err:  # connection refused, missing driver, bad URL
+            # two workers starting on an empty database race to create its tables: the loser
+            # sees a duplicate and finds them there on a second try
+            if attempt < 2 and "already exists" in str(err):
+                time.sleep(1.0 + attempt)
+                continue
+            raise YingsheError(
+                f"cannot open the study storage {redact(url)}: {type(err).__name__}: {err}"[:600],
+                "check the URL, that the database server is running and that its driver "
+                "(psycopg2 for postgresql://) is installed",
+            ) from err
     return storage, redact(url)
 
 
