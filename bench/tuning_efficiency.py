@@ -8,7 +8,7 @@ learning rate), three searches run in this process, each trial capped at the sam
 3. TPE + ASHA (`yingshe.tune`, sampler tpe, pruner asha) over that range: lr loguniform
    1e-3..1e-1, batch categorical, momentum uniform 0.9..0.99.
 
-Each search reports its best validation accuracy (the held-out 25% of the slice; the test split is
+Each search reports its best validation accuracy (the held-out 40% of the slice; the test split is
 not used), the epochs and wall time it spent. A grid has to train every point in full before its
 best is known, so its cost is all its epochs; TPE + ASHA's cost is the epochs it had spent (trials
 in order, pruned ones included) when a completed trial first came within 0.3 points of the better
@@ -54,7 +54,7 @@ def base_config(args: argparse.Namespace) -> RunConfig:
             "data.spec=fashion-mnist",
             f"data.data_dir={args.data_dir}",
             f"data.limit_train={args.limit_train}",
-            "data.val_fraction=0.25",
+            "data.val_fraction=0.4",
             "data.limit_test=100",  # the test split is not looked at; keep its evaluation cheap
             f"train.epochs={args.epochs}",
             "train.device=cpu",
@@ -100,16 +100,16 @@ def first_match(study: optuna.Study, target: float) -> tuple[int, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("YINGSHE_TEST_DATA", "/work/shared/datasets"))
-    parser.add_argument("--limit-train", type=int, default=800, help="slice: 75%% train, 25%% validation")
+    parser.add_argument("--limit-train", type=int, default=1000, help="slice: 60%% train, 40%% validation")
     parser.add_argument("--epochs", type=int, default=3, help="per-trial epoch cap (all three searches)")
-    parser.add_argument("--tpe-trials", type=int, default=18)
+    parser.add_argument("--tpe-trials", type=int, default=16)
     parser.add_argument("--tpe-startup", type=int, default=4, help="TPE's random trials before modelling")
     args = parser.parse_args()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = base_config(args)
     print(
-        f"Fashion-MNIST slice of {args.limit_train} images (75/25 train/val), seed-cnn widths 8-16-32, "
+        f"Fashion-MNIST slice of {args.limit_train} images (60/40 train/val), seed-cnn widths 8-16-32, "
         f"SGD, {args.epochs} epochs per trial at most"
     )
     with tempfile.TemporaryDirectory(prefix="tuning-bench-") as tmp:
