@@ -171,3 +171,16 @@ def test_lr_find_suggests_an_override_and_tune_centres_a_range_on_it(tmp_path, d
     lr = study.trials[0].params["optim.lr"]
     assert centre / 10 <= lr <= centre * 10, "the range is one decade either side of the suggestion"
     assert "trial    0: complete" in printed.getvalue() and "study.md" in printed.getvalue()
+
+
+def test_cv_makes_the_objective_the_mean_over_folds(tmp_path, datasets_dir):
+    cfg = base_config(datasets_dir, 1)
+    with one_thread():
+        result = yingshe.tune(
+            cfg, {"lr": [3e-3]}, cv=2, metric="f1_macro", out=tmp_path, progress=False, plots=False
+        )
+    (trial,) = result.study.trials
+    report = json.loads((tmp_path / "trial-0000" / "report.json").read_text())
+    folds = [f["validation"]["f1_macro"] for f in report["folds"]]
+    assert len(folds) == 2 and trial.value == pytest.approx(sum(folds) / 2)
+    assert trial.user_attrs["epochs"] == 2, "one epoch in each of two folds"

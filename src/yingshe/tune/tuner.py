@@ -154,7 +154,10 @@ def tune(
     started = time.perf_counter()
     with TrialProgress(trials, study, metric, progress, on_trial) as bar:
         if trials > 0:
-            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[bar, *guards])
+            # a trial whose values make a bad run (YingsheError) is recorded failed; the study goes on
+            study.optimize(
+                objective, n_trials=trials, timeout=timeout, callbacks=[bar, *guards], catch=(YingsheError,)
+            )
     summary = write_results(
         study, study_dir, base, {**info, "seconds_this_worker": round(time.perf_counter() - started, 2)}
     )
