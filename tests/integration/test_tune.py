@@ -150,6 +150,7 @@ def test_mistakes_are_errors_before_any_trial(tmp_path, datasets_dir):
 
 def test_lr_find_suggests_an_override_and_tune_centres_a_range_on_it(tmp_path, datasets_dir):
     flags = ["--data", "fashion-mnist", "--limit-train", "400", "--limit-test", "100", "--device", "cpu"]
+    flags += ["--batch-size", "16"]  # the range test takes 100 steps: small ones
     extra = [f"data.data_dir={datasets_dir}", "model.kwargs={widths: [8, 16, 32]}"]
     printed = io.StringIO()
     with one_thread(), contextlib.redirect_stdout(printed):

@@ -112,7 +112,7 @@ def sweep(model, optimizer, batches, start: float, end: float, steps: int, smoot
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = float(loss)
+            value = float(loss.detach())
             step += 1
             if not math.isfinite(value):
                 return lrs, losses
