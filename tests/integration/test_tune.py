@@ -154,10 +154,25 @@ def test_lr_find_suggests_an_override_and_tune_centres_a_range_on_it(tmp_path, d
     extra = [f"data.data_dir={datasets_dir}", "model.kwargs={widths: [8, 16, 32]}"]
     printed = io.StringIO()
     with one_thread(), contextlib.redirect_stdout(printed):
-        assert main(["lr-find", *flags, "--steps", "40", "--out", str(tmp_path / "lr"), *extra]) == 0
+        assert (
+            main(
+                [
+                    "lr-find",
+                    *flags,
+                    "--start-lr",
+                    "1e-5",
+                    "--steps",
+                    "50",
+                    "--out",
+                    str(tmp_path / "lr"),
+                    *extra,
+                ]
+            )
+            == 0
+        )
     line = next(x for x in printed.getvalue().splitlines() if "optim.lr=" in x)
     suggestion = float(line.split("optim.lr=")[1])
-    assert 1e-7 < suggestion < 10
+    assert 1e-5 / 10 < suggestion < 10 / 10, "a tenth of a rate inside the swept range"
     assert (tmp_path / "lr" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
 
     space = tmp_path / "space.yaml"

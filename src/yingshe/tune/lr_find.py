@@ -132,7 +132,9 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
             "the range test diverged at once: the loss was not finite from the first steps",
             "lower the start of the range (--start-lr) or check the data",
         )
-    lowest = min(range(len(losses)), key=losses.__getitem__)
+    # the first tenth of the sweep is skipped: the debiased average of a few noisy steps can dip
+    # lower than anything after it, before the rate is large enough to matter (fastai skips too)
+    lowest = min(range(len(losses) // 10, len(losses)), key=losses.__getitem__)
     return float(f"{lrs[lowest] / 10:.2g}")
 
 
