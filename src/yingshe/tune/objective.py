@@ -18,6 +18,7 @@ import optuna
 from yingshe.api import train
 from yingshe.config import RunConfig, set_value
 from yingshe.errors import YingsheError
+from yingshe.evaluate.metrics import metric as metric_spec
 from yingshe.evaluate.report import write_report
 from yingshe.train.callbacks import Callback
 from yingshe.tune.space import SearchSpace, suggest
@@ -28,11 +29,10 @@ EPOCH_FIGURE = {"accuracy": "val_accuracy", "f1_macro": "val_accuracy", "loss": 
 
 
 def metric_direction(metric: str) -> str:
-    """ "minimize" or "maximize" for a report figure. The one place tuning reads a direction, so
-    the project's metric table can answer it instead without touching anything else."""
+    """ "minimize" or "maximize" for a report figure, from the project's metric table."""
     if metric not in METRICS:
         raise YingsheError(f"unknown tuning metric {metric!r}", "use " + ", ".join(METRICS))
-    return "minimize" if metric == "loss" else "maximize"
+    return "maximize" if metric_spec(metric).higher_is_better else "minimize"
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
