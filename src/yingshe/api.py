@@ -42,6 +42,7 @@ from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
+from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.trainer import Trainer, autocast_dtype
 
@@ -177,6 +178,7 @@ def train(
             workers=cfg.data.workers,
             transform=policy,
             stream=cfg.data.stream,
+            weights=balanced_sampling(cfg, data),
         ),
         data.train,
         device,
@@ -242,6 +244,13 @@ def train(
         ),
     )
     return TrainResult(run.root, report)
+
+
+def balanced_sampling(cfg: RunConfig, data: DatasetSpec) -> np.ndarray | None:
+    """Per-image draw probabilities for train.balance=sampler, else None (a plain shuffle)."""
+    if check_balance(cfg.train.balance) != "sampler":
+        return None
+    return sample_weights(data.train.labels, data.num_classes)
 
 
 def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class DataConfig:
     prepared: str = "auto"  # decoded shards of a file dataset: auto (use if cached), always (prepare), off
     cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
+    exclude: str | None = None  # file of image keys to leave out (exclude.txt of `yingshe data check`)
+    dedupe: bool = False  # keep one of each set of exact copies; drop training copies of test images
+    imbalance: float | None = None  # long-tailed train split: class c keeps n_max·ratio^(−c/(K−1)) images
 
 
 @dataclass
@@ -104,6 +107,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
 
 
 @dataclass

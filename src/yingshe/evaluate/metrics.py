@@ -117,6 +117,12 @@ class CalibrationBins(Metric):
         }
 
 
+def imbalance_figures(num_classes: int) -> dict[str, Metric]:
+    """Rows for imbalanced data: balanced accuracy is the mean per-class recall over the classes
+    present (scikit-learn's balanced_accuracy_score); per-class recall is `per_class[i]["recall"]`."""
+    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0)}
+
+
 class SplitMetrics:
     """All report figures for one split: `update` per batch (any device), `compute` once.
 
@@ -136,6 +142,7 @@ class SplitMetrics:
             figures[f"recall_{suffix}"] = MulticlassRecall(k, average=average, zero_division=0)
             figures[f"f1_{suffix}"] = MulticlassF1Score(k, average=average, zero_division=0)
         figures["confusion_matrix"] = MulticlassConfusionMatrix(k)
+        figures.update(imbalance_figures(k))
         self.num_classes = k
         self.figures = MetricCollection(figures)
         self.loss = MeanMetric().set_dtype(torch.float64)

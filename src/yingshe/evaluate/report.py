@@ -15,6 +15,7 @@ from yingshe.runs import atomic_write_json, atomic_write_text
 SUMMARY_KEYS = [
     ("accuracy", "accuracy"),
     ("top5_accuracy", "top-5 accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
     ("loss", "mean loss"),
     ("precision_macro", "precision (macro)"),
     ("recall_macro", "recall (macro)"),

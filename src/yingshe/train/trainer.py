@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from yingshe.config import RunConfig
 from yingshe.data.loader import DeviceBatches
 from yingshe.evaluate.metrics import predict_batches, summary_metrics
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
+from yingshe.train.balance import build_loss
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.ema import WeightEMA
 from yingshe.train.optim import build_optimizer, build_schedule, set_lr
@@ -121,6 +121,9 @@ class Trainer:
         self.num_classes = checkpoint_meta["model"]["num_classes"]
         # flip TTA only where a mirror image is the same class (not digits)
         self.tta_flip = cfg.train.tta_flip and checkpoint_meta.get("flip_invariant", True)
+        self.loss_fn = build_loss(
+            cfg.train.balance, train.split.labels, self.num_classes, cfg.optim.label_smoothing
+        )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
 
@@ -194,7 +197,7 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
         ):
             logits = self.model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.optim.label_smoothing)
+            loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip:
