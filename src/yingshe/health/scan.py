@@ -68,10 +68,9 @@ def inspect_blob(blob: bytes, name: str) -> tuple[list[str], Image.Image | None,
             image = Image.open(io.BytesIO(blob))
             fmt = image.format or ""
             image.load()
-    except (UnidentifiedImageError, ValueError) as err:
-        return [f"unreadable: {err}"[:120]], None, ""
-    except (OSError, SyntaxError) as err:
-        kind = "truncated" if "truncated" in str(err) or "broken data stream" in str(err) else "unreadable"
+    except (UnidentifiedImageError, ValueError, OSError, SyntaxError) as err:
+        text = str(err).lower()
+        kind = "truncated" if "truncated" in text or "broken data stream" in text else "unreadable"
         return [f"{kind}: {err}"[:120]], None, ""
     problems = []
     suffix = Path(name.rsplit(":", 1)[-1]).suffix.lower()
