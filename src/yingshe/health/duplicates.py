@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
+from yingshe.errors import YingsheError
 from yingshe.health.hashing import phash_bits
 
 RADIUS = 10  # pHash bits
@@ -29,6 +29,15 @@ class Pair:
     b: int
     distance: float  # Hamming bits, or 1 − cosine with embeddings
     pixel_difference: float
+
+
+def faiss_module():
+    """faiss, or an error that says how to install it (the `health` extra)."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise YingsheError("`data check` needs faiss", "pip install 'yingshe[health]'") from err
+    return faiss
 
 
 def exact_groups(hashes: list[str], usable: np.ndarray) -> list[list[int]]:
@@ -48,7 +57,7 @@ def small_thumbnails(thumbs: np.ndarray) -> np.ndarray:
 
 def hash_candidates(bits: np.ndarray, queries: np.ndarray, base: np.ndarray, radius: int):
     """(query row, base row, distance) of every base hash within `radius` bits of a query."""
-    index = faiss.IndexBinaryFlat(bits.shape[1] * 8)
+    index = faiss_module().IndexBinaryFlat(bits.shape[1] * 8)
     index.add(np.ascontiguousarray(bits[base]))
     limits, distances, found = index.range_search(np.ascontiguousarray(bits[queries]), radius + 1)
     counts = np.diff(limits).astype(np.int64)
@@ -59,7 +68,7 @@ def hash_candidates(bits: np.ndarray, queries: np.ndarray, base: np.ndarray, rad
 def embedding_candidates(vectors: np.ndarray, queries: np.ndarray, base: np.ndarray, similarity: float):
     """(query row, base row, 1 − cosine) of every pair above a cosine `similarity`."""
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(unit.shape[1])
+    index = faiss_module().IndexFlatIP(unit.shape[1])
     index.add(np.ascontiguousarray(unit[base], dtype=np.float32))
     limits, sims, found = index.range_search(
         np.ascontiguousarray(unit[queries], dtype=np.float32), similarity

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from cleanlab.filter import find_label_issues
 
+from yingshe.errors import YingsheError
 from yingshe.tune.oof import OutOfFold
 
 
@@ -26,6 +26,10 @@ def label_suspects(oof: OutOfFold) -> list[Suspect]:
     labels = np.asarray(oof.labels, dtype=np.int64)
     if len(np.unique(labels)) < 2:
         return []
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError as err:
+        raise YingsheError("the label check needs cleanlab", "pip install 'yingshe[health]'") from err
     ranked = find_label_issues(labels, oof.probabilities, return_indices_ranked_by="self_confidence")
     return [
         Suspect(
