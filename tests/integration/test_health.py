@@ -148,3 +148,29 @@ def test_flipped_labels_rank_among_the_top_suspects(fashion_dir, fashion_run, tm
     assert recall >= 0.6
     assert (tmp_path / "check" / "label-suspects.png").is_file()
     assert report["near_duplicates"]["method"] == "model embeddings"
+
+
+@pytest.mark.parametrize("balance", ["weights", "sampler", "logit-adjust"])
+def test_train_flags_build_a_long_tail_and_report_balanced_accuracy(balance, tmp_path):
+    import json
+
+    from yingshe.data.curate import long_tail_counts
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", "digits", "--imbalance", "10", "--balance", balance, "--epochs", "1"]
+    argv += [
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "train.plots=false",
+        "data.val_fraction=0",
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    largest = round(0.8 * 183)  # digits' largest class after the 20% test hold-out
+    assert report["num_train"] == pytest.approx(long_tail_counts(largest, 10, 10.0).sum(), abs=10)
+    assert 0 <= report["balanced_accuracy"] <= 1
+    assert report["config"]["train"]["balance"] == balance
