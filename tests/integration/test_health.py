@@ -174,3 +174,16 @@ def test_train_flags_build_a_long_tail_and_report_balanced_accuracy(balance, tmp
     assert report["num_train"] == pytest.approx(long_tail_counts(largest, 10, 10.0).sum(), abs=10)
     assert 0 <= report["balanced_accuracy"] <= 1
     assert report["config"]["train"]["balance"] == balance
+
+
+def test_exclude_list_errors_name_the_file_and_the_fix(cifar_folder, tmp_path):
+    from yingshe.errors import YingsheError
+
+    data = read_spec(DataConfig(spec=str(cifar_folder)))
+    with pytest.raises(YingsheError, match="does not exist") as missing:
+        curate(data, str(tmp_path / "nope.txt"), False)
+    assert "exclude.txt" in missing.value.fix
+    wrong = tmp_path / "other.txt"
+    wrong.write_text("/elsewhere/a.jpg\ntrain#3\n")
+    with pytest.raises(YingsheError, match="none of the 2 images"):
+        curate(data, str(wrong), False)
