@@ -89,7 +89,7 @@ def check_labels(spec: str, data_dir: str | None, model_run: str | None, options
 
     cfg = RunConfig()
     if model_run:  # the run's model and settings, on this data
-        cfg = RunConfig.from_dict(load_checkpoint(model_run)["config"])
+        cfg = RunConfig.from_dict(load_checkpoint(model_run).config)
         cfg.data = DataConfig()
     cfg.data.spec, cfg.data.data_dir = spec, data_dir
     cfg.data.limit_train, cfg.data.limit_test = options.get("limit_train"), None

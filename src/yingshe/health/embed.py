@@ -56,10 +56,11 @@ def split_pixels(data: SourceData, split: str, size: int, channels: int) -> np.n
 @torch.no_grad()
 def embed_source(data: SourceData, run: str, order: list[tuple[str, int]], batch: int = 256) -> np.ndarray:
     """(N, D) float32 embeddings of the images in `order` ((split, position) rows)."""
-    payload = load_checkpoint(run)
-    model = model_from_checkpoint(payload).eval()
-    size, channels = payload["image_size"], payload["channels"]
-    normalize = Normalize(payload["mean"], payload["std"])
+    checkpoint = load_checkpoint(run)
+    model = model_from_checkpoint(checkpoint).eval()
+    meta = checkpoint.meta
+    size, channels = meta.image_size, meta.channels
+    normalize = Normalize(meta.mean, meta.std)
     pixels = {s: split_pixels(data, s, size, channels) for s in {s for s, _ in order}}
     stacked = np.stack([pixels[s][p] for s, p in order])
     rows = []

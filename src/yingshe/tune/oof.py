@@ -79,13 +79,14 @@ def out_of_fold_probabilities(
         cfg = fold_config(config, folds, fold, cv_dir)
         cfg.train.plots = False
         run = train(cfg)
-        payload = load_checkpoint(run.run_dir / "last.pt")
-        data = build_dataset(cfg.data, cfg.train.seed, stats=(payload["mean"], payload["std"]))
+        checkpoint = load_checkpoint(run.run_dir / "last.pt")
+        meta = checkpoint.meta
+        data = build_dataset(cfg.data, cfg.train.seed, stats=(meta.mean, meta.std))
         held = held_parts[fold - 1]
         if not np.array_equal(data.val.labels, source_labels[held]):
             raise YingsheError("the fold's held-out images are not the pool's", "report this as a bug")
-        model = model_from_checkpoint(payload).to(device)
-        batches = eval_batches(data.val, data, cfg, device, Normalize(payload["mean"], payload["std"]), False)
+        model = model_from_checkpoint(checkpoint).to(device)
+        batches = eval_batches(data.val, data, cfg, device, Normalize(meta.mean, meta.std), False)
         pred = predict_batches(model, batches)
         if len(pred.labels) != len(held):
             raise YingsheError(
