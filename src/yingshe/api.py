@@ -59,6 +59,7 @@ from yingshe.outputs import (
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
+from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
@@ -256,6 +257,7 @@ def training_batches(
         workers=cfg.data.workers,
         transform=per_image_policy(cfg.augment.policy),
         stream=cfg.data.stream,
+        weights=balanced_sampling(cfg, data),
     )
     return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
 
@@ -328,6 +330,13 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
         ),
     )
     return TrainResult(run.root, report)
+
+
+def balanced_sampling(cfg: RunConfig, data: DatasetSpec) -> np.ndarray | None:
+    """Per-image draw probabilities for train.balance=sampler, else None (a plain shuffle)."""
+    if check_balance(cfg.train.balance) != "sampler":
+        return None
+    return sample_weights(data.train.labels, data.num_classes)
 
 
 def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
