@@ -30,7 +30,7 @@ from yingshe.data.dataset import (
 )
 from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
-from yingshe.data.prepare import prepare_source
+from yingshe.data.prepare import prepare_source, slice_of
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
@@ -536,16 +536,22 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
     as WebDataset tar shards (`fmt="webdataset"`).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
-    interrupted prepare resumes when called again with the same arguments.
+    interrupted prepare resumes when called again with the same arguments. `num_shards` and
+    `shard_index` prepare one slice (N machines in parallel, into one folder); `merge` then
+    makes the folder one prepared dataset, identical to a single prepare's.
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
     options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    options.update(part=slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}

@@ -309,9 +309,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             shard_mb=args.shard_mb,
             force=args.force,
             progress=progress,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+            merge=args.merge,
         )
     if args.json:
         print(json.dumps(summary, indent=2))
+        return 0
+    if "slice" in summary:
+        index, count = summary["slice"]
+        print(
+            f"prepared slice {index} of {count}: {summary['images']} images in {summary['shards']} shard(s) "
+            f"into {summary['out']} ({summary['seconds']:.1f} s)"
+        )
+        for bad in summary["skipped"]:
+            print(f"  unreadable, left out: {bad}")
+        print(f"when every slice is done: yingshe data prepare {args.spec} --out {summary['out']} --merge")
         return 0
     if args.format == "webdataset":
         print(f"wrote WebDataset shards to {summary['out']} ({summary['seconds']:.1f} s)")
@@ -455,6 +468,9 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--data-dir")
     dp.add_argument("--cache-dir", help="the prepared-data cache (default $YINGSHE_CACHE or ~/.cache)")
     dp.add_argument("--force", action="store_true", help="replace what --out holds")
+    dp.add_argument("--num-shards", type=int, help="prepare in N slices (N machines, one shared --out)")
+    dp.add_argument("--shard-index", type=int, help="the slice this process prepares: 0 … N-1")
+    dp.add_argument("--merge", action="store_true", help="join the finished slices in --out into one dataset")
     dp.add_argument("--json", action="store_true")
     dp.set_defaults(handler=cmd_data_prepare)
 
