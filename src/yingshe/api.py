@@ -552,6 +552,7 @@ def prepare_data(
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
     options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
-    options.update(part=slice_of(num_shards, shard_index), merge=merge)
+    merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
+    options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}

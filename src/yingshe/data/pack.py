@@ -289,8 +289,15 @@ def _clear_strays(
 
 
 def _append_journal(out: Path, record: dict, journal: str = PROGRESS) -> None:
-    with open(out / journal, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Append one record as a line. A line torn by a kill is ended first, so that the record
+    after it is not glued to it (and lost with it)."""
+    with open(out / journal, "ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        torn = False
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
+        handle.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
 
