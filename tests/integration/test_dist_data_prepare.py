@@ -82,8 +82,9 @@ def test_three_slices_and_merge_equal_one_prepare(tmp_path, cifar_folder, single
         )
     trained_on = read_spec(DataConfig(spec=str(out)))  # what training reads with --data OUT
     assert len(trained_on.splits["train"]) == 400 and trained_on.classes == b.classes
-    code, again = run_cli(*prepare_args(cifar_folder, out, cache, "--merge"))  # merging twice is harmless
-    assert code == 0 and json.loads((out / MANIFEST).read_text())["plan"] == manifest["plan"]
+    code, printed = run_cli(*prepare_args(cifar_folder, out, cache, "--merge"))  # merging twice is harmless
+    assert code == 0 and "train: 400 images" in printed
+    assert json.loads((out / MANIFEST).read_text())["plan"] == manifest["plan"]
 
 
 def test_a_killed_slice_is_refused_then_resumed(tmp_path, cifar_folder, single):
