@@ -151,3 +151,55 @@ def test_two_ranks_two_workers_cover_every_sample_once(server):
     # each shard is fetched in ranges by the slots that own its samples, not downloaded whole by all
     ranged = [r for r in requests if r[1] is not None]
     assert ranged and all(r[0].startswith("/train-") for r in ranged)
+
+
+def test_training_reads_an_http_shard_list(tmp_path, server):
+    """`yingshe train --data 'http://…/{train-…,test-…}.tar' data.stream=true` end to end."""
+    import yingshe
+    from yingshe.config import RunConfig, apply_overrides
+
+    base, requests = server
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={base}/{{train-{{000000..000007}},test-{{000000..000003}}}}.tar",
+            "data.stream=true",
+            "data.workers=1",
+            "data.image_size=16",
+            "data.limit_train=120",
+            "data.limit_test=60",
+            "train.plots=false",
+            "train.epochs=1",
+            "train.max_steps=3",
+            "train.batch_size=32",
+            "train.device=cpu",
+            "model.kwargs={widths: [8, 16, 32, 64]}",
+            f"train.out={tmp_path / 'run'}",
+        ],
+    )
+    requests.clear()
+    yingshe.train(cfg)
+    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "report.json").is_file()
+    assert any(r[1] for r in requests)  # images came over HTTP by range request
+
+
+def test_a_server_without_range_requests_and_an_unreachable_one(wds_dir):
+    """`python -m http.server` ignores Range: reads are still right (whole shard, then sliced);
+    a dead server is an error naming the shard."""
+    quiet = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(quiet, directory=str(wds_dir)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        data = read_spec(DataConfig(spec=f"{base}/train-{{000000..000001}}.tar"))
+        local = read_spec(DataConfig(spec=f"{wds_dir}/train-{{000000..000001}}.tar"))
+        assert _keys_labels(data) == _keys_labels(local)
+        files = data.splits["train"].files
+        assert files.read(63) == local.splits["train"].files.read(63)
+        assert files.read_range(45, 55) == local.splits["train"].files.read_range(45, 55)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    with pytest.raises(YingsheError, match=r"train-000000\.tar"):
+        read_spec(DataConfig(spec=f"{base}/train-{{000000..000001}}.tar"))

@@ -147,6 +147,22 @@ def open_shard(location: str) -> BinaryIO:
         raise _unreachable(location, err) from err
 
 
+def read_bytes(location: str, start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of a shard: one seek and read for a file, one range request for a URL
+    (no metadata request first). A server that ignores the range and sends the whole shard is
+    still read correctly, only slower."""
+    if not is_url(location):
+        with open(location, "rb") as handle:
+            handle.seek(start)
+            return handle.read(stop - start)
+    fs, path = _filesystem(location)
+    try:
+        data = fs.cat_file(path, start=start, end=stop)
+    except Exception as err:  # http clients raise their own error types
+        raise _unreachable(location, err) from err
+    return data[start:stop] if len(data) > stop - start else data
+
+
 def shard_identity(location: str) -> str:
     """A shard's identity for a cache key: for a URL, what the server says of it (size, ETag,
     modification time), as `stat_line` does for a file."""

@@ -13,6 +13,7 @@ line, in index order) names the classes; without it they are named by index.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from yingshe.data.images import IMAGE_SUFFIXES
-from yingshe.data.remote import is_url, open_shard, shard_identity, shard_list
+from yingshe.data.remote import is_url, open_shard, read_bytes, shard_identity, shard_list
 from yingshe.data.shards import fsync_dir
 from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
@@ -52,28 +53,28 @@ class WdsImages:
         return len(self.keys)
 
     def read(self, index: int) -> bytes:
-        with open_shard(self.archives[self.archive_ids[index]]) as handle:
-            handle.seek(int(self.offsets[index]))
-            return handle.read(int(self.sizes[index]))
+        offset = int(self.offsets[index])
+        return read_bytes(self.archives[self.archive_ids[index]], offset, offset + int(self.sizes[index]))
 
     def read_range(self, start: int, stop: int) -> list[bytes | None]:
-        """Images [start, stop), opening each archive once and reading forward."""
+        """Images [start, stop): one read (one range request for a URL) per run of images in the
+        same archive, spanning them; an unreachable shard's images come back as None."""
         blobs: list[bytes | None] = []
-        handle, current = None, -1
-        try:
-            for i in range(start, stop):
-                archive = int(self.archive_ids[i])
-                if archive != current:
-                    if handle is not None:
-                        handle.close()
-                    handle, current = open_shard(self.archives[archive]), archive
-                handle.seek(int(self.offsets[i]))
-                blobs.append(handle.read(int(self.sizes[i])))
-        except (OSError, YingsheError):  # an unreachable shard: its images count as unreadable
-            blobs += [None] * (stop - start - len(blobs))
-        finally:
-            if handle is not None:
-                handle.close()
+        ids = self.archive_ids[start:stop]
+        cuts = [0, *(np.flatnonzero(np.diff(ids)) + 1).tolist(), stop - start]
+        for a, b in itertools.pairwise(cuts):
+            if a == b:
+                continue
+            offsets, sizes = self.offsets[start + a : start + b], self.sizes[start + a : start + b]
+            lo, hi = int(offsets.min()), int((offsets + sizes).max())
+            try:
+                data = read_bytes(self.archives[int(ids[a])], lo, hi)
+            except (OSError, YingsheError):
+                blobs += [None] * (b - a)
+                continue
+            blobs += [
+                data[o - lo : o - lo + n] for o, n in zip(offsets.tolist(), sizes.tolist(), strict=True)
+            ]
         return blobs
 
     def name(self, index: int) -> str:
