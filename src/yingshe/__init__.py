@@ -43,7 +43,31 @@ _EXPORTS = {
     "cross_validate": "yingshe.tune.cv",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AugmentConfig",
+    "CVResult",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "YingsheError",
+    "apply_recipe",
+    "compare_runs",
+    "create_model",
+    "cross_validate",
+    "evaluate",
+    "explain",
+    "inspect_data",
+    "list_models",
+    "list_recipes",
+    "load",
+    "load_config",
+    "prepare_data",
+    "recipe_config",
+    "train",
+]  # the keys of _EXPORTS (a test checks)
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yingshe.config import DataConfig, RunConfig, save_yaml
+from yingshe.config import DataConfig, RunConfig, save_yaml, set_value, validate
 from yingshe.data import pack, webdataset
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
 from yingshe.data.dataset import (
@@ -40,9 +40,11 @@ from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predic
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
+from yingshe.models.probe import check_input_size
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
+from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import Trainer, autocast_dtype
 
 log = logging.getLogger(__name__)
@@ -119,11 +121,14 @@ def train(
     callbacks: list[Callback] | None = None,
     resume: str | Path | None = None,
     epochs: int | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train a classifier and evaluate its best checkpoint on the test split.
 
     With `resume`, continue the run in that folder from its last.pt (optionally to a new number
     of `epochs`); the run's own config is used, so the continuation matches the original.
+    `progress` shows a tqdm bar per epoch (a widget in a notebook); what the run is doing is
+    logged at INFO on the `yingshe` loggers (the header, each epoch, evaluating, drawing).
     """
     payload = None
     if resume is not None:
@@ -135,15 +140,26 @@ def train(
     else:
         cfg = config or RunConfig()
     if epochs is not None:
-        cfg.train.epochs = epochs
+        set_value(cfg, "train.epochs", epochs, "epochs")
+    validate(cfg)
     started = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     known_stats = (payload["mean"], payload["std"]) if payload is not None else None
+    log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if payload is not None:
         check_same_splits(payload, data, str(run.root))
     device = resolve_device(cfg.train.device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
+    model = create_model(
+        cfg.model.name,
+        data.num_classes,
+        data.channels,
+        data.image_size,
+        cfg.model.pretrained,
+        **cfg.model.kwargs,
+    )
+    check_input_size(model, cfg.model.name, data.channels, data.image_size)
     run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
     if payload is None and run.last.exists() and not cfg.train.exist_ok:
         raise YingsheError(
@@ -153,15 +169,7 @@ def train(
     run.root.mkdir(parents=True, exist_ok=True)
     cfg.train.out = str(run.root)
     atomic_write_text(run.config, save_yaml(cfg))
-
-    model = create_model(
-        cfg.model.name,
-        data.num_classes,
-        data.channels,
-        data.image_size,
-        cfg.model.pretrained,
-        **cfg.model.kwargs,
-    )
+    log_header(cfg, data, model, device, run.root)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
@@ -189,6 +197,8 @@ def train(
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
 
     callbacks = list(callbacks or [])
+    if progress:
+        callbacks.insert(0, ProgressBar())
     if cfg.train.patience:
         callbacks.append(EarlyStopping(cfg.train.patience))
     if cfg.train.tensorboard:
@@ -202,6 +212,7 @@ def train(
 
     best = load_checkpoint(run.best if run.best.is_file() else run.last)
     model.load_state_dict(best["state_dict"])
+    log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
     test_batches = eval_batches(data.test, data, cfg, device, normalize, channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
     tta = trainer.tta_flip  # flip TTA where the recipe asks and the data is mirror-invariant
@@ -288,6 +299,7 @@ def publish_report(
     """Write the numbers first (safe on disk before any figure is drawn), then add the figures."""
     write_report(folder, report)
     if plots:
+        log.info("drawing the report's figures …")
         report.update(figures())
         write_report(folder, report)
 
@@ -593,3 +605,57 @@ def prepare_data(
         },
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+# --- what the CLI reaches besides train/evaluate (DESIGN.md: cli.py talks to the api only) -------
+
+
+def recipe_base(recipe: str, data: DataConfig) -> RunConfig:
+    """The defaults with recipe `NAME` (or `NAME:FAMILY`) applied for the family of `data`."""
+    from yingshe.recipes import apply_recipe, data_family, parse_recipe
+
+    name, family = parse_recipe(recipe)
+    return apply_recipe(RunConfig(), name, family or data_family(data))
+
+
+def recipe_table() -> list[dict[str, Any]]:
+    """Each recipe: name, one-line summary and its overrides per data family."""
+    from yingshe.recipes import FAMILIES, list_recipes, recipe_overrides
+
+    return [
+        {"name": name, "summary": summary, "families": {f: recipe_overrides(name, f) for f in FAMILIES}}
+        for name, summary in list_recipes()
+    ]
+
+
+def model_table(num_classes: int = 10, channels: int = 3, image_size: int = 32) -> list[dict[str, Any]]:
+    """Each built-in model: name, parameter count at the given input, summary."""
+    from yingshe.models import list_models
+
+    return [
+        {
+            "name": name,
+            "parameters": count_parameters(create_model(name, num_classes, channels, image_size)),
+            "summary": summary,
+        }
+        for name, summary in list_models()
+    ]
+
+
+def cross_validate(*args: Any, **kwargs: Any) -> Any:
+    """`yingshe.tune.cv.cross_validate` (imported here: tune/ imports this module)."""
+    from yingshe.tune.cv import cross_validate as run
+
+    return run(*args, **kwargs)
+
+
+def compare_runs(runs: list[str], out: str | Path) -> dict[str, Any]:
+    from yingshe.evaluate.compare import compare_runs as compare
+
+    return compare(runs, out)
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    from yingshe.inference import expand_paths as expand
+
+    return expand(paths)
