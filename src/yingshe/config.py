@@ -46,9 +46,7 @@ class DataConfig:
     cv_fold: int = 1  # with cv_folds: which fold (1..k) is held out as the validation split
     strict: bool = False  # an unreadable image is an error instead of being skipped and counted
     workers: int | None = None  # decoding processes for file datasets; None: min(4, cores)
-    prepared: Prepared = (
-        "auto"  # decoded shards of file data: auto uses cached ones, always prepares, off never
-    )
+    prepared: Prepared = "auto"  # decoded shards of file data: auto uses cached, always makes, off not
     cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
 
@@ -105,9 +103,7 @@ class TrainConfig:
     seed: int = 0  # seeds the splits, the subsets, the initial weights and the augmentation
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     amp: Amp = "auto"  # mixed precision; auto: bf16 on a GPU that has it, else off
-    channels_last: bool | None = (
-        None  # NHWC memory layout; None: on for CUDA (convolutions gain from it)
-    )
+    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA (convolutions gain)
     patience: int | None = None  # early stopping: epochs without improvement of `monitor`
     monitor: Monitor = "val_accuracy"  # metric that picks best.pt and drives early stopping
     tensorboard: bool = False  # also write TensorBoard events to <run>/events
