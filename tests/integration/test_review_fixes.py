@@ -38,11 +38,18 @@ def test_csv_manifest_header_bom_unknown_split_and_duplicates(cifar_folder, tmp_
         read_source(manifest)
 
 
-def test_flags_are_taken_literally_not_as_yaml(tmp_path, monkeypatch):
+def test_flags_are_taken_literally_not_as_yaml(tmp_path, monkeypatch, capsys):
+    from yingshe.cli import build_train_config, parser
+
     monkeypatch.chdir(tmp_path)
-    for name in ("0123", "2024-05-01", "my data #2"):
+    for name in ("0123", "2024-05-01", "my data #2", "off"):
+        cfg = build_train_config(parser().parse_args(["train", "--data", name, "--out", name + "-run"]))
+        assert cfg.data.spec == name and cfg.train.out == name + "-run"  # YAML would give 83, a date, None
         assert main(["train", "--data", name, "--out", name + "-run"]) == 2  # a path that does not exist
-    assert not (tmp_path / "2024-05-01-run").exists()
+        assert name in capsys.readouterr().err  # the error names the path as it was typed
+        assert not (tmp_path / (name + "-run")).exists()
+    cfg = build_train_config(parser().parse_args(["train", "data.spec=0123", "data.prepared=off"]))
+    assert cfg.data.spec == "0123" and cfg.data.prepared == "off"
 
 
 def test_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
