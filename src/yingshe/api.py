@@ -571,7 +571,8 @@ def prepare_data(
         raise YingsheError(f"unknown format {fmt!r}", "use packed or webdataset")
     train = source.splits["train"]
     channels = channels or source.channels or detect_channels(train)
-    size = image_size or native_size(train)
+    native = native_size(train)  # the size a training run on `spec` picks unless told otherwise
+    size = image_size or native
     if channels not in (1, 3):
         raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
     source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
@@ -595,6 +596,8 @@ def prepare_data(
         "channels": channels,
         "content_sha256": manifest["source"]["content_sha256"],
         "picked_up": pack.has_encoded_files(source),  # training on `spec` finds them (decoded sets: no need)
+        "training_image_size": native,
+        "native_channels": source.channels or detect_channels(train),
         "splits": {
             name: {
                 "images": entry["count"],

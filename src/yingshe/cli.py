@@ -307,7 +307,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             cache_dir=args.cache_dir,
             workers=args.workers,
-            shard_mb=args.shard_mb,
+            **({} if args.shard_mb is None else {"shard_mb": args.shard_mb}),  # the library's default
             force=args.force,
             progress=progress,
         )
@@ -329,10 +329,32 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         print(f"  {name}: {split['images']} images in {split['shards']} shard(s)")
         for bad in split["skipped"]:
             print(f"  unreadable, left out: {bad}")
-    if summary["picked_up"]:
-        print(f"training on {args.spec} now reads these shards (data.prepared=auto)")
-    print(f"train on them directly with --data {summary['out']}")
+    print(which_training_reads(args.spec, summary, args.cache_dir))
     return 0
+
+
+def which_training_reads(spec: str, summary: dict[str, Any], cache_dir: str | None) -> str:
+    """The training command that will use the shards just prepared, and the one that will not."""
+    if not summary["picked_up"]:
+        return f"train on them with: yingshe train --data {summary['out']}"
+    flags = []
+    if summary["image_size"] != summary["training_image_size"]:
+        flags.append(f"--image-size {summary['image_size']}")
+    if summary["channels"] != summary["native_channels"]:
+        flags.append(f"data.channels={summary['channels']}")
+    if cache_dir:
+        flags.append(f"data.cache_dir={cache_dir}")
+    command = " ".join(["yingshe train --data", spec, *flags])
+    text = f"these shards are read by: {command}  (data.prepared=auto)"
+    if (
+        summary["image_size"] != summary["training_image_size"]
+        or summary["channels"] != summary["native_channels"]
+    ):
+        text += (
+            f"\n  a run at the default {summary['training_image_size']} px, "
+            f"{summary['native_channels']} channel(s) decodes the files again"
+        )
+    return text
 
 
 def cmd_data_samples(args: argparse.Namespace) -> int:
