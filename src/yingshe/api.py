@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ from yingshe.data.dataset import (
     read_spec,
     stage_rng,
 )
-from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
@@ -484,55 +482,11 @@ def write_samples(
 def inspect_data(
     spec: str, data_dir: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """Classes, counts, image sizes and modes, and every unreadable file of a dataset."""
-    source = read_spec(DataConfig(spec=spec, data_dir=data_dir))
-    summary: dict[str, Any] = {
-        "description": source.description,
-        "classes": source.classes,
-        "splits": {},
-    }
-    total = sum(len(s) for s in source.splits.values())
-    done = 0
-    for name, split in source.splits.items():
-        counts = np.bincount(split.labels, minlength=len(source.classes))
-        entry: dict[str, Any] = {
-            "images": len(split),
-            "per_class": dict(zip(source.classes, counts.tolist(), strict=True)),
-        }
-        if split.images is not None or split.packed is not None:
-            shape = split.images.shape[1:] if split.images is not None else split.packed.image_shape
-            entry["array"] = [len(split), *shape]
-            done += len(split)
-        else:
-            widths, heights, modes, unreadable = [], [], Counter(), []
-            for i in range(len(split)):
-                try:
-                    blob = split.files.read(i)
-                    w, h, mode = image_header(blob)
-                    decode_image(blob, 8, 1, split.name(i))  # a full decode finds truncation
-                    widths.append(w), heights.append(h)
-                    modes[mode] += 1
-                except (UnreadableImage, OSError, ValueError) as err:
-                    unreadable.append(str(err) if split.name(i) in str(err) else f"{split.name(i)}: {err}")
-                done += 1
-                if progress and (done % 200 == 0 or done == total):
-                    progress(done, total)
-            if widths:
-                entry["width"] = {
-                    "min": min(widths),
-                    "median": int(np.median(widths)),
-                    "max": max(widths),
-                }
-                entry["height"] = {
-                    "min": min(heights),
-                    "median": int(np.median(heights)),
-                    "max": max(heights),
-                }
-            entry["modes"] = dict(modes)
-            entry["unreadable"] = unreadable
-        summary["splits"][name] = entry
-    summary["notes"] = source.notes
-    return summary
+    """Classes, counts, image sizes and modes, every unreadable file, the split a run will make,
+    class imbalance and exact duplicates of a dataset (see `yingshe.data.inspect`)."""
+    from yingshe.data.inspect import inspect_source
+
+    return inspect_source(read_spec(DataConfig(spec=spec, data_dir=data_dir)), progress)
 
 
 def prepare_data(

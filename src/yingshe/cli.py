@@ -273,8 +273,10 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
         f"{len(summary['classes'])} classes: {', '.join(summary['classes'][:30])}"
         + (" …" if len(summary["classes"]) > 30 else "")
     )
+    unsplit = list(summary["splits"]) == ["train"]  # a folder of classes: training splits it
     for name, split in summary["splits"].items():
-        print(f"\n[{name}] {split['images']} images")
+        heading = "all images (the source has no split folders)" if unsplit else name
+        print(f"\n[{heading}] {split['images']} images")
         counts = split["per_class"]
         print("  per class: " + ", ".join(f"{c} {n}" for c, n in list(counts.items())[:30]))
         if "array" in split:
@@ -288,9 +290,35 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
             print("  modes: " + ", ".join(f"{m} {n}" for m, n in split["modes"].items()))
         for bad in split.get("unreadable", []):
             print(f"  unreadable: {bad}")
+    print_inspect_findings(summary)
+    return 0
+
+
+def print_inspect_findings(summary: dict[str, Any]) -> None:
+    """The split a run will make, imbalance, duplicates and notes, after the per-split figures."""
+    planned = summary["planned_splits"]
+    if planned and "error" in planned:
+        print(f"\ntraining cannot split it: {planned['error']}")
+    elif planned:
+        counts = " · ".join(f"{k} {n}" for k, n in planned["counts"].items())
+        print(f"\n`yingshe train` splits it (default fractions, seed 0): {counts}")
+        for note in planned["notes"]:
+            print(f"  {note}")
+    balance = summary["imbalance"]
+    if balance["warn"]:
+        (big, nb), (small, ns) = balance["largest"], balance["smallest"]
+        ratio = "an empty class" if balance["ratio"] is None else f"ratio {balance['ratio']:.1f}"
+        print(f"warning: classes are imbalanced ({ratio}): {big} has {nb} images, {small} has {ns}")
+    duplicates = summary["duplicates"]
+    if duplicates:
+        copies = sum(len(group) - 1 for group in duplicates)
+        print(f"warning: {copies} exact duplicate file(s) in {len(duplicates)} group(s) (same bytes):")
+        for group in duplicates[:20]:
+            print("  " + "  =  ".join(group))
+        if len(duplicates) > 20:
+            print(f"  … and {len(duplicates) - 20} more groups (--json lists all)")
     for note in summary["notes"]:
         print(f"note: {note}")
-    return 0
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
