@@ -451,10 +451,17 @@ def explain(
 
 
 def write_samples(
-    spec: str, out: str | Path, count: int = 8, split: str = "test", data_dir: str | None = None
+    spec: str,
+    out: str | Path,
+    count: int = 8,
+    split: str = "test",
+    data_dir: str | None = None,
+    augmented: bool = False,
 ) -> list[Path]:
     """Write `count` images of a split as PNG files named `<n>_<class>.png`, as the model would see
-    them (fitted to the dataset's image size): inputs for `predict`, or a look at the data."""
+    them (fitted to the dataset's image size): inputs for `predict`, or a look at the data. Also
+    grid.png, a row of examples per class, and with `augmented`, augmented.png (see
+    `write_sample_sheets`)."""
     from PIL import Image
 
     from yingshe.runs import atomic_write_bytes
@@ -476,7 +483,49 @@ def write_samples(
         path = folder / f"{len(written):03d}_{name}.png"
         atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
+    written.append(write_sample_sheets(data, chosen, folder, split, augmented))
+    if augmented:
+        written.append(folder / "augmented.png")
     return written
+
+
+def write_sample_sheets(data: DatasetSpec, chosen: Split, folder: Path, split: str, augmented: bool) -> Path:
+    """grid.png: up to 8 images of each class of the split, a row per class; with `augmented`,
+    augmented.png: the same images as one training batch after the default augmentation."""
+    from yingshe.config import AugmentConfig
+    from yingshe.data.samples import contact_sheet, per_class_indices
+    from yingshe.runs import atomic_write_bytes
+
+    items = SplitDataset(chosen, data.image_size, data.channels)
+    rows, batch, labels = [], [], []
+    for c, indices in enumerate(per_class_indices(chosen.labels, len(data.classes), 8)):
+        images = []
+        for i in indices:
+            image, label, _, ok = items[i]
+            if ok:
+                images.append(image.permute(1, 2, 0).numpy())
+                batch.append(image), labels.append(label)
+        rows.append((data.classes[c], images))
+    paths = {"grid": folder / "grid.png"}
+    sheets = {"grid": contact_sheet(rows, f"{split} split: up to 8 images per class")}
+    if augmented and batch:
+        torch.manual_seed(0)
+        augment = BatchAugment(AugmentConfig(), data.image_size, data.flip_invariant, data.num_classes)
+        identity = Normalize([0.0] * data.channels, [1 / 255] * data.channels)  # keeps 0–255
+        x, _ = augment(torch.stack(batch), torch.tensor(labels), identity)
+        out = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        counts = [len(images) for _, images in rows]
+        starts = np.cumsum([0, *counts])
+        aug_rows = [(name, list(out[a:b])) for (name, _), a, b in zip(rows, starts, starts[1:], strict=False)]
+        sheets["augmented"] = contact_sheet(
+            aug_rows, "the same images after training augmentation (defaults)"
+        )
+        paths["augmented"] = folder / "augmented.png"
+    for key, sheet in sheets.items():
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        atomic_write_bytes(paths[key], buffer.getvalue())
+    return paths["grid"]
 
 
 def inspect_data(

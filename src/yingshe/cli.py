@@ -388,8 +388,11 @@ def which_training_reads(spec: str, summary: dict[str, Any], cache_dir: str | No
 def cmd_data_samples(args: argparse.Namespace) -> int:
     from yingshe.api import write_samples
 
-    written = write_samples(args.spec, args.out, args.count, args.split, args.data_dir)
-    print(f"wrote {len(written)} images to {args.out}")
+    written = write_samples(args.spec, args.out, args.count, args.split, args.data_dir, args.augmented)
+    sheets = [p for p in written if p.name in ("grid.png", "augmented.png")]
+    print(f"wrote {len(written) - len(sheets)} images to {args.out}")
+    for sheet in sheets:
+        print(f"  {sheet.name}: {'examples per class' if sheet.name == 'grid.png' else 'after augmentation'}")
     return 0
 
 
@@ -553,6 +556,11 @@ def parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", default="test", choices=["test", "train"], help="which split")
     ds.add_argument(
         "--data-dir", help="where dataset names are looked up (default: $YINGSHE_DATA or the cache)"
+    )
+    ds.add_argument(
+        "--augmented",
+        action="store_true",
+        help="also write augmented.png: the grid's images after augmentation",
     )
     ds.set_defaults(handler=cmd_data_samples)
     dp = d.add_parser(
