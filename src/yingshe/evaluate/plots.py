@@ -91,7 +91,7 @@ def epoch_axis(ax: Any, epochs: Sequence[int]) -> None:
     """Whole-epoch ticks and half an epoch of margin, so a one- or two-epoch run reads sanely."""
     ax.grid(alpha=0.3)
     if epochs:
-        first, last = min(epochs), max(epochs)
+        first, last = int(min(epochs)), int(max(epochs))  # metrics.csv gives floats
         ax.set_xlim(first - 0.5, last + 0.5)
         if last - first < 12:
             ax.set_xticks(range(first, last + 1))
