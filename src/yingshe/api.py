@@ -18,18 +18,17 @@ import numpy as np
 import torch
 
 from yingshe.config import DataConfig, RunConfig, save_yaml, set_value, validate
-from yingshe.data import pack, webdataset
+from yingshe.data import pack
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
 from yingshe.data.dataset import (
     DatasetSpec,
     build_dataset,
-    detect_channels,
     fit_split,
-    native_size,
     read_spec,
     stage_rng,
 )
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
+from yingshe.data.prepare import prepare_source
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
@@ -218,7 +217,7 @@ def train(
     validation = None
     if data.val is not None:  # the held-out figures cross-validation and tuning read
         validation = headline(full_metrics(predict_batches(model, val_batches, amp, tta), data.classes))
-    skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
+    skipped = {**data.skipped, **train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
     report = split_report(
         f"{cfg.model.name} on {cfg.data.spec}",
         "test",
@@ -561,56 +560,9 @@ def prepare_data(
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
-    source = read_spec(cfg)
-    if fmt == "webdataset":
-        if out is None or image_size:
-            raise YingsheError(
-                "WebDataset shards need --out and keep the images as they are encoded",
-                "give --out DIR and leave out --image-size (it applies to packed shards)",
-            )
-        summary = webdataset.write_webdataset(source, out, progress=progress)
-        return {**summary, "format": fmt, "seconds": round(time.perf_counter() - started, 2)}
-    if fmt != "packed":
-        raise YingsheError(f"unknown format {fmt!r}", "use packed or webdataset")
-    train = source.splits["train"]
-    channels = channels or source.channels or detect_channels(train)
-    native = native_size(train)  # the size a training run on `spec` picks unless told otherwise
-    size = image_size or native
-    if channels not in (1, 3):
-        raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
-    source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
-    if out is None:
-        name = pack.cache_name(source, size, channels, pack.source_identity(source))
-        out = pack.cache_root(cache_dir) / name
-        linked = False
-    else:
-        linked = pack.has_encoded_files(source)
-    folder = Path(out)
-    manifest = pack.prepare(
-        source, folder, size, channels, workers=workers, shard_mb=shard_mb, force=force, progress=progress
-    )
-    if linked:  # training on `spec` with data.prepared=auto finds the shards through the cache
-        pack.register_prepared(folder, source, manifest, cache_dir)
-    return {
-        "format": fmt,
-        "out": str(folder),
-        "description": source.description,
-        "image_size": size,
-        "channels": channels,
-        "content_sha256": manifest["source"]["content_sha256"],
-        "picked_up": pack.has_encoded_files(source),  # training on `spec` finds them (decoded sets: no need)
-        "training_image_size": native,
-        "native_channels": source.channels or detect_channels(train),
-        "splits": {
-            name: {
-                "images": entry["count"],
-                "shards": len(entry["shards"]),
-                "skipped": [s["reason"] for s in entry["skipped"]],
-            }
-            for name, entry in manifest["splits"].items()
-        },
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
+    return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 
 
 # --- what the CLI reaches besides train/evaluate (DESIGN.md: cli.py talks to the api only) -------

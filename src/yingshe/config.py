@@ -49,6 +49,9 @@ class DataConfig:
     prepared: Prepared = "auto"  # decoded shards of file data: auto uses cached, always makes, off not
     cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
+    max_file_mb: float = 256.0  # bigger image files are skipped unread (and counted)
+    max_pixels: int = 89_478_485  # bigger images are skipped undecoded (Pillow's own limit, ~9459²)
+    manifest_duplicates: str = "error"  # a CSV manifest listing a file twice: error, or collapse
 
 
 @dataclass

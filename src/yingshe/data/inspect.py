@@ -48,6 +48,7 @@ def inspect_source(source: SourceData, progress: Callable[[int, int], None] | No
     summary["imbalance"] = imbalance(source)
     summary["duplicates"] = [names for names in by_hash.values() if len(names) > 1]
     summary["notes"] = source.notes
+    summary["skipped"] = dict(source.skipped)  # refused while reading the source (tar members)
     return summary
 
 

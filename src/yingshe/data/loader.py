@@ -11,10 +11,7 @@ Two paths yield the same `Batch`:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,20 +19,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yingshe.data.augment import BatchAugment, Normalize
+from yingshe.data.batch import Batch, BatchSource, default_workers
 from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
+from yingshe.data.stream import PackedBatches, StreamBatches, shard_batches
 
-if TYPE_CHECKING:  # stream.py imports Batch from here; at run time it is imported where used
-    from yingshe.data.stream import PackedBatches, StreamBatches
-
-
-@dataclass
-class Batch:
-    images: Tensor  # (B, C, H, W) uint8
-    labels: Tensor  # (B,) int64
-    index: Tensor  # (B,) positions in the split
-    ok: Tensor  # (B,) bool: False where the image could not be decoded
+__all__ = ["Batch", "BatchSource", "default_workers"]  # re-exported: older imports name loader
 
 
 class EpochShuffle(Sampler[int]):
@@ -154,6 +144,9 @@ class ArrayBatches:
         self.batch_sampler = batches
         self.sampler = batches.sampler
 
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
@@ -189,15 +182,14 @@ class FileBatches:
             prefetch_factor=4 if workers > 0 else None,
         )
 
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.loader)
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
 
 
 def make_batches(
@@ -218,8 +210,6 @@ def make_batches(
 
     Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
     if (split.packed is not None or stream) and transform is None:
-        from yingshe.data.stream import shard_batches  # stream.py builds on Batch, defined here
-
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
     sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
@@ -241,7 +231,7 @@ class DeviceBatches:
 
     def __init__(
         self,
-        batches: ArrayBatches | FileBatches | PackedBatches | StreamBatches,
+        batches: BatchSource,
         split: Split,
         device: torch.device,
         normalize: Normalize,
@@ -256,7 +246,7 @@ class DeviceBatches:
         self.skipped: dict[str, str] = {}
 
     def set_epoch(self, epoch: int) -> None:
-        self.batches.sampler.set_epoch(epoch)
+        self.batches.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.batches)
