@@ -317,6 +317,8 @@ def print_inspect_findings(summary: dict[str, Any]) -> None:
             print("  " + "  =  ".join(group))
         if len(duplicates) > 20:
             print(f"  … and {len(duplicates) - 20} more groups (--json lists all)")
+    for name, reason in summary.get("skipped", {}).items():
+        print(f"skipped while reading: {name}: {reason}")
     for note in summary["notes"]:
         print(f"note: {note}")
 
