@@ -26,6 +26,7 @@ Policy = Literal["none", "randaugment", "trivialaugment"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["onecycle", "cosine", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
+ManifestDuplicates = Literal["error", "collapse"]
 Monitor = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss", "epoch"]
 
 
@@ -51,7 +52,7 @@ class DataConfig:
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
     max_file_mb: float = 256.0  # bigger image files are skipped unread (and counted)
     max_pixels: int = 89_478_485  # bigger images are skipped undecoded (Pillow's own limit, ~9459²)
-    manifest_duplicates: str = "error"  # a CSV manifest listing a file twice: error, or collapse
+    manifest_duplicates: ManifestDuplicates = "error"  # a CSV file listed twice: an error, or collapsed
 
 
 @dataclass
@@ -339,6 +340,8 @@ RANGES: dict[str, Range] = {
     "data.cv_folds": Range(2),
     "data.cv_fold": AT_LEAST_1,
     "data.workers": NOT_NEGATIVE,
+    "data.max_file_mb": POSITIVE,
+    "data.max_pixels": AT_LEAST_1,
     "augment.crop_padding": NOT_NEGATIVE,
     "augment.rotate": Range(0, 180),
     "augment.translate": PROBABILITY,
