@@ -20,14 +20,15 @@ import yaml
 from yingshe.errors import YingsheError, close_matches
 
 # The choices of the string settings: `coerce` checks them, the CLI offers them, docs list them.
-# train/optim.py and data/augment.py check at import that their registries name exactly these.
+# tests/unit/test_cli_fast.py holds them equal to the optimiser and schedule registries and to
+# evaluate.metrics.monitor_choices() (the per-epoch figures of the metric table).
 Prepared = Literal["auto", "always", "off"]
 Policy = Literal["none", "randaugment", "trivialaugment"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["onecycle", "cosine", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
-Monitor = Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss", "epoch"]
+Monitor = Literal["val_loss", "val_accuracy", "val_ece", "train_loss", "train_accuracy", "epoch"]
 
 
 @dataclass

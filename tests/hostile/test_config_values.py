@@ -22,7 +22,7 @@ CASES = [
     (["--lr", "nan"], "optim.lr must be > 0; got nan"),
     (["--image-size", "-8"], "data.image_size must be >= 1; got -8"),
     (["--patience", "0"], "train.patience must be >= 1; got 0"),
-    (["train.monitor=ece"], "train.monitor must be one of val_accuracy"),
+    (["train.monitor=ece"], "train.monitor must be one of val_loss, val_accuracy, val_ece"),
     (["train.amp=fp8"], "train.amp must be one of auto, bf16, fp16, off; got 'fp8'"),
     (["augment.policy=autoaugment"], "augment.policy must be one of none, randaugment"),
     (["optim.schedule=linear"], "optim.schedule must be one of onecycle"),

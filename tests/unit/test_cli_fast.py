@@ -60,6 +60,10 @@ def test_choices_in_the_config_are_the_registries_names():
 
     assert set(get_args(OptimizerName)) == set(OPTIMIZERS.names())
     assert set(get_args(Schedule)) == set(SCHEDULES.names())
+    from yingshe.config import Monitor
+    from yingshe.evaluate.metrics import monitor_choices
+
+    assert list(get_args(Monitor)) == monitor_choices()
 
 
 def test_package_names_resolve_lazily():

@@ -252,7 +252,9 @@ class DeviceBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        non_blocking = self.device.type == "cuda"
+        # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
+        # is staged in page-locked memory first, so the copy overlaps with the previous step's work
+        cuda = self.device.type == "cuda"
         for batch in self.batches:
             images, labels = batch.images, batch.labels
             if not bool(batch.ok.all()):
@@ -260,8 +262,10 @@ class DeviceBatches:
                 images, labels = images[batch.ok], labels[batch.ok]
                 if len(labels) == 0:
                     continue
-            images = images.to(self.device, non_blocking=non_blocking)
-            labels = labels.to(self.device, non_blocking=non_blocking)
+            if cuda:
+                images, labels = pinned(images), pinned(labels)
+            images = images.to(self.device, non_blocking=cuda)
+            labels = labels.to(self.device, non_blocking=cuda)
             if self.augment is not None:
                 inputs, targets = self.augment(images, labels, self.normalize)
             else:
@@ -280,6 +284,11 @@ class DeviceBatches:
                     "remove or replace the file, or drop data.strict to skip such files",
                 )
             self.skipped[name] = reason
+
+
+def pinned(tensor: Tensor) -> Tensor:
+    """`tensor` in page-locked host memory (as it is where a DataLoader already pinned it)."""
+    return tensor if tensor.is_pinned() else tensor.pin_memory()
 
 
 def explain_unreadable(split: Split, index: int) -> str:
