@@ -12,6 +12,8 @@ and the CLI's `--help` do not pay for torch, torchvision and matplotlib until so
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from yingshe._version import __version__ as __version__
@@ -68,6 +70,21 @@ __all__ = [
     "recipe_config",
     "train",
 ]  # the keys of _EXPORTS (a test checks)
+
+
+class _Package(types.ModuleType):
+    """`yingshe.train` and `yingshe.evaluate` are functions, yet also the names of subpackages.
+    Importing a subpackage sets it as an attribute of its parent, which would replace the lazy
+    function with the module; this keeps the function (the subpackage stays in sys.modules, where
+    `import yingshe.train.trainer` and `from yingshe.train import ...` find it)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

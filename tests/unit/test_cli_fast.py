@@ -67,5 +67,9 @@ def test_choices_in_the_config_are_the_registries_names():
 
 
 def test_package_names_resolve_lazily():
+    import yingshe.evaluate.plots
+    import yingshe.train.callbacks  # noqa: F401 - importing the subpackages must not shadow the functions
+
+    assert yingshe.train.__module__ == "yingshe.api" and yingshe.evaluate.__module__ == "yingshe.api"
     assert set(yingshe.__all__) <= set(dir(yingshe))
     assert all(getattr(yingshe, name) is not None for name in yingshe.__all__)
