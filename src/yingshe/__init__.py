@@ -43,17 +43,22 @@ _EXPORTS = {
     "recipe_config": "yingshe.recipes",
     "CVResult": "yingshe.tune.cv",
     "cross_validate": "yingshe.tune.cv",
+    "LRFind": "yingshe.tune.lr_find",
+    "lr_find": "yingshe.tune.lr_find",
+    "TuneResult": "yingshe.tune.tuner",
 }
 
 __all__ = [
     "AugmentConfig",
     "CVResult",
     "DataConfig",
+    "LRFind",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
     "YingsheError",
     "apply_recipe",
     "compare_runs",
@@ -66,9 +71,11 @@ __all__ = [
     "list_recipes",
     "load",
     "load_config",
+    "lr_find",
     "prepare_data",
     "recipe_config",
     "train",
+    "tune",
 ]  # the keys of _EXPORTS (a test checks)
 
 
@@ -88,6 +95,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
+    if name == "tune":  # a callable package: yingshe.tune(config, space, ...)
+        return importlib.import_module("yingshe.tune")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'yingshe' has no attribute {name!r}")
@@ -97,7 +106,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"tune"})
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
@@ -116,3 +125,5 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from yingshe.models import create_model, list_models
     from yingshe.recipes import apply_recipe, list_recipes, recipe_config
     from yingshe.tune.cv import CVResult, cross_validate
+    from yingshe.tune.lr_find import LRFind, lr_find
+    from yingshe.tune.tuner import TuneResult

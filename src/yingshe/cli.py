@@ -38,6 +38,9 @@ TRAIN_FLAGS = {
     "out": "train.out",
     "workers": "data.workers",
     "patience": "train.patience",
+    "exclude": "data.exclude",
+    "imbalance": "data.imbalance",
+    "balance": "train.balance",
 }
 
 
@@ -118,6 +121,8 @@ def layer_train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
             set_value(cfg, key, getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.deterministic:
         cfg.train.deterministic = True
+    if getattr(args, "dedupe", False):
+        cfg.data.dedupe = True
     apply_overrides(cfg, args.overrides)
     return cfg
 
@@ -148,6 +153,66 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"run folder: {result.run_dir}")
     print(f"report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from yingshe.tune.tuner import tune
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+
+    def announce(study, trial) -> None:
+        params = "  ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+        )
+        value = "" if trial.value is None else f"  {args.metric} {trial.value:.4f}"
+        if trial.state.name == "PRUNED":
+            value = f"  pruned after epoch {trial.last_step}"
+        print(f"trial {trial.number:>4}: {trial.state.name.lower():<8}{value}  {params}", flush=True)
+
+    result = tune(
+        build_train_config(args),
+        args.space,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study_name=args.study,
+        cv=args.cv,
+        metric=args.metric,
+        heartbeat=args.heartbeat,
+        on_trial=announce,
+    )
+    summary = result.summary
+    states = ", ".join(f"{n} {state}" for state, n in sorted(summary["states"].items()))
+    print(
+        f"\nstudy {summary['study']}: {summary['trials']} trials ({states}), "
+        f"{summary['epochs']} epochs in all"
+    )
+    if summary["best"] is not None:
+        best = summary["best"]
+        print(f"best: trial {best['number']}, validation {args.metric} {best['value']:.4f}")
+        print(f"retrain it: yingshe train --config {result.best_config}")
+    print(f"study folder: {result.study_dir}")
+    print(f"report: {result.study_dir / 'study.md'}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from yingshe.runs import default_run_dir
+    from yingshe.tune.lr_find import lr_find
+
+    cfg = build_train_config(args)
+    plot = (
+        Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name, "runs/lr-find")) / "lr_find.png"
+    )
+    found = lr_find(cfg, args.start_lr, args.end_lr, args.steps, plot)
+    print(f"range test: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g}")
+    print(f"plot: {found.plot}")
+    print(f"suggested learning rate: optim.lr={found.suggestion:g}")
     return 0
 
 
@@ -213,8 +278,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from yingshe.api import expand_paths, load
+    from yingshe.api import load
+    from yingshe.inference import expand_paths
+    from yingshe.outputs import check_output_file
 
+    if args.output:
+        check_output_file(args.output)  # a read-only or full place fails before any prediction
     classifier = load(args.run, device=args.device)
     paths = expand_paths(args.paths)
     if not paths:
@@ -484,6 +553,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--deterministic", action="store_true", help=config_help("train.deterministic"))
     t.add_argument("--workers", type=int, help=config_help("data.workers"))
     t.add_argument("--patience", type=int, help=config_help("train.patience"))
+    add_health_arguments(t)
     t.add_argument("--out", help=config_help("train.out", out_help))
     t.add_argument(
         "--recipe",
@@ -499,6 +569,58 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
         metavar="key=value",
         help="any config key, e.g. optim.lr=0.01 augment.mixup=0.2; `yingshe config` lists them all",
     )
+
+
+def add_health_arguments(t: argparse.ArgumentParser) -> None:
+    """Real-world data: what `yingshe data check` recommends, and class imbalance."""
+    t.add_argument(
+        "--exclude", metavar="FILE", help="leave out the images listed (exclude.txt of `data check`)"
+    )
+    t.add_argument(
+        "--dedupe", action="store_true", help="keep one of each exact copy; drop train copies of test"
+    )
+    t.add_argument(
+        "--balance", choices=["none", "weights", "sampler", "logit-adjust"], help="class imbalance"
+    )
+    t.add_argument(
+        "--imbalance", type=float, metavar="RATIO", help="long-tailed train split (CIFAR-10-LT profile)"
+    )
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from yingshe.health.check import run_check
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, tqdm(desc=stage, total=total, file=sys.stderr, leave=False))
+        bar.update(done - bar.n)
+
+    try:
+        report = run_check(
+            args.spec,
+            args.out,
+            data_dir=args.data_dir,
+            model=args.model,
+            folds=args.folds,
+            epochs=args.epochs,
+            limit_train=args.limit_train,
+            device=args.device,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"{report['description']}: {', '.join(f'{s} {n}' for s, n in report['images'].items())} images")
+    for action in report["actions"]:
+        print(f"- {action}")
+    print(f"report: {Path(args.out) / 'check.md'}  exclude list: {Path(args.out) / 'exclude.txt'}")
+    if args.strict and (report["unreadable"] or report["leakage"]):
+        print("error: --strict: unreadable files or train/test leakage found", file=sys.stderr)
+        return 1
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -519,6 +641,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--folds", type=at_least(2), default=5, help="number of folds K")
     add_train_arguments(c, "cross-validation folder; None: runs/cv-<data>-<model>-<time>")
     c.set_defaults(handler=cmd_cv)
+
+    tu = sub.add_parser("tune", help="hyperparameter search: an Optuna study whose trials are training runs")
+    tu.add_argument("--space", required=True, help="search-space YAML: key: [grid values] or {type: ...}")
+    tu.add_argument("--sampler", choices=["grid", "random", "tpe"], help="default: grid for lists, else tpe")
+    tu.add_argument(
+        "--pruner", choices=["none", "median", "asha", "hyperband"], help="default: none for grid, else asha"
+    )
+    tu.add_argument("--trials", type=int, help="trials this worker runs (default: the grid's size, else 20)")
+    tu.add_argument("--timeout", type=float, help="start no trial after S seconds")
+    tu.add_argument(
+        "--storage", help="postgresql://..., sqlite:///FILE or journal:FILE (default study.db in --out)"
+    )
+    tu.add_argument("--study", help="study name (default: the study folder's name)")
+    tu.add_argument("--cv", type=int, metavar="K", help="objective: mean over K stratified folds")
+    tu.add_argument("--metric", default="accuracy", choices=["accuracy", "f1_macro", "loss"])
+    tu.add_argument(
+        "--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats (default 10)"
+    )
+    add_train_arguments(tu, "study folder (default runs/tune-<data>-<model>-<time>)")
+    tu.set_defaults(handler=cmd_tune)
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test: loss against an exponentially rising LR")
+    lf.add_argument("--start-lr", type=float, default=1e-7)
+    lf.add_argument("--end-lr", type=float, default=10.0)
+    lf.add_argument("--steps", type=int, default=100, help="steps of the sweep (default 100)")
+    add_train_arguments(lf, "folder for lr_find.png (default runs/lr-find/<data>-<model>-<time>)")
+    lf.set_defaults(handler=cmd_lr_find)
 
     e = sub.add_parser("evaluate", help="evaluate a run or checkpoint on a dataset split", **kw)
     e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
@@ -551,6 +700,17 @@ def parser() -> argparse.ArgumentParser:
     )
     di.add_argument("--json", action="store_true", help="print the summary as JSON")
     di.set_defaults(handler=cmd_data_inspect)
+    dc = d.add_parser("check", help="broken files, duplicates, train/test leakage, imbalance, label errors")
+    dc.add_argument("spec")
+    dc.add_argument("--out", default="data-check", help="report folder (default ./data-check)")
+    dc.add_argument("--model", metavar="RUN", help="a run whose embeddings find near duplicates")
+    dc.add_argument("--folds", type=int, default=0, help="check labels on K-fold out-of-fold predictions")
+    dc.add_argument("--epochs", type=int, default=3, help="epochs per fold of the label check")
+    dc.add_argument("--limit-train", type=int, help="label-check a stratified subset of N training images")
+    dc.add_argument("--strict", action="store_true", help="exit 1 on unreadable files or train/test leakage")
+    dc.add_argument("--device", default="auto")
+    dc.add_argument("--data-dir")
+    dc.set_defaults(handler=cmd_data_check)
     ds = d.add_parser("samples", help="write a few images of a split as PNG files", **kw)
     ds.add_argument("spec", help="dataset name or path")
     ds.add_argument("--out", required=True, help="folder for the PNG files")
