@@ -2,12 +2,14 @@
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed over
 the target, so a crash or Ctrl-C leaves either the old file or the new one, never half of one.
-Checkpoints hold tensors and plain data only and load with `torch.load(weights_only=True)`.
+Checkpoints hold tensors and plain data only and load with `torch.load(weights_only=True)`;
+their fields are declared once, in `schema.Checkpoint`.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -22,28 +24,39 @@ from typing import Any, BinaryIO
 import torch
 
 from yingshe.errors import YingsheError
+from yingshe.outputs import write_error
+from yingshe.schema import Checkpoint
 
-CHECKPOINT_FORMAT = "yingshe-checkpoint"
-CHECKPOINT_VERSION = 1
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write failed, never a read
 
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """A binary handle whose content appears at `path` only when the block completes: written to
     a temporary name beside it, fsynced, renamed; deleted instead if the block raises. Used for
-    run files, prepared shards and WebDataset tars alike."""
+    run files, prepared shards and WebDataset tars alike. A failed write (full disk, read-only
+    folder, size limit) is raised as `outputs.WriteError`, an OSError that names the path and a fix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
+    in_block = False  # an OSError of the caller's block is its own unless a write failed
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; runs and shards are shared
         with os.fdopen(fd, "wb") as handle:
+            in_block = True
             yield handle
+            in_block = False
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        ours = isinstance(err, OSError) and not isinstance(err, YingsheError)
+        if ours and (not in_block or err.errno in WRITE_ERRNOS):
+            raise write_error(path, err) from err
         raise
 
 
@@ -76,15 +89,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically; `payload` must be tensors and plain Python data only."""
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
+    """Write a checkpoint atomically, in the flat plain-data form `Checkpoint.to_dict` gives."""
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, buffer)
+    torch.save(checkpoint.to_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a yingshe checkpoint safely; anything else is refused with a clear message."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The one reader of checkpoints: a run folder (its best.pt, else last.pt) or a .pt file,
+    loaded without unpickling code and checked for format and version by `Checkpoint.from_dict`."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_in(path)
@@ -98,17 +112,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "pass best.pt or last.pt from a yingshe run folder; other files are not loaded, "
             "since unpickling arbitrary objects would run their code",
         ) from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise YingsheError(
-            f"{path} is a PyTorch file but not a yingshe checkpoint",
-            "train with `yingshe train` or pass a checkpoint it wrote",
-        )
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise YingsheError(
-            f"{path} was written by a newer yingshe (format {payload['version']})",
-            "upgrade yingshe to read it",
-        )
-    return payload
+    return Checkpoint.from_dict(payload, str(path))
 
 
 def checkpoint_in(run_dir: Path) -> Path:
@@ -143,14 +147,6 @@ class RunDir:
     @property
     def last(self) -> Path:
         return self.root / "last.pt"
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
 
     @property
     def events(self) -> Path:

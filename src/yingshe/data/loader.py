@@ -32,8 +32,17 @@ class EpochShuffle(Sampler[int]):
     """A permutation per epoch from (seed, epoch), sharded across ranks like DistributedSampler,
     so a resumed run sees the same order as an uninterrupted one."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        weights: np.ndarray | None = None,
+    ):
         self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -42,6 +51,9 @@ class EpochShuffle(Sampler[int]):
     def order(self) -> Tensor:
         if not self.shuffle:
             order = torch.arange(self.size)
+        elif self.weights is not None:  # train.balance=sampler: draws with replacement, ∝ weights
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
         else:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.size, generator=generator)
@@ -205,14 +217,17 @@ def make_batches(
     rank: int = 0,
     world: int = 1,
     stream: bool = False,
+    weights: np.ndarray | None = None,
 ) -> ArrayBatches | FileBatches | PackedBatches | StreamBatches:
     """Pick the fastest path that can serve `split` with the requested per-image transform.
 
-    Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
-    if (split.packed is not None or stream) and transform is None:
+    Prepared (packed) splits, and any split with `stream`, are served by data/stream.py.
+    `weights` (train.balance=sampler) draws each epoch's images with replacement, ∝ weights;
+    prepared splits are then read by index through SplitDataset instead."""
+    if (split.packed is not None or stream) and transform is None and weights is None:
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
-    sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
+    sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world, weights=weights)
     batches = EpochBatches(sampler, batch_size, merge_tail=train)
     if split.images is not None and transform is None:
         return ArrayBatches(split, batches)
@@ -252,7 +267,9 @@ class DeviceBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        non_blocking = self.device.type == "cuda"
+        # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
+        # is staged in page-locked memory first, so the copy overlaps with the previous step's work
+        cuda = self.device.type == "cuda"
         for batch in self.batches:
             images, labels = batch.images, batch.labels
             if not bool(batch.ok.all()):
@@ -260,8 +277,10 @@ class DeviceBatches:
                 images, labels = images[batch.ok], labels[batch.ok]
                 if len(labels) == 0:
                     continue
-            images = images.to(self.device, non_blocking=non_blocking)
-            labels = labels.to(self.device, non_blocking=non_blocking)
+            if cuda:
+                images, labels = pinned(images), pinned(labels)
+            images = images.to(self.device, non_blocking=cuda)
+            labels = labels.to(self.device, non_blocking=cuda)
             if self.augment is not None:
                 inputs, targets = self.augment(images, labels, self.normalize)
             else:
@@ -280,6 +299,11 @@ class DeviceBatches:
                     "remove or replace the file, or drop data.strict to skip such files",
                 )
             self.skipped[name] = reason
+
+
+def pinned(tensor: Tensor) -> Tensor:
+    """`tensor` in page-locked host memory (as it is where a DataLoader already pinned it)."""
+    return tensor if tensor.is_pinned() else tensor.pin_memory()
 
 
 def explain_unreadable(split: Split, index: int) -> str:

@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_MB = 128  # big enough for sequential reads, small enough to map a few at a time
 CHUNK = 256  # images per decoding task: large enough to amortise the IPC, small enough to balance
 PREPARED_MODES = ("auto", "always", "off")
-SHARD_KEYS = ("count", "images", "labels", "source", "content_sha256")  # a shard's manifest entry
 
 ProgressFn = Callable[[int, int], None]  # (images done, images in all)
 
