@@ -6,6 +6,7 @@ clf = yingshe.load(result.run_dir)
 clf.predict(["cat.jpg"], top_k=3)
 """
 
+from yingshe import export as export  # callable: yingshe.export(run, "onnx") → export.export_model
 from yingshe._version import __version__ as __version__
 from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
 from yingshe.config import (
@@ -39,6 +40,7 @@ __all__ = [
     "cross_validate",
     "evaluate",
     "explain",
+    "export",
     "inspect_data",
     "list_models",
     "list_recipes",

@@ -38,7 +38,7 @@ from yingshe.evaluate.explain import Explanation, explain_images
 from yingshe.evaluate.figures import report_figures, run_history
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
-from yingshe.inference import Classifier, model_from_checkpoint
+from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
@@ -421,8 +421,13 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
-def load(path: str | Path, device: str = "auto") -> Classifier:
-    """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
+def load(path: str | Path, device: str = "auto") -> ImageClassifier:
+    """A trained classifier from a run folder, a checkpoint or an exported `.onnx` file (run by
+    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path."""
+    if Path(path).suffix.lower() == ".onnx":
+        from yingshe.export.onnx import OnnxClassifier
+
+        return OnnxClassifier(path)
     return Classifier.load(path, device)
 
 
