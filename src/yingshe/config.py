@@ -242,3 +242,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}",
         "write a value of that type",
     )
+
+
+# Classes shown per image by `predict` (API and CLI) and the HTTP service, unless asked otherwise.
+DEFAULT_TOP_K = 3

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from yingshe.config import DEFAULT_TOP_K
 from yingshe.data.augment import Normalize
 from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
 from yingshe.errors import YingsheError
@@ -27,7 +28,6 @@ from yingshe.runs import load_checkpoint
 from yingshe.runtime import resolve_device
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
-DEFAULT_TOP_K = 3  # the one top-k default of `predict`, the CLI and the HTTP service
 
 
 @dataclass
