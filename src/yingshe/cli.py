@@ -296,6 +296,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_file_mb=args.max_file_mb,
         max_files=args.max_files,
+        max_pixels=args.max_pixels,
         device=args.device,
     )
     serve(cfg)
@@ -341,6 +342,7 @@ def add_deploy_parsers(sub) -> None:
         "--max-file-mb", type=float, default=d.max_file_mb, help="max upload MB (default %(default)s)"
     )
     s.add_argument("--max-files", type=int, default=d.max_files, help="per batch (default %(default)s)")
+    s.add_argument("--max-pixels", type=int, default=d.max_pixels, help="width×height (default %(default)s)")
     s.add_argument("--device", default=d.device, help="for a run or checkpoint (default %(default)s)")
     s.set_defaults(handler=cmd_serve)
 

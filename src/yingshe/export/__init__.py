@@ -66,7 +66,7 @@ def export_model(
         raise YingsheError(f"--out {target} is a folder", f"name a file, e.g. {target / target.name}.onnx")
     count = par.DEFAULT_IMAGES if parity_images is None else parity_images
     tol = par.DEFAULT_TOLERANCE if tolerance is None else tolerance
-    images = par.test_images(classifier, count) if count > 0 else None
+    images = par.split_images(classifier, count) if count > 0 else None
     size, channels = classifier.image_size, classifier.channels
     if images is not None and len(images) >= 2:
         example = torch.from_numpy(images[:2])

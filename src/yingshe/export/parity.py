@@ -41,7 +41,7 @@ class Parity:
         )
 
 
-def test_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndarray:
+def split_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndarray:
     """The first `count` images of the run's test split as uint8 (N, H, W, C), cut as in training."""
     payload = classifier.payload
     cfg = RunConfig.from_dict(payload["config"])
