@@ -22,8 +22,8 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def test_predict_real_images_multipart_and_raw_agree_with_the_run(server, real_pngs, fashion_run):
-    expected = yingshe.load(fashion_run.run_dir, device="cpu").predict(real_pngs, top_k=2)
-    for path, want in zip(real_pngs, expected, strict=True):
+    expected = yingshe.load(fashion_run.run_dir, device="cpu").predict(real_pngs[:4], top_k=2)
+    for path, want in zip(real_pngs[:4], expected, strict=True):
         multipart = httpx.post(f"{server}/v1/predict?top_k=2", files={"file": (path.name, path.read_bytes())})
         raw = httpx.post(
             f"{server}/v1/predict?top_k=2", content=path.read_bytes(), headers={"content-type": "image/png"}
@@ -144,7 +144,7 @@ def test_fuzz_from_the_openapi_schema_never_5xx(server):
     for operation in schema.get_all_operations():
         strategy = operation.ok().as_strategy()
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=strategy)
         def check(case):
             response = case.call(base_url=server, timeout=10)

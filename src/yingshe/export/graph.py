@@ -23,6 +23,9 @@ class DeployModule(nn.Module):
         self.model = classifier.model.to("cpu").eval()
         self.normalize = classifier.normalize.to("cpu")
         self.tta_flip = classifier.tta_flip  # the run's one TTA decision, fixed into the graph
+        # eval at the root: torch.onnx.export restores the root's mode recursively afterwards, and
+        # a root left in train mode would put the shared model's BatchNorm into batch statistics
+        self.eval()
 
     def forward(self, image: Tensor) -> Tensor:
         x = self.normalize(image.permute(0, 3, 1, 2))
