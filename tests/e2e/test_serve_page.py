@@ -10,6 +10,8 @@ import pytest
 
 import yingshe
 
+pytestmark = pytest.mark.browser
+
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -99,7 +99,12 @@ def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
 
 def session(model: bytes | str | Path, threads: int = 0):
     """An ONNX Runtime CPU session (`threads` 0: its default)."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise YingsheError(
+            "running a .onnx model needs onnxruntime", "pip install 'yingshe[deploy]'"
+        ) from err
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
