@@ -120,7 +120,7 @@ class ImageClassifier:
             results.append(Prediction(name))
             try:
                 pending.append((len(results) - 1, self.preprocess(image)))
-            except (UnreadableImage, OSError) as err:
+            except (UnreadableImage, OSError, Image.DecompressionBombError) as err:
                 results[-1].error = readable_reason(err, name)
             if len(pending) >= batch_size:
                 self._fill(results, pending, top_k)
