@@ -15,6 +15,7 @@ import torch
 
 from yingshe.config import RunConfig
 from yingshe.data.dataset import build_dataset
+from yingshe.data.loader import make_batches
 from yingshe.errors import YingsheError
 from yingshe.inference import Classifier
 
@@ -54,9 +55,13 @@ def split_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndar
             "make the training data reachable again (data.data_dir=...), or pass --parity-images 0 "
             "to export without the check (not recommended)",
         ) from err
-    images = np.asarray(dataset.test.images[:count], dtype=np.uint8)
-    if images.ndim == 3:
-        images = images[..., None]
+    split = dataset.test.subset(np.arange(min(count, len(dataset.test))))
+    # through the loader evaluation uses, whatever the split holds (arrays, files, tar members, shards)
+    batches = make_batches(
+        split, classifier.image_size, classifier.channels, max(count, 1), train=False, workers=0
+    )
+    images = [b.images[b.ok].permute(0, 2, 3, 1).numpy() for b in batches]
+    images = np.concatenate(images) if images else np.zeros((0, 1, 1, classifier.channels), np.uint8)
     return np.ascontiguousarray(images)
 
 
