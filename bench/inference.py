@@ -76,7 +76,7 @@ def main() -> None:
         batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]
         eager_ips = rate(eager.probabilities, batches)
         ort_ips = rate(ort.probabilities, batches)
-    name, parity = eager.payload["model"]["name"], result.parity
+    name, parity = eager.checkpoint.meta.model.name, result.parity
     print(f"model {name}, {len(images)} images of {eager.image_size}px, batch {args.batch}")
     print(f"parity {parity['max_abs_logit_diff']:.1e}, top-1 agreement {parity['top1_agreement']:.3f}")
     print(f"eager_ips={eager_ips:.0f} ort_ips={ort_ips:.0f} ort_ratio={ort_ips / eager_ips:.2f}")

@@ -30,19 +30,19 @@ def sha256_file(path: Path) -> str:
 
 def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra: Any) -> dict[str, Any]:
     """The self-description of an export of `classifier` (loaded from `checkpoint`)."""
-    payload = classifier.payload
+    meta = classifier.checkpoint.meta
     return {
         "format": FORMAT,
         "export_format": fmt,
         "classes": classifier.classes,
         "image_size": classifier.image_size,
         "channels": classifier.channels,
-        "mean": list(payload["mean"]),
-        "std": list(payload["std"]),
+        "mean": list(meta.mean),
+        "std": list(meta.std),
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "normalized_inside": True},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
         "tta_flip": classifier.tta_flip,
-        "model": payload["model"]["name"],
+        "model": meta.model.name,
         "checkpoint_sha256": sha256_file(checkpoint),
         "yingshe_version": __version__,
         "torch_version": torch.__version__,

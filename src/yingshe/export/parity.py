@@ -44,11 +44,11 @@ class Parity:
 
 def split_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndarray:
     """The first `count` images of the run's test split as uint8 (N, H, W, C), cut as in training."""
-    payload = classifier.payload
-    cfg = RunConfig.from_dict(payload["config"])
+    checkpoint = classifier.checkpoint
+    cfg = RunConfig.from_dict(checkpoint.config)
     cfg.data.image_size, cfg.data.channels = classifier.image_size, classifier.channels
     try:
-        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(payload["mean"], payload["std"]))
+        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(checkpoint.meta.mean, checkpoint.meta.std))
     except YingsheError as err:
         raise YingsheError(
             f"parity needs the run's test images, but its data cannot be read: {err.problem}",
