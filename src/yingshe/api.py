@@ -138,7 +138,16 @@ def train(
         cfg.train.epochs = epochs
     started = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if payload is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (payload["mean"], payload["std"]) if payload is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if payload is not None:
         check_same_splits(payload, data, str(run.root))
@@ -162,6 +171,9 @@ def train(
         cfg.model.pretrained,
         **cfg.model.kwargs,
     )
+    callbacks = list(callbacks or [])
+    if plan is not None:
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=payload is not None))
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
@@ -188,7 +200,6 @@ def train(
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
 
-    callbacks = list(callbacks or [])
     if cfg.train.patience:
         callbacks.append(EarlyStopping(cfg.train.patience))
     if cfg.train.tensorboard:

@@ -76,8 +76,8 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
     """Data-dependent initialisation for models that have one (the airbench net's whitening
     stem): up to `limit` augmented, normalised training images (N, C, H, W) are passed to
     `model.init_from_data`. A resumed run overwrites the result with its checkpoint."""
-    if not hasattr(model, "init_from_data"):
-        return
+    if not hasattr(model, "init_from_data") or getattr(model, "weights_loaded", False):
+        return  # pretrained weights (fine-tuning) are kept
     seen, count = [], 0
     for inputs, _, _ in batches:
         seen.append(inputs.float())
