@@ -21,6 +21,7 @@ from yingshe.errors import YingsheError
 from yingshe.evaluate.compare import compare_runs
 from yingshe.models import create_model, list_models
 from yingshe.recipes import apply_recipe, list_recipes, recipe_config
+from yingshe.transfer.finetune import finetune
 from yingshe.tune.cv import CVResult, cross_validate
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "cross_validate",
     "evaluate",
     "explain",
+    "finetune",
     "inspect_data",
     "list_models",
     "list_recipes",
