@@ -484,11 +484,17 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="target", metavar="NAME", help="explain this class, not the predicted one")
     x.add_argument("--device", default="auto")
     x.set_defaults(handler=cmd_explain)
+
+    from yingshe.transfer.cli import add_transfer_parsers  # finetune, embed, neighbors, project, knn
+
+    add_transfer_parsers(sub, add_train_arguments, build_train_config, ProgressBar)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    from yingshe.transfer.cli import finetune_argv
+
+    args = parser().parse_args(finetune_argv(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
