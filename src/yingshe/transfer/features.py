@@ -37,11 +37,15 @@ class FeatureIndex:
     def load(cls, path: str | Path) -> FeatureIndex:
         npy, index = feature_paths(path)
         if not npy.is_file() or not index.is_file():
-            raise YingsheError(f"feature file {npy} (with {index.name}) does not exist", "write it with `yingshe embed`")
+            raise YingsheError(
+                f"feature file {npy} (with {index.name}) does not exist", "write it with `yingshe embed`"
+            )
         meta = json.loads(index.read_text())
         vectors = np.load(npy)
         if len(vectors) != len(meta["items"]):
-            raise YingsheError(f"{npy} has {len(vectors)} rows but {index.name} lists {len(meta['items'])}", "embed again")
+            raise YingsheError(
+                f"{npy} has {len(vectors)} rows but {index.name} lists {len(meta['items'])}", "embed again"
+            )
         labels = np.array([item["label"] for item in meta["items"]], dtype=np.int64)
         return cls(vectors, labels, [item["path"] for item in meta["items"]], meta["classes"], meta)
 
@@ -128,7 +132,9 @@ def embed(
     return {"features": str(npy), "index": str(index), "count": len(items), "dim": meta["dim"]}
 
 
-def search(index: np.ndarray, queries: np.ndarray, k: int, exact_limit: int = FAISS_ABOVE) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: np.ndarray, queries: np.ndarray, k: int, exact_limit: int = FAISS_ABOVE
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine similarities and row numbers of unit `queries` among unit `index` rows."""
     k = min(k, len(index))
     if len(index) > exact_limit:
@@ -144,7 +150,11 @@ def search(index: np.ndarray, queries: np.ndarray, k: int, exact_limit: int = FA
 
 
 def neighbors(
-    run: str | Path, index_path: str | Path, images: list[str | Path], k: int = 5, out: str | Path | None = None
+    run: str | Path,
+    index_path: str | Path,
+    images: list[str | Path],
+    k: int = 5,
+    out: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """The k nearest indexed images of each query image, and a PNG strip per query under `out`."""
     from yingshe.inference import Classifier, expand_paths
@@ -157,7 +167,8 @@ def neighbors(
     queries = embed_batches(clf.model.eval(), clf.normalize(x)).cpu().numpy()
     if queries.shape[1] != index.vectors.shape[1]:
         raise YingsheError(
-            f"the run's features have {queries.shape[1]} dimensions but {index_path} has {index.vectors.shape[1]}",
+            f"the run's features have {queries.shape[1]} dimensions "
+            f"but {index_path} has {index.vectors.shape[1]}",
             "search an index embedded with the same run",
         )
     scores, rows = search(index.vectors, queries, k)
@@ -203,7 +214,9 @@ def draw_strip(folder: Path, query: Path, hits: list[dict[str, Any]], query_arra
     return target
 
 
-def project(features: str | Path, method: str = "pca", out: str | Path = "map.png", seed: int = 0) -> dict[str, Any]:
+def project(
+    features: str | Path, method: str = "pca", out: str | Path = "map.png", seed: int = 0
+) -> dict[str, Any]:
     """A 2-D map of the features coloured by class: PCA, t-SNE (sklearn) or UMAP (umap-learn)."""
     index = FeatureIndex.load(features)
     x = index.vectors
@@ -216,7 +229,9 @@ def project(features: str | Path, method: str = "pca", out: str | Path = "map.pn
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
-        points = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed, init="pca").fit_transform(x)
+        points = TSNE(2, perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed, init="pca").fit_transform(
+            x
+        )
     elif method == "umap":
         try:
             import umap
@@ -259,7 +274,11 @@ def knn_accuracy(train: FeatureIndex, test: FeatureIndex, k: int = 5) -> float:
 
 
 def knn(
-    run: str | Path, data: str | None = None, k: int = 5, out: str | Path | None = None, limit: int | None = None,
+    run: str | Path,
+    data: str | None = None,
+    k: int = 5,
+    out: str | Path | None = None,
+    limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Embed the train and test splits, then the k-NN accuracy of test on train."""
@@ -269,4 +288,9 @@ def knn(
         embed(run, data, split, folder / f"{split}-features", limit=limit, progress=progress)
         parts[split] = FeatureIndex.load(folder / f"{split}-features")
     accuracy = knn_accuracy(parts["train"], parts["test"], k)
-    return {"knn_accuracy": accuracy, "k": k, "train": len(parts["train"].labels), "test": len(parts["test"].labels)}
+    return {
+        "knn_accuracy": accuracy,
+        "k": k,
+        "train": len(parts["train"].labels),
+        "test": len(parts["test"].labels),
+    }

@@ -105,7 +105,9 @@ def _zoo_preprocessing(zoo: str, name: str):
 
         try:
             transform = models.get_model_weights(name).DEFAULT.transforms()
-            return ZooWeights(None, None, tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0]), [])
+            return ZooWeights(
+                None, None, tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0]), []
+            )
         except (ValueError, KeyError):
             return ZooWeights(None, None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, [])
     import timm
@@ -149,7 +151,9 @@ class FinetunePlan:
         record = {
             "source": self.source.spec,
             "model": self.source.model_name,
-            "weights": str(self.source.weights_path) if self.source.weights_path else "downloaded by the library",
+            "weights": str(self.source.weights_path)
+            if self.source.weights_path
+            else "downloaded by the library",
             "weights_sha256": self.source.sha256,
             "source_classes": len(self.source.categories) or None,
             "strategy": ft.strategy,

@@ -110,10 +110,8 @@ def plan_stages(
             starts.append(1)
         else:  # gradual: epoch 1 the head only, then the top stage, the next one down, ...
             starts.append(1 + period * (count - i))
-    if strategy == "gradual":  # discriminative rates: each stage down trains slower
-        factors = [lr_decay ** (count - i) for i in range(count)]
-    else:
-        factors = [1.0] * count
+    # discriminative rates under gradual: each stage further down trains slower
+    factors = [lr_decay ** (count - i) if strategy == "gradual" else 1.0 for i in range(count)]
     return StagePlan(stages, sorted(classifier_names(model)), starts, factors, head_lr_mult)
 
 

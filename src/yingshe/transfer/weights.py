@@ -43,7 +43,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     dict or a checkpoint with one under a usual key (yingshe's `state_dict`, timm's `model`, ...)."""
     path = Path(path)
     if not path.is_file():
-        raise YingsheError(f"weights file {path} does not exist", "give the path of a .pth, .pt or .safetensors")
+        raise YingsheError(
+            f"weights file {path} does not exist", "give the path of a .pth, .pt or .safetensors"
+        )
     if path.suffix not in WEIGHT_SUFFIXES:
         raise YingsheError(f"{path}: unknown weights format {path.suffix!r}", "use .pth, .pt or .safetensors")
     try:
@@ -170,12 +172,15 @@ def torchvision_weights(name: str) -> ZooWeights:
     try:
         state = weights.get_state_dict(progress=True, check_hash=True)  # torchvision's own download
     except Exception as err:  # no network, proxy, hash
-        raise YingsheError(f"torchvision:{name}'s weights are not cached and could not be downloaded ({err})"[:500], fix) from err
+        raise YingsheError(
+            f"torchvision:{name}'s weights are not cached and could not be downloaded ({err})"[:500], fix
+        ) from err
     return ZooWeights(file if file.is_file() else None, state, **info)
 
 
 def timm_weights(name: str) -> ZooWeights:
-    """timm:<name>'s pretrained weights: the Hugging Face hub cache, the torch hub cache, else timm's download."""
+    """timm:<name>'s pretrained weights: the Hugging Face hub cache, the torch hub cache, else
+    timm's own download."""
     import timm
 
     model = timm.create_model(name, pretrained=False)
@@ -195,7 +200,10 @@ def timm_weights(name: str) -> ZooWeights:
             found = try_to_load_from_cache(repo, filename)
             if isinstance(found, str):
                 return ZooWeights(Path(found), None, **info)
-        places.append(f"the Hugging Face hub cache ({hf_cache_dir()}): `huggingface-cli download {repo} model.safetensors`")
+        places.append(
+            f"the Hugging Face hub cache ({hf_cache_dir()}): "
+            f"`huggingface-cli download {repo} model.safetensors`"
+        )
     if cfg.get("url"):
         file = torch_hub_file(cfg["url"])
         if file.is_file():
@@ -207,7 +215,9 @@ def timm_weights(name: str) -> ZooWeights:
     try:
         state = timm.create_model(name, pretrained=True).state_dict()  # timm's own download
     except Exception as err:
-        raise YingsheError(f"timm:{name}'s weights are not cached and could not be downloaded ({err})"[:500], fix) from err
+        raise YingsheError(
+            f"timm:{name}'s weights are not cached and could not be downloaded ({err})"[:500], fix
+        ) from err
     return ZooWeights(None, state, **info)
 
 
