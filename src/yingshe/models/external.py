@@ -141,6 +141,19 @@ class TorchvisionNet(FeaturesHead):
         return x if pre_logits else self.get_classifier()(x)
 
     def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        return self._body_stages() + self._pre_logits_stage()
+
+    def _pre_logits_stage(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Layers between the pooled features and the classifier (ConvNeXt's norm, MobileNetV3's
+        and VGG's hidden linears): the top stage of the body."""
+        parent, attr = self._head_slot()
+        if not attr.isdigit() or not isinstance(parent, nn.Sequential):
+            return []
+        prefix = next(name for name, module in self.named_modules() if module is parent)
+        layers = [f"{prefix}.{j}" for j in range(int(attr)) if any(True for _ in parent[j].parameters())]
+        return [(f"{prefix}.pre_logits", tuple(layers))] if layers else []
+
+    def _body_stages(self) -> list[tuple[str, tuple[str, ...]]]:
         net, family = self.net, self.family
         if family == "resnet":
             layers = [(f"net.layer{i}", (f"net.layer{i}",)) for i in range(1, 5)]

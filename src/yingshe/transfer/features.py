@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from yingshe.errors import YingsheError
 from yingshe.runs import atomic_file, atomic_write_json
 
-FAISS_ABOVE = 200_000  # rows; exact torch search is as fast below (measured, docs/benchmarks.md)
+FAISS_ABOVE = 1_000_000  # rows: torch exact search won every size measured (docs/benchmarks.md); above
+# this the (queries × rows) score matrix grows large and faiss's flat index streams it instead
 
 
 @dataclass

@@ -152,9 +152,12 @@ def torchvision_weights(name: str) -> ZooWeights:
     from torchvision import models
 
     try:
-        weights = models.get_model_weights(name).DEFAULT
+        enum = models.get_model_weights(name)
     except (ValueError, KeyError) as err:
         raise YingsheError(f"torchvision:{name} has no pretrained weights", "pass --weights FILE") from err
+    # the default (newest) weights, else any other version already in the cache
+    cached = [w for w in (enum.DEFAULT, *enum) if torch_hub_file(w.url).is_file()]
+    weights = cached[0] if cached else enum.DEFAULT
     transform = weights.transforms()
     meta = weights.meta
     info = dict(
@@ -233,9 +236,10 @@ def cached_torchvision_weights(names: tuple[str, ...]) -> tuple[str, Path] | Non
 
     for name in names:
         try:
-            file = torch_hub_file(models.get_model_weights(name).DEFAULT.url)
+            enum = models.get_model_weights(name)
         except (ValueError, KeyError):
             continue
-        if file.is_file():
-            return name, file
+        for weights in (enum.DEFAULT, *enum):
+            if torch_hub_file(weights.url).is_file():
+                return name, torch_hub_file(weights.url)
     return None
