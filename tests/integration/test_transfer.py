@@ -176,7 +176,9 @@ def test_missing_zoo_weights_say_which_file_to_place_where(tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     with pytest.raises(YingsheError, match="could not be downloaded") as err:
         resolve_source("torchvision:mobilenet_v2")
-    assert str(tmp_path / "empty" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth") in err.value.fix
+    assert (
+        str(tmp_path / "empty" / "hub" / "checkpoints" / "mobilenet_v2-7ebf99e0.pth") in err.value.fix
+    )  # the default, V2
     monkeypatch.setenv("YINGSHE_OFFLINE", "1")
     with pytest.raises(YingsheError, match="not in the torch hub cache"):
         resolve_source("torchvision:mobilenet_v2")
