@@ -27,6 +27,7 @@ from yingshe.models import create_model
 from yingshe.recipes import apply_recipe
 from yingshe.runs import RunDir
 from yingshe.runtime import resolve_device
+from yingshe.schema import CheckpointMeta, ModelRecord
 from yingshe.train.trainer import Trainer, autocast_dtype
 
 
@@ -57,7 +58,14 @@ def make_trainer(cfg: RunConfig, channels: int, size: int, device: torch.device,
     if cfg.train.compile:
         model = torch.compile(model)
     run = RunDir(Path(tempfile.mkdtemp(prefix="yingshe-bench-")))
-    meta = {"model": {"num_classes": 10}}
+    meta = CheckpointMeta(
+        ModelRecord(cfg.model.name, 10, channels, size),
+        [str(i) for i in range(10)],
+        channels,
+        size,
+        [0.5] * channels,
+        [0.25] * channels,
+    )
     batch = torch.randn(64, channels, size, size, device=device), None, None  # for init_from_data
     return Trainer(model, cfg, [batch], [batch], device, run, meta)
 

@@ -17,21 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from yingshe.config import DataConfig, RunConfig, save_yaml
-from yingshe.data import pack, webdataset
+from yingshe.data import pack
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
 from yingshe.data.dataset import (
     DatasetSpec,
     build_dataset,
-    detect_channels,
     fit_split,
-    native_size,
     read_spec,
     stage_rng,
 )
 from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
+from yingshe.data.prepare import prepare_source
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
@@ -40,10 +40,12 @@ from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predic
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
+from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
+from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
-from yingshe.train.trainer import Trainer, autocast_dtype
+from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +53,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     run_dir: Path
-    report: dict[str, Any]
+    report: Report
 
     @property
     def accuracy(self) -> float:
         return self.report["accuracy"]
 
 
-def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> dict[str, Any]:
+def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> CheckpointMeta:
     """What a checkpoint needs besides weights to be used on its own."""
-    return {
-        "model": {
-            "name": cfg.model.name,
-            "kwargs": dict(cfg.model.kwargs),
-            "num_classes": data.num_classes,
-            "in_chans": data.channels,
-            "image_size": data.image_size,
-        },
-        "classes": list(data.classes),
-        "channels": data.channels,
-        "image_size": data.image_size,
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "flip_invariant": data.flip_invariant,
-        "data": {"spec": cfg.data.spec, "description": data.description, "splits": splits_fingerprint(data)},
-    }
+    return CheckpointMeta(
+        model=ModelRecord(
+            cfg.model.name, data.num_classes, data.channels, data.image_size, dict(cfg.model.kwargs)
+        ),
+        classes=list(data.classes),
+        channels=data.channels,
+        image_size=data.image_size,
+        mean=list(data.mean),
+        std=list(data.std),
+        flip_invariant=data.flip_invariant,
+        data=DataRecord(cfg.data.spec, data.description, splits_fingerprint(data)),
+    )
 
 
 def splits_fingerprint(data: DatasetSpec) -> str:
@@ -89,8 +87,8 @@ def splits_fingerprint(data: DatasetSpec) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_same_splits(payload: dict[str, Any], data: DatasetSpec, where: str) -> None:
-    expected = payload.get("data", {}).get("splits")
+def check_same_splits(meta: CheckpointMeta, data: DatasetSpec, where: str) -> None:
+    expected = meta.data.splits if meta.data is not None else None
     if expected and expected != splits_fingerprint(data):
         raise YingsheError(
             f"the data of {where} no longer splits as it did in training (files added or removed, "
@@ -101,17 +99,34 @@ def check_same_splits(payload: dict[str, Any], data: DatasetSpec, where: str) ->
 
 def eval_batches(
     split: Split,
-    data: DatasetSpec | dict,
+    data: DatasetSpec | CheckpointMeta,
     cfg: RunConfig,
     device: torch.device,
     normalize: Normalize,
     channels_last: bool,
 ) -> DeviceBatches:
-    size = data.image_size if isinstance(data, DatasetSpec) else data["image_size"]
-    channels = data.channels if isinstance(data, DatasetSpec) else data["channels"]
     batch_size = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
-    batches = make_batches(split, size, channels, batch_size, train=False, workers=cfg.data.workers)
+    batches = make_batches(
+        split, data.image_size, data.channels, batch_size, train=False, workers=cfg.data.workers
+    )
     return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
+
+
+@dataclass
+class TrainingSession:
+    """Everything one training run is built from: the `build` step's result, which `fit` and
+    `final_report` use."""
+
+    cfg: RunConfig
+    run: RunDir
+    data: DatasetSpec
+    device: torch.device
+    channels_last: bool
+    model: nn.Module  # the plain model (the trainer may hold a compiled wrapper of it)
+    normalize: Normalize
+    train_batches: DeviceBatches
+    val_batches: DeviceBatches
+    trainer: Trainer
 
 
 def train(
@@ -123,45 +138,56 @@ def train(
     """Train a classifier and evaluate its best checkpoint on the test split.
 
     With `resume`, continue the run in that folder from its last.pt (optionally to a new number
-    of `epochs`); the run's own config is used, so the continuation matches the original.
+    of `epochs`; see `train.optim.SchedulePlan` for what a longer run's schedule does); the run's
+    own config is used, so the continuation matches the original.
     """
-    payload = None
+    started = time.perf_counter()
+    cfg, resumed = resolve_training(config, resume, epochs)
+    session = build_training(cfg, resumed, callbacks)
+    state = fit_training(session, resumed)
+    return report_training(session, state, started)
+
+
+def resolve_training(
+    config: RunConfig | None, resume: str | Path | None, epochs: int | None
+) -> tuple[RunConfig, Checkpoint | None]:
+    """Step 1: the config to run and, when resuming, the last.pt it continues from."""
+    resumed = None
     if resume is not None:
         resume = Path(resume)
-        run = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
-        payload = load_checkpoint(run.last)
-        cfg = RunConfig.from_dict(payload["config"], source=str(run.last))
-        cfg.train.out = str(run.root)
+        folder = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
+        resumed = load_checkpoint(folder.last)
+        cfg = RunConfig.from_dict(resumed.config, source=str(folder.last))
+        cfg.train.out = str(folder.root)
     else:
         cfg = config or RunConfig()
     if epochs is not None:
         cfg.train.epochs = epochs
-    started = time.perf_counter()
+    return cfg, resumed
+
+
+def build_training(
+    cfg: RunConfig, resumed: Checkpoint | None, callbacks: list[Callback] | None
+) -> TrainingSession:
+    """Step 2: data, run folder, model, batches and trainer, in the order that fails cheapest
+    first (the data is read and checked before the run folder is touched)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     plan = None
     if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
         from yingshe.transfer.finetune import FinetunePlan
 
         plan = FinetunePlan(cfg)
-        if payload is None:
+        if resumed is None:
             plan.shape_config(cfg.data.image_size)
-    known_stats = (payload["mean"], payload["std"]) if payload is not None else None
+    known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
     if plan is not None and known_stats is None:
         known_stats = plan.stats
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
-    if payload is not None:
-        check_same_splits(payload, data, str(run.root))
+    if resumed is not None:
+        check_same_splits(resumed.meta, data, str(cfg.train.out))
     device = resolve_device(cfg.train.device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
-    if payload is None and run.last.exists() and not cfg.train.exist_ok:
-        raise YingsheError(
-            f"{run.root} already holds a run (last.pt)",
-            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
-        )
-    run.root.mkdir(parents=True, exist_ok=True)
-    cfg.train.out = str(run.root)
-    atomic_write_text(run.config, save_yaml(cfg))
+    run = open_run_folder(cfg, resuming=resumed is not None)
 
     model = create_model(
         cfg.model.name,
@@ -173,54 +199,97 @@ def train(
     )
     callbacks = list(callbacks or [])
     if plan is not None:
-        callbacks.insert(0, plan.prepare(model, run.root, resumed=payload is not None))
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
-    augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
-    policy = per_image_policy(cfg.augment.policy)
-    train_batches = DeviceBatches(
-        make_batches(
-            data.train,
-            data.image_size,
-            data.channels,
-            cfg.train.batch_size,
-            train=True,
-            seed=cfg.train.seed,
-            workers=cfg.data.workers,
-            transform=policy,
-            stream=cfg.data.stream,
-        ),
-        data.train,
-        device,
-        normalize,
-        augment,
-        channels_last,
-        cfg.data.strict,
-    )
+    train_batches = training_batches(cfg, data, device, normalize, channels_last)
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
-
-    if cfg.train.patience:
-        callbacks.append(EarlyStopping(cfg.train.patience))
-    if cfg.train.tensorboard:
-        callbacks.append(TensorBoardLogger(str(run.events)))
-    meta = checkpoint_meta(cfg, data)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
-    trainer = Trainer(train_model, cfg, train_batches, val_batches, device, run, meta, callbacks)
-    if payload is not None:
-        trainer.restore(payload)
-    state = trainer.fit()
+    trainer = Trainer(
+        train_model,
+        cfg,
+        train_batches,
+        val_batches,
+        device,
+        run,
+        checkpoint_meta(cfg, data),
+        training_callbacks(cfg, run, callbacks),
+    )
+    return TrainingSession(
+        cfg, run, data, device, channels_last, model, normalize, train_batches, val_batches, trainer
+    )
 
+
+def open_run_folder(cfg: RunConfig, resuming: bool) -> RunDir:
+    """The run folder, created, with the run's config.yaml; a new run never writes over an old one."""
+    run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
+    if not resuming and run.last.exists() and not cfg.train.exist_ok:
+        raise YingsheError(
+            f"{run.root} already holds a run (last.pt)",
+            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
+        )
+    run.root.mkdir(parents=True, exist_ok=True)
+    cfg.train.out = str(run.root)
+    atomic_write_text(run.config, save_yaml(cfg))
+    return run
+
+
+def training_batches(
+    cfg: RunConfig, data: DatasetSpec, device: torch.device, normalize: Normalize, channels_last: bool
+) -> DeviceBatches:
+    """Shuffled, augmented training batches on the device."""
+    augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
+    batches = make_batches(
+        data.train,
+        data.image_size,
+        data.channels,
+        cfg.train.batch_size,
+        train=True,
+        seed=cfg.train.seed,
+        workers=cfg.data.workers,
+        transform=per_image_policy(cfg.augment.policy),
+        stream=cfg.data.stream,
+    )
+    return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
+
+
+def training_callbacks(cfg: RunConfig, run: RunDir, callbacks: list[Callback] | None) -> list[Callback]:
+    """The caller's callbacks, then those the config asks for."""
+    out = list(callbacks or [])
+    if cfg.train.patience:
+        out.append(EarlyStopping(cfg.train.patience))
+    if cfg.train.tensorboard:
+        out.append(TensorBoardLogger(str(run.events)))
+    return out
+
+
+def fit_training(session: TrainingSession, resumed: Checkpoint | None) -> FitState:
+    """Step 3: the loop, continued from `resumed` where given."""
+    if resumed is not None:
+        session.trainer.restore(resumed)
+    return session.trainer.fit()
+
+
+def report_training(session: TrainingSession, state: FitState, started: float) -> TrainResult:
+    """Step 4: the best checkpoint on the test (and validation) split, written as the report."""
+    cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
     best = load_checkpoint(run.best if run.best.is_file() else run.last)
-    model.load_state_dict(best["state_dict"])
-    test_batches = eval_batches(data.test, data, cfg, device, normalize, channels_last)
+    model.load_state_dict(best.state_dict)
+    test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
-    tta = trainer.tta_flip  # flip TTA where the recipe asks and the data is mirror-invariant
+    tta = session.trainer.tta_flip
     pred = predict_batches(model, test_batches, amp, tta)
     validation = None
     if data.val is not None:  # the held-out figures cross-validation and tuning read
-        validation = headline(full_metrics(predict_batches(model, val_batches, amp, tta), data.classes))
-    skipped = {**train_batches.skipped, **val_batches.skipped, **test_batches.skipped}
+        val_pred = predict_batches(model, session.val_batches, amp, tta)
+        validation = headline(full_metrics(val_pred, data.classes))
+    skipped = {
+        **data.skipped,
+        **session.train_batches.skipped,
+        **session.val_batches.skipped,
+        **test_batches.skipped,
+    }
     report = split_report(
         f"{cfg.model.name} on {cfg.data.spec}",
         "test",
@@ -231,16 +300,16 @@ def train(
         data_summary(cfg.data, data),
         {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
     )
-    report["training"] = {
-        "epochs_run": state.epoch,
-        "steps": state.step,
-        "best_epoch": state.best_epoch,
-        "monitor": cfg.train.monitor,
-        "best": state.best,
-        "stop_reason": state.stop_reason,
-        "seconds": round(time.perf_counter() - started, 2),
-        "device": str(device),
-    }
+    report["training"] = TrainingSummary(
+        epochs_run=state.epoch,
+        steps=state.step,
+        best_epoch=state.best_epoch,
+        monitor=cfg.train.monitor,
+        best=state.best,
+        stop_reason=state.stop_reason,
+        seconds=round(time.perf_counter() - started, 2),
+        device=str(device),
+    )
     report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
@@ -249,7 +318,7 @@ def train(
         report,
         cfg.train.plots,
         lambda: report_figures(
-            run.root, report, pred, model, normalize, data.test, test_batches.skipped, state.history
+            run.root, report, pred, model, session.normalize, data.test, test_batches.skipped, state.history
         ),
     )
     return TrainResult(run.root, report)
@@ -276,7 +345,7 @@ def split_report(
     skipped: dict[str, str],
     data: dict[str, Any],
     model: dict[str, Any],
-) -> dict[str, Any]:
+) -> Report:
     """The report body `train` and `evaluate` share: metrics of one split plus what it was."""
     return {
         "title": title,
@@ -316,15 +385,16 @@ def evaluate(
     Classes are matched by name, so a dataset may list them in another order; a class the
     model was not trained on is an error.
     """
-    payload = load_checkpoint(checkpoint)
-    cfg = RunConfig.from_dict(payload["config"])
-    size, channels = payload["image_size"], payload["channels"]
+    loaded = load_checkpoint(checkpoint)
+    meta = loaded.meta
+    cfg = RunConfig.from_dict(loaded.config)
+    size, channels = meta.image_size, meta.channels
     cfg.data.image_size, cfg.data.channels = size, channels
     if data == cfg.data.spec:  # naming the training data is asking for its own splits
         data = None
     if data is None:  # the run's own splits, cut exactly as in training
-        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(payload["mean"], payload["std"]))
-        check_same_splits(payload, dataset, str(checkpoint))
+        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(meta.mean, meta.std))
+        check_same_splits(meta, dataset, str(checkpoint))
         chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
         sizes = (len(dataset.train), len(dataset.val) if dataset.val is not None else 0, len(dataset.test))
         description, notes = dataset.description, dataset.notes
@@ -336,15 +406,15 @@ def evaluate(
         raise YingsheError(f"split {split!r} is not available", "use test, val or train")
     if data is None:
         classes = dataset.classes
-    chosen = remap_labels(chosen, classes, payload["classes"])
+    chosen = remap_labels(chosen, classes, meta.classes)
     if limit:
         chosen = chosen.subset(stratified_subset(chosen.labels, limit, stage_rng(cfg.train.seed, "evaluate")))
         sizes = (*sizes[:2], len(chosen))
     torch_device = resolve_device(device)
-    model = model_from_checkpoint(payload).to(torch_device)
-    normalize = Normalize(payload["mean"], payload["std"])
-    batches = eval_batches(chosen, payload, cfg, torch_device, normalize, False)
-    tta = cfg.train.tta_flip and payload.get("flip_invariant", True)
+    model = model_from_checkpoint(loaded).to(torch_device)
+    normalize = Normalize(meta.mean, meta.std)
+    batches = eval_batches(chosen, meta, cfg, torch_device, normalize, False)
+    tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant)
     pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
     folder = evaluation_folder(Path(checkpoint), data, split, out)
     summary = {
@@ -352,25 +422,25 @@ def evaluate(
         "description": description,
         "image_size": size,
         "channels": channels,
-        "mean": payload["mean"],
-        "std": payload["std"],
+        "mean": meta.mean,
+        "std": meta.std,
         "notes": notes,
     }
     report = split_report(
-        f"{payload['model']['name']} evaluated on {spec} ({split})",
+        f"{meta.model.name} evaluated on {spec} ({split})",
         split,
         pred,
-        payload["classes"],
+        meta.classes,
         sizes,
         batches.skipped,
         summary,
         {
-            "name": payload["model"]["name"],
+            "name": meta.model.name,
             "parameters": count_parameters(model),
             "checkpoint": str(checkpoint),
         },
     )
-    history = run_history(checkpoint, payload)
+    history = run_history(checkpoint, loaded)
     publish_report(
         folder,
         report,
@@ -531,6 +601,7 @@ def inspect_data(
             entry["unreadable"] = unreadable
         summary["splits"][name] = entry
     summary["notes"] = source.notes
+    summary["skipped"] = dict(source.skipped)  # refused while reading the source (tar members)
     return summary
 
 
@@ -557,50 +628,6 @@ def prepare_data(
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
-    source = read_spec(cfg)
-    if fmt == "webdataset":
-        if out is None or image_size:
-            raise YingsheError(
-                "WebDataset shards need --out and keep the images as they are encoded",
-                "give --out DIR and leave out --image-size (it applies to packed shards)",
-            )
-        summary = webdataset.write_webdataset(source, out, progress=progress)
-        return {**summary, "format": fmt, "seconds": round(time.perf_counter() - started, 2)}
-    if fmt != "packed":
-        raise YingsheError(f"unknown format {fmt!r}", "use packed or webdataset")
-    train = source.splits["train"]
-    channels = channels or source.channels or detect_channels(train)
-    size = image_size or native_size(train)
-    if channels not in (1, 3):
-        raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
-    source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
-    if out is None:
-        name = pack.cache_name(source, size, channels, pack.source_identity(source))
-        out = pack.cache_root(cache_dir) / name
-        linked = False
-    else:
-        linked = pack.has_encoded_files(source)
-    folder = Path(out)
-    manifest = pack.prepare(
-        source, folder, size, channels, workers=workers, shard_mb=shard_mb, force=force, progress=progress
-    )
-    if linked:  # training on `spec` with data.prepared=auto finds the shards through the cache
-        pack.register_prepared(folder, source, manifest, cache_dir)
-    return {
-        "format": fmt,
-        "out": str(folder),
-        "description": source.description,
-        "image_size": size,
-        "channels": channels,
-        "content_sha256": manifest["source"]["content_sha256"],
-        "picked_up": pack.has_encoded_files(source),  # training on `spec` finds them (decoded sets: no need)
-        "splits": {
-            name: {
-                "images": entry["count"],
-                "shards": len(entry["shards"]),
-                "skipped": [s["reason"] for s in entry["skipped"]],
-            }
-            for name, entry in manifest["splits"].items()
-        },
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
+    return {**summary, "seconds": round(time.perf_counter() - started, 2)}

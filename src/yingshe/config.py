@@ -39,6 +39,9 @@ class DataConfig:
     prepared: str = "auto"  # decoded shards of a file dataset: auto (use if cached), always (prepare), off
     cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
+    max_file_mb: float = 256.0  # bigger image files are skipped unread (and counted)
+    max_pixels: int = 89_478_485  # bigger images are skipped undecoded (Pillow's own limit, ~9459²)
+    manifest_duplicates: str = "error"  # a CSV manifest listing a file twice: error, or collapse
 
 
 @dataclass

@@ -1,8 +1,12 @@
 """A trained classifier loaded from its checkpoint alone: `yingshe.load(run_dir).predict(images)`.
 
 The checkpoint carries the model name and arguments, class names, image size, channel count and
-normalisation, so nothing else is needed. Images go through `data.images.decode_image`, the same
-function training's evaluation path uses.
+normalisation, so nothing else is needed. Encoded images (paths, bytes) go through Pillow's
+`data.images.decode_image`: training and evaluation decode a folder's files with it too, or with
+`data.decode.decode_many`, whose faster JPEG path is held to the same pixels. PIL images and arrays
+skip the decode and go through the same `to_mode` and `fit_square` steps. Sources that arrive as
+arrays (Fashion-MNIST, digits) are never decoded in training. Flip TTA follows the run:
+`models.tta` decides it, as in evaluation.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +24,10 @@ from yingshe.data.augment import Normalize
 from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
 from yingshe.errors import YingsheError
 from yingshe.models import create_model
+from yingshe.models.tta import flip_tta_applies, tta_forward
 from yingshe.runs import load_checkpoint
 from yingshe.runtime import resolve_device
+from yingshe.schema import Checkpoint
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
@@ -40,20 +45,14 @@ class Prediction:
         return self.top[0][0] if self.top else None
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
-    spec = payload["model"]
-    model = create_model(
-        spec["name"],
-        spec["num_classes"],
-        spec["in_chans"],
-        spec["image_size"],
-        **spec.get("kwargs", {}),
-    )
+def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
+    spec = checkpoint.meta.model
+    model = create_model(spec.name, spec.num_classes, spec.in_chans, spec.image_size, **spec.kwargs)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(checkpoint.state_dict)
     except RuntimeError as err:
         raise YingsheError(
-            f"the checkpoint's weights do not fit model {spec['name']!r}: {str(err)[:300]}",
+            f"the checkpoint's weights do not fit model {spec.name!r}: {str(err)[:300]}",
             "the checkpoint was written by a different model definition; retrain or use its yingshe version",
         ) from err
     return model
@@ -62,17 +61,17 @@ def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
 class Classifier:
     """A model plus everything needed to feed it raw images."""
 
-    def __init__(self, payload: dict[str, Any], device: str = "auto") -> None:
-        self.payload = payload
-        self.classes: list[str] = list(payload["classes"])
-        self.image_size: int = payload["image_size"]
-        self.channels: int = payload["channels"]
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+        meta = checkpoint.meta
+        self.checkpoint = checkpoint
+        self.classes: list[str] = list(meta.classes)
+        self.image_size: int = meta.image_size
+        self.channels: int = meta.channels
         self.device = resolve_device(device)
-        self.model = model_from_checkpoint(payload).to(self.device).eval()
-        self.normalize = Normalize(payload["mean"], payload["std"]).to(self.device)
-        # the run was evaluated on the mean logits of each image and its mirror: serve the same
-        train_cfg = payload.get("config", {}).get("train", {})
-        self.tta_flip = bool(train_cfg.get("tta_flip")) and payload.get("flip_invariant", True)
+        self.model = model_from_checkpoint(checkpoint).to(self.device).eval()
+        self.normalize = Normalize(meta.mean, meta.std).to(self.device)
+        # served as the run was evaluated: with flip TTA where the run asked and the data allows
+        self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Classifier:
@@ -98,9 +97,7 @@ class Classifier:
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU."""
         x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
-        logits = self.model(x)
-        if self.tta_flip:
-            logits = (logits + self.model(x.flip(-1))) / 2
+        logits = tta_forward(self.model, x, self.tta_flip)
         return logits.float().softmax(1).cpu()
 
     def predict(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:

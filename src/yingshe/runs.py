@@ -2,7 +2,8 @@
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed over
 the target, so a crash or Ctrl-C leaves either the old file or the new one, never half of one.
-Checkpoints hold tensors and plain data only and load with `torch.load(weights_only=True)`.
+Checkpoints hold tensors and plain data only and load with `torch.load(weights_only=True)`;
+their fields are declared once, in `schema.Checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from yingshe.errors import YingsheError
-
-CHECKPOINT_FORMAT = "yingshe-checkpoint"
-CHECKPOINT_VERSION = 1
+from yingshe.schema import Checkpoint
 
 
 @contextmanager
@@ -76,15 +75,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically; `payload` must be tensors and plain Python data only."""
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
+    """Write a checkpoint atomically, in the flat plain-data form `Checkpoint.to_dict` gives."""
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}, buffer)
+    torch.save(checkpoint.to_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a yingshe checkpoint safely; anything else is refused with a clear message."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The one reader of checkpoints: a run folder (its best.pt, else last.pt) or a .pt file,
+    loaded without unpickling code and checked for format and version by `Checkpoint.from_dict`."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_in(path)
@@ -98,17 +98,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "pass best.pt or last.pt from a yingshe run folder; other files are not loaded, "
             "since unpickling arbitrary objects would run their code",
         ) from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise YingsheError(
-            f"{path} is a PyTorch file but not a yingshe checkpoint",
-            "train with `yingshe train` or pass a checkpoint it wrote",
-        )
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
-        raise YingsheError(
-            f"{path} was written by a newer yingshe (format {payload['version']})",
-            "upgrade yingshe to read it",
-        )
-    return payload
+    return Checkpoint.from_dict(payload, str(path))
 
 
 def checkpoint_in(run_dir: Path) -> Path:
@@ -143,14 +133,6 @@ class RunDir:
     @property
     def last(self) -> Path:
         return self.root / "last.pt"
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
 
     @property
     def events(self) -> Path:

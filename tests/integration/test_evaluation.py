@@ -65,7 +65,7 @@ def numpy_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
 def same_predictions(run_dir: Path):
     """The model's logits on the evaluated images, recomputed independently of the report."""
     payload = load_checkpoint(run_dir)
-    cfg = RunConfig.from_dict(payload["config"])
+    cfg = RunConfig.from_dict(payload.config)
     data = build_dataset(cfg.data, cfg.train.seed)
     model = model_from_checkpoint(payload)
     batches = eval_batches(data.test, data, cfg, torch.device("cpu"), Normalize(data.mean, data.std), False)
@@ -159,7 +159,7 @@ def test_report_command_compares_runs(fashion_run, fashion_cv, tmp_path):
 
 def test_predict_output_writes_top_k_per_image(fashion_run, tmp_path):
     payload = load_checkpoint(fashion_run.run_dir)
-    cfg = RunConfig.from_dict(payload["config"])
+    cfg = RunConfig.from_dict(payload.config)
     data = build_dataset(cfg.data, cfg.train.seed)
     paths = []
     for i in range(4):

@@ -22,7 +22,7 @@ N = 24
 def model_and_images(fashion_run):
     """The trained classifier and N test images it classifies correctly, uint8 (N, 28, 28, 1)."""
     classifier = load(fashion_run.run_dir, device="cpu")
-    cfg = RunConfig.from_dict(load_checkpoint(fashion_run.run_dir)["config"])
+    cfg = RunConfig.from_dict(load_checkpoint(fashion_run.run_dir).config)
     test = build_dataset(cfg.data, cfg.train.seed).test
     images, labels = test.images[:200], test.labels[:200]
     right = classifier.probabilities(images).argmax(1).numpy() == labels

@@ -24,12 +24,13 @@ def test_tiny_fast_recipe_run_with_ema(tmp_path):
     assert result.report["config"]["train"]["recipe"] == "fast:grey-28"
     assert (tmp_path / "config.yaml").read_text().count("recipe: fast:grey-28") == 1
     last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
-    assert "raw_state_dict" in last and "raw_state_dict" not in best
+    assert last.raw_state_dict is not None and best.raw_state_dict is None
+    assert last.optimizer is not None and best.optimizer is None
     key = "features.0.conv1.weight"
-    assert not torch.equal(last["state_dict"][key], last["raw_state_dict"][key]), "EMA equals raw weights"
-    if best["fit_state"]["epoch"] == last["fit_state"]["epoch"]:
-        torch.testing.assert_close(best["state_dict"][key], last["state_dict"][key])  # best.pt: the EMA
-    assert set(best["state_dict"]) == set(yingshe.create_model("airbench", 10, 1, 8).state_dict())
+    assert not torch.equal(last.state_dict[key], last.raw_state_dict[key]), "EMA equals raw weights"
+    if best.fit_state["epoch"] == last.fit_state["epoch"]:
+        torch.testing.assert_close(best.state_dict[key], last.state_dict[key])  # best.pt: the EMA
+    assert set(best.state_dict) == set(yingshe.create_model("airbench", 10, 1, 8).state_dict())
     assert result.report["training"]["steps"] > 0
 
 
@@ -44,5 +45,5 @@ def test_resume_restores_raw_weights_and_ema(tmp_path):
     first = load_checkpoint(tmp_path / "last.pt")
     yingshe.train(resume=tmp_path, epochs=2)
     second = load_checkpoint(tmp_path / "last.pt")
-    assert second["fit_state"]["epoch"] == 2 and second["fit_state"]["step"] > first["fit_state"]["step"]
-    assert "raw_state_dict" in second
+    assert second.fit_state["epoch"] == 2 and second.fit_state["step"] > first.fit_state["step"]
+    assert second.raw_state_dict is not None

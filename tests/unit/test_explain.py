@@ -12,6 +12,7 @@ from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import CamLayer, Explainer, explain_images, find_cam_layer, gradcam, saliency
 from yingshe.inference import Classifier
 from yingshe.models import create_model
+from yingshe.schema import Checkpoint, CheckpointMeta, ModelRecord
 
 
 @pytest.mark.parametrize(
@@ -99,24 +100,12 @@ def test_saliency_is_the_input_gradient():
 SMALL = {"seed-cnn": {"widths": [8, 16, 16, 16]}, "vit-tiny": {"dim": 32, "depth": 1, "heads": 2}}
 
 
-def checkpoint_payload(name: str, size: int, channels: int, classes: list[str]) -> dict:
+def checkpoint_payload(name: str, size: int, channels: int, classes: list[str]) -> Checkpoint:
     kwargs = SMALL[name]
     model = create_model(name, len(classes), channels, size, **kwargs)
-    return {
-        "model": {
-            "name": name,
-            "kwargs": kwargs,
-            "num_classes": len(classes),
-            "in_chans": channels,
-            "image_size": size,
-        },
-        "state_dict": model.state_dict(),
-        "classes": classes,
-        "image_size": size,
-        "channels": channels,
-        "mean": [0.5] * channels,
-        "std": [0.25] * channels,
-    }
+    record = ModelRecord(name, len(classes), channels, size, kwargs)
+    meta = CheckpointMeta(record, classes, channels, size, [0.5] * channels, [0.25] * channels)
+    return Checkpoint(meta, model.state_dict(), config={})
 
 
 @pytest.mark.parametrize(("name", "method"), [("seed-cnn", "gradcam"), ("vit-tiny", "saliency")])

@@ -8,6 +8,7 @@ from yingshe.data.splits import BlobImages, Split
 from yingshe.evaluate.figures import confident_errors, evaluated_positions, run_history
 from yingshe.evaluate.metrics import Predictions
 from yingshe.runs import write_metrics_csv
+from yingshe.schema import Checkpoint, CheckpointMeta, ModelRecord
 
 
 def test_prediction_positions_skip_the_files_the_loader_dropped():
@@ -29,11 +30,12 @@ def test_confident_errors_are_wrong_and_sorted_by_confidence():
 
 def test_history_comes_from_metrics_csv_else_the_checkpoint(tmp_path):
     rows = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}]
-    payload = {"fit_state": {"history": rows[:1]}}
+    meta = CheckpointMeta(ModelRecord("seed-cnn", 2, 1, 8), ["a", "b"], 1, 8, [0.5], [0.25])
+    payload = Checkpoint(meta, {}, {}, fit_state={"history": rows[:1]})
     assert run_history(tmp_path / "best.pt", payload) == rows[:1], "no metrics.csv: the checkpoint's copy"
     write_metrics_csv(tmp_path / "metrics.csv", rows)
     assert run_history(tmp_path, payload) == [
         {"epoch": 1.0, "val_loss": 0.5},
         {"epoch": 2.0, "val_loss": 0.4},
     ]
-    assert run_history(tmp_path / "best.pt", {}) == run_history(tmp_path, {})
+    assert run_history(tmp_path / "best.pt", payload) == run_history(tmp_path, payload)

@@ -1,12 +1,21 @@
 """Optimisers by name take a step; schedules have the shapes their names promise."""
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from yingshe.config import OptimConfig
-from yingshe.train.optim import OPTIMIZERS, build_optimizer, build_schedule, param_groups, set_lr
+from yingshe.train.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    SchedulePlan,
+    build_optimizer,
+    build_schedule,
+    param_groups,
+    set_lr,
+)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
@@ -54,3 +63,34 @@ def test_set_lr_scales_the_peak_rate():
     optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.2))
     assert set_lr(optimizer, 0.5) == pytest.approx(0.1)
     assert all(g["lr"] == pytest.approx(0.1) for g in optimizer.param_groups)
+
+
+def test_an_unextended_plan_maps_each_step_to_itself():
+    plan = SchedulePlan(100)
+    assert [plan.position(s) for s in (0, 1, 57, 99)] == [0, 1, 57, 99]
+    assert plan.extended(40, 100) is plan  # resumed with the same epochs: exactly the same schedule
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
+@pytest.mark.parametrize("resumed_at", [30, 100])  # mid-run, and a finished run
+def test_an_extended_run_continues_its_learning_rate_without_a_jump(schedule, resumed_at):
+    cfg = OptimConfig(schedule=schedule, warmup_epochs=1, step_epochs=2)
+    factor = build_schedule(cfg, total_steps=100, steps_per_epoch=10)
+    before = SchedulePlan(100)
+    after = before.extended(resumed_at, 200)  # --epochs doubled
+    last_old = factor(before.position(resumed_at - 1))
+    first_new = factor(after.position(resumed_at))
+    steps = [factor(after.position(s)) for s in range(resumed_at, 200)]
+    biggest_old_change = max(abs(factor(s + 1) - factor(s)) for s in range(99))
+    assert abs(first_new - last_old) <= biggest_old_change + 1e-12  # no jump at the resume
+    assert max(abs(b - a) for a, b in itertools.pairwise(steps)) <= biggest_old_change + 1e-12
+    assert steps[-1] == pytest.approx(factor(100), abs=0.02)  # ends where the schedule ends
+    assert after.position(resumed_at) == pytest.approx(resumed_at)
+
+
+def test_a_plan_survives_a_checkpoint_round_trip_and_a_second_extension():
+    plan = SchedulePlan(100).extended(50, 150)
+    assert SchedulePlan.from_dict(plan.to_dict()) == plan
+    again = plan.extended(120, 300)
+    assert again.position(120) == pytest.approx(plan.position(120))
+    assert again.position(300) == pytest.approx(100)

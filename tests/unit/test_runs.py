@@ -1,6 +1,7 @@
 """Run-folder files: atomic writes, safe checkpoints, refusal of foreign files."""
 
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from yingshe.runs import (
     save_checkpoint,
     write_metrics_csv,
 )
+from yingshe.schema import CHECKPOINT_VERSION, Checkpoint, CheckpointMeta, ModelRecord
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
@@ -37,15 +39,37 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
+def small_checkpoint(**changes) -> Checkpoint:
+    meta = CheckpointMeta(ModelRecord("seed-cnn", 2, 1, 8, {"widths": [4]}), ["a", "b"], 1, 8, [0.5], [0.25])
+    return replace(Checkpoint(meta, {"w": torch.randn(3, 3)}, {"train": {"epochs": 1}}), **changes)
+
+
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     path = tmp_path / "best.pt"
-    state = {"w": torch.randn(3, 3)}
-    save_checkpoint(path, {"state_dict": state, "classes": ["a", "b"], "mean": [0.5]})
+    written = small_checkpoint()
+    save_checkpoint(path, written)
     raw = torch.load(path, weights_only=True)  # loadable without trusting pickled code
-    assert raw["format"] == "yingshe-checkpoint"
+    assert raw["format"] == "yingshe-checkpoint" and raw["version"] == CHECKPOINT_VERSION
+    assert raw["classes"] == ["a", "b"]  # flat plain data on disk: other tools can read it
     loaded = load_checkpoint(path)
-    torch.testing.assert_close(loaded["state_dict"]["w"], state["w"])
-    assert loaded["classes"] == ["a", "b"]
+    torch.testing.assert_close(loaded.state_dict["w"], written.state_dict["w"])
+    assert loaded.meta == written.meta
+    assert loaded.meta.model.kwargs == {"widths": [4]} and loaded.train_config == {"epochs": 1}
+
+
+def test_newer_or_versionless_or_incomplete_checkpoints_are_refused_with_a_fix(tmp_path):
+    path = tmp_path / "last.pt"
+    on_disk = small_checkpoint().to_dict()
+    torch.save({**on_disk, "version": CHECKPOINT_VERSION + 1}, path)
+    with pytest.raises(YingsheError, match="newer yingshe") as err:
+        load_checkpoint(path)
+    assert "upgrade" in err.value.fix
+    torch.save({**on_disk, "version": None}, path)
+    with pytest.raises(YingsheError, match="no valid checkpoint version"):
+        load_checkpoint(path)
+    torch.save({k: v for k, v in on_disk.items() if k != "classes"}, path)
+    with pytest.raises(YingsheError, match="without its 'classes' field"):
+        load_checkpoint(path)
 
 
 class Payload:

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 from yingshe.config import DataConfig
 from yingshe.data.download import ProgressFn
-from yingshe.data.images import UnreadableImage, decode_image, image_header
+from yingshe.data.images import UnreadableImage, decode_image, image_header, set_limits
 from yingshe.data.pack import resolve_prepared
 from yingshe.data.registry import is_named, load_named
-from yingshe.data.sources import read_source
+from yingshe.data.sources import ReadOptions, read_source
 from yingshe.data.splits import SourceData, Split, stratified_folds, stratified_split, stratified_subset
 from yingshe.errors import YingsheError
 
@@ -47,6 +47,7 @@ class DatasetSpec:
     std: list[float]
     flip_invariant: bool = True
     notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # refused while reading the source
 
     @property
     def num_classes(self) -> int:
@@ -54,15 +55,18 @@ class DatasetSpec:
 
 
 def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData:
-    """Read the source named or pointed to by `cfg.spec`."""
+    """Read the source named or pointed to by `cfg.spec`. Applies the config's per-image limits
+    (data.max_file_mb, data.max_pixels) to every later read and decode in this process."""
+    set_limits(cfg.max_pixels, cfg.max_file_mb)
+    options = ReadOptions(strict=cfg.strict, manifest_duplicates=cfg.manifest_duplicates)
     if is_named(cfg.spec):
-        return load_named(cfg.spec, cfg.data_dir, cfg.download, progress)
+        return load_named(cfg.spec, cfg.data_dir, cfg.download, progress, options)
     path = Path(cfg.spec).expanduser()
     if not path.exists() and "/" not in cfg.spec and "." not in cfg.spec:
         from yingshe.data.registry import DATASETS
 
         DATASETS.get(cfg.spec)  # raises "unknown dataset ... did you mean"
-    return read_source(path)
+    return read_source(path, options=options)
 
 
 def build_dataset(
@@ -75,6 +79,7 @@ def build_dataset(
     pixels are not sampled and decoded again to measure it."""
     data = use_prepared(read_spec(cfg, progress), cfg)
     train, val, test, notes = choose_splits(data, cfg, seed)
+    notes += missing_test_classes(test, data.classes)
     channels = cfg.channels or data.channels or detect_channels(train)
     if channels not in (1, 3):
         raise YingsheError(f"data.channels must be 1 or 3, got {channels}", "set channels=1 or 3")
@@ -93,6 +98,7 @@ def build_dataset(
         std=std,
         flip_invariant=data.flip_invariant,
         notes=data.notes + notes,
+        skipped=dict(data.skipped),
     )
 
 
@@ -157,6 +163,22 @@ def choose_splits(
             "use more images or lower test_fraction/val_fraction",
         )
     return train, val, test, notes
+
+
+def missing_test_classes(test: Split, classes: list[str]) -> list[str]:
+    """A note (and a warning) naming the classes the test split has no image of: their accuracy
+    cannot be measured, and the report says so instead of averaging over them silently."""
+    counts = np.bincount(test.labels, minlength=len(classes))
+    missing = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if not missing:
+        return []
+    note = (
+        f"{len(missing)} class(es) have no test image after splitting: {', '.join(missing[:20])}"
+        + (" …" if len(missing) > 20 else "")
+        + " (add images or raise data.test_fraction)"
+    )
+    log.warning(note)
+    return [note]
 
 
 def cv_fold_split(pool: Split, folds: int, fold: int, rng: np.random.Generator) -> tuple[Split, Split]:

@@ -2,7 +2,8 @@
 
 `decode_many` gives exactly the pixels `images.decode_image` gives, image for image: a JPEG whose
 stored size already is the target size and whose component count is the channel count goes
-through torchvision's libjpeg-turbo decoder in one batched call; everything else (other formats,
+through torchvision's libjpeg-turbo decoder in one batched call (EXIF orientation applied, as
+Pillow's path does); everything else (other formats,
 other sizes, CMYK, a JPEG torchvision refuses) goes through Pillow's path. Measured on CIFAR-10's
 32×32 JPEGs, one core: Pillow (`decode_image`) 121 µs per image, `torchvision.io.decode_jpeg` on a
 list 29 µs, with bit-identical pixels (2,000 of 2,000 images compared). bench/data_throughput.py
@@ -121,12 +122,12 @@ def _decode_jpegs(
         warnings.simplefilter("ignore", DeprecationWarning)
         tensors = [torch.frombuffer(blobs[i], dtype=torch.uint8) for i in which]
         try:
-            decoded = decode_jpeg(tensors, mode=mode)
+            decoded = decode_jpeg(tensors, mode=mode, apply_exif_orientation=True)
         except RuntimeError:
             decoded = []
             for tensor in tensors:
                 try:
-                    decoded.append(decode_jpeg(tensor, mode=mode))
+                    decoded.append(decode_jpeg(tensor, mode=mode, apply_exif_orientation=True))
                 except RuntimeError:
                     decoded.append(None)
     done = []

@@ -11,10 +11,7 @@ Two paths yield the same `Batch`:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,20 +19,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yingshe.data.augment import BatchAugment, Normalize
+from yingshe.data.batch import Batch, BatchSource, default_workers
 from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
+from yingshe.data.stream import PackedBatches, StreamBatches, shard_batches
 
-if TYPE_CHECKING:  # stream.py imports Batch from here; at run time it is imported where used
-    from yingshe.data.stream import PackedBatches, StreamBatches
-
-
-@dataclass
-class Batch:
-    images: Tensor  # (B, C, H, W) uint8
-    labels: Tensor  # (B,) int64
-    index: Tensor  # (B,) positions in the split
-    ok: Tensor  # (B,) bool: False where the image could not be decoded
+__all__ = ["Batch", "BatchSource", "default_workers"]  # re-exported: older imports name loader
 
 
 class EpochShuffle(Sampler[int]):
@@ -154,6 +144,9 @@ class ArrayBatches:
         self.batch_sampler = batches
         self.sampler = batches.sampler
 
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
@@ -189,15 +182,14 @@ class FileBatches:
             prefetch_factor=4 if workers > 0 else None,
         )
 
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.loader)
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
 
 
 def make_batches(
@@ -218,8 +210,6 @@ def make_batches(
 
     Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
     if (split.packed is not None or stream) and transform is None:
-        from yingshe.data.stream import shard_batches  # stream.py builds on Batch, defined here
-
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
     sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
@@ -241,7 +231,7 @@ class DeviceBatches:
 
     def __init__(
         self,
-        batches: ArrayBatches | FileBatches | PackedBatches | StreamBatches,
+        batches: BatchSource,
         split: Split,
         device: torch.device,
         normalize: Normalize,
@@ -256,13 +246,15 @@ class DeviceBatches:
         self.skipped: dict[str, str] = {}
 
     def set_epoch(self, epoch: int) -> None:
-        self.batches.sampler.set_epoch(epoch)
+        self.batches.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        non_blocking = self.device.type == "cuda"
+        # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
+        # is staged in page-locked memory first, so the copy overlaps with the previous step's work
+        cuda = self.device.type == "cuda"
         for batch in self.batches:
             images, labels = batch.images, batch.labels
             if not bool(batch.ok.all()):
@@ -270,8 +262,10 @@ class DeviceBatches:
                 images, labels = images[batch.ok], labels[batch.ok]
                 if len(labels) == 0:
                     continue
-            images = images.to(self.device, non_blocking=non_blocking)
-            labels = labels.to(self.device, non_blocking=non_blocking)
+            if cuda:
+                images, labels = pinned(images), pinned(labels)
+            images = images.to(self.device, non_blocking=cuda)
+            labels = labels.to(self.device, non_blocking=cuda)
             if self.augment is not None:
                 inputs, targets = self.augment(images, labels, self.normalize)
             else:
@@ -290,6 +284,11 @@ class DeviceBatches:
                     "remove or replace the file, or drop data.strict to skip such files",
                 )
             self.skipped[name] = reason
+
+
+def pinned(tensor: Tensor) -> Tensor:
+    """`tensor` in page-locked host memory (as it is where a DataLoader already pinned it)."""
+    return tensor if tensor.is_pinned() else tensor.pin_memory()
 
 
 def explain_unreadable(split: Split, index: int) -> str:

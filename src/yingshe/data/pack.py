@@ -37,7 +37,7 @@ import numpy as np
 from yingshe._version import __version__
 from yingshe.data.decode import decode_many
 from yingshe.data.shards import FORMAT, MANIFEST, PROGRESS, VERSION, fsync_dir, load_manifest, read_prepared
-from yingshe.data.splits import SourceData, Split
+from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
 from yingshe.runs import atomic_file, atomic_write_json, atomic_write_text
 
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_MB = 128  # big enough for sequential reads, small enough to map a few at a time
 CHUNK = 256  # images per decoding task: large enough to amortise the IPC, small enough to balance
 PREPARED_MODES = ("auto", "always", "off")
-SHARD_KEYS = ("count", "images", "labels", "source", "content_sha256")  # a shard's manifest entry
 
 ProgressFn = Callable[[int, int], None]  # (images done, images in all)
 
@@ -93,40 +92,13 @@ def source_identity(source: SourceData) -> str:
     head = {"origin": source.origin, "classes": source.classes}
     digest.update(json.dumps(head, sort_keys=True).encode())
     if source.origin and Path(source.origin).is_file():
-        digest.update(_stat_line(source.origin).encode())
+        digest.update(stat_line(source.origin).encode())
     for name, split in source.splits.items():
         digest.update(f"\nsplit {name} {len(split)}\n".encode())
         digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
-        for line in _split_fingerprint(split):
+        for line in split.fingerprint():
             digest.update(line.encode())
     return digest.hexdigest()
-
-
-def _stat_line(path: str) -> str:
-    path = os.path.abspath(path)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}\0missing\n"
-    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
-
-
-def _split_fingerprint(split: Split) -> Iterator[str]:
-    if split.images is not None:
-        yield hashlib.sha256(np.ascontiguousarray(split.images).data).hexdigest()
-        return
-    if split.packed is not None:
-        yield from (_stat_line(s.images) for s in split.packed.shards)
-        return
-    files = split.files
-    paths = getattr(files, "paths", None)  # FileImages: one file per image
-    if paths is not None:
-        yield from (_stat_line(p) for p in paths)
-        return
-    # images inside archives: the archives' stats (a compressed tar read into memory is the
-    # origin itself, stat-ed above), with the labels and counts already hashed
-    archives = getattr(files, "archives", None) or [getattr(files, "archive", None)]
-    yield from (_stat_line(a) for a in archives if a)
 
 
 def has_encoded_files(source: SourceData) -> bool:
@@ -163,8 +135,9 @@ def decode_chunk(args: tuple) -> tuple[np.ndarray, np.ndarray, dict[int, str], b
         names.append(files.name(i))
         try:
             blob = files.read(i)
-        except OSError as err:
-            blob, unreadable[i] = None, f"{names[i]}: {type(err).__name__}: {err}"
+        except OSError as err:  # UnreadableImage (not a regular file, over a limit) names the file
+            reason = str(err) if names[i] in str(err) else f"{names[i]}: {type(err).__name__}: {err}"
+            blob, unreadable[i] = None, reason
         blobs.append(blob)
     images, ok, errors = decode_many(blobs, size, channels, names, decoder)
     errors.update(unreadable)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yingshe.data.download import ProgressFn, download
-from yingshe.data.sources import read_digits, read_source
+from yingshe.data.sources import ReadOptions, read_digits, read_source
 from yingshe.data.splits import SourceData
 from yingshe.errors import YingsheError
 from yingshe.registry import Registry
@@ -109,6 +109,7 @@ def load_named(
     data_dir: str | None,
     allow_download: bool = True,
     progress: ProgressFn | None = None,
+    options: ReadOptions | None = None,
 ) -> SourceData:
     """Find (or fetch) the named dataset and read it."""
     entry = DATASETS.get(name)
@@ -124,7 +125,7 @@ def load_named(
             f"put its files ({', '.join(entry.files)}) in {root / entry.folder}, "
             "set YINGSHE_DATA to the folder that holds them, or allow the download",
         )
-    data = read_source(local)
+    data = read_source(local, options=options)
     data.flip_invariant = entry.flip_invariant
     return data
 

@@ -19,13 +19,14 @@ import json
 import mmap
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yingshe.data.splits import SourceData, Split
+from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
 
 FORMAT = "yingshe-prepared"
@@ -189,6 +190,9 @@ class PackedImages:
         view._maps = OrderedDict()
         view.index = self.index[indices] if self.index is not None else indices
         return view
+
+    def fingerprint(self) -> Iterator[str]:
+        return (stat_line(s.images) for s in self.shards)
 
     def global_positions(self, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)

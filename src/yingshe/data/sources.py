@@ -3,7 +3,10 @@
 Formats: an image folder tree, a .tar/.tar.gz of one, MNIST-family IDX files, CIFAR-10/100's
 python pickles (folder or the original .tar.gz), a CSV manifest `path,label[,split]`, and the
 built-in `digits` that ships inside scikit-learn. Two more live in their own modules and are
-recognised here: prepared folders (data/shards.py) and WebDataset tar shards (data/webdataset.py).
+registered here: prepared folders (data/shards.py) and WebDataset tar shards (data/webdataset.py).
+
+`FORMATS` is the registry `read_source` walks, in registration order; a new format is a reader
+and one `register_format(name, matches)` line (see the end of this module).
 """
 
 from __future__ import annotations
@@ -11,21 +14,40 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 import os
 import pickle
+import posixpath
+import stat
 import struct
 import tarfile
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from yingshe.data.images import is_image_name
+from yingshe.data.images import LIMITS, is_image_name, printable_path
 from yingshe.data.shards import MANIFEST, PROGRESS, read_prepared
-from yingshe.data.splits import BlobImages, FileImages, SourceData, Split
+from yingshe.data.splits import BlobImages, FileImages, SourceData, Split, stat_line
 from yingshe.data.webdataset import is_webdataset_dir, is_webdataset_tar, read_webdataset
 from yingshe.errors import YingsheError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_DUPLICATES = ("error", "collapse")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """The DataConfig settings a reader needs (readers do not see the whole config)."""
+
+    strict: bool = False  # a truncated archive is an error instead of its readable part being used
+    manifest_duplicates: str = "error"  # a CSV path listed twice: error, or collapse to one row
+    classes: list[str] | None = field(default=None, hash=False)  # IDX class names known by the caller
+
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -73,12 +95,12 @@ def layout_tree(paths: list[str]) -> tuple[dict[str, list[tuple[str, int]]], lis
             if len(p) < 3:
                 ignored += 1
                 continue
-            split, cls = SPLIT_ALIASES[p[0].lower()], p[1]
+            split, cls = SPLIT_ALIASES[p[0].lower()], printable_path(p[1])
         else:
             if len(p) < 2:
                 ignored += 1
                 continue
-            split, cls = "train", p[0]
+            split, cls = "train", printable_path(p[0])
         layout.setdefault(split, []).append((cls, position))
     notes = [f"{ignored} image files outside any class folder were ignored"] if ignored else []
     return layout, notes
@@ -101,7 +123,7 @@ def splits_from_layout(
     return classes, splits
 
 
-def read_folder(root: Path) -> SourceData:
+def read_folder(root: Path, options: ReadOptions | None = None) -> SourceData:
     paths = sorted(str(p) for p in root.rglob("*") if is_image_name(p.name) and not p.name.startswith("."))
     if not paths:
         raise YingsheError(
@@ -112,7 +134,7 @@ def read_folder(root: Path) -> SourceData:
     layout, notes = layout_tree(relative)
     classes, splits = splits_from_layout(layout, lambda pos: FileImages([paths[i] for i in pos]))
     check_classes(classes, root)
-    return SourceData(f"folder {root}", classes, splits, notes=notes)
+    return SourceData(f"folder {printable_path(root)}", classes, splits, notes=notes)
 
 
 @dataclass
@@ -135,7 +157,10 @@ class TarMemberImages:
         return os.pread(self._fd, self.sizes[index], self.offsets[index])
 
     def name(self, index: int) -> str:
-        return f"{self.archive}:{self.names[index]}"
+        return printable_path(f"{self.archive}:{self.names[index]}")
+
+    def fingerprint(self) -> Iterator[str]:
+        yield stat_line(self.archive)
 
     def subset(self, indices: np.ndarray) -> TarMemberImages:
         pick = [int(i) for i in indices]
@@ -147,30 +172,100 @@ class TarMemberImages:
         )
 
 
-def read_tar(path: Path) -> SourceData:
+def member_refusal(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member must not be read as an image (None: it may). Links and devices could
+    point anywhere, and a name that is absolute or climbs out of the archive root would become a
+    class such as `..` or `root`; all are refused, never followed."""
+    if member.issym() or member.islnk():
+        return f"a link (to {member.linkname!r}), not a file"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "a device or FIFO, not a file"
+    if not member.isfile():
+        return f"not a regular file (tar type {member.type!r})"
+    name = member.name
+    if name.startswith("/") or Path(name).is_absolute():
+        return "an absolute path"
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../"):
+        return "a path that escapes the archive root"
+    if member.size > LIMITS.max_file_bytes:
+        return f"{member.size / 2**20:.3g} MB, over data.max_file_mb={LIMITS.max_file_bytes / 2**20:.3g} MB"
+    return None
+
+
+def read_tar(path: Path, options: ReadOptions | None = None) -> SourceData:
     """A tar of an image tree. Compressed archives are read in one sequential pass into memory
-    (gzip cannot seek); plain tars are indexed and read by offset."""
+    (gzip cannot seek); plain tars are indexed and read by offset.
+
+    Refused members (`member_refusal`) are skipped and counted with their reason. A truncated or
+    corrupt archive is an error naming how far it could be read, unless data.strict=false: then
+    the members read before the damage are used and the damage is counted.
+    """
+    options = options or ReadOptions()
     compressed = not _is_plain_tar(path)
+    size = path.stat().st_size
     names, blobs, offsets, sizes = [], [], [], []
+    skipped: dict[str, str] = {}
+    damage, whole = None, 0  # whole: tar-stream bytes up to the end of the last member read whole
     with tarfile.open(path, "r:*") as archive:
-        for member in archive:
-            if not member.isfile() or not is_image_name(member.name):
-                continue
-            if Path(member.name).name.startswith("."):
-                continue
-            names.append(member.name)
-            if compressed:
-                blobs.append(archive.extractfile(member).read())
-            else:
-                offsets.append(member.offset_data)
-                sizes.append(member.size)
+        try:
+            for member in archive:
+                if member.isdir() or Path(member.name).name.startswith("."):
+                    continue
+                reason = member_refusal(member)
+                if reason is not None:
+                    if is_image_name(member.name) or not member.isfile():
+                        skipped[printable_path(f"{path}:{member.name}")] = reason
+                    continue
+                if not is_image_name(member.name):
+                    continue
+                name = posixpath.normpath(member.name)
+                if compressed:
+                    blob = archive.extractfile(member).read()
+                elif member.offset_data + member.size > size:
+                    raise tarfile.ReadError(f"member {member.name!r} is cut off")
+                names.append(name)
+                whole = member.offset_data + member.size
+                if compressed:
+                    blobs.append(blob)
+                else:
+                    offsets.append(member.offset_data)
+                    sizes.append(member.size)
+            damage = _end_damage(archive)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+            damage = f"{type(err).__name__}: {err}"
+        if damage is not None:
+            damage = (
+                f"{printable_path(path)} is truncated or corrupt ({damage}): read {len(names)} images, "
+                f"the first {whole:,} bytes of its tar stream (the file is {size:,} bytes)"
+            )
+    if damage is not None:
+        if options.strict or not names:
+            raise YingsheError(
+                damage,
+                "copy or download the archive again; with data.strict=false the readable images "
+                "are used and the rest counted as unreadable",
+            )
+        log.warning("%s; using those images (data.strict=false)", damage)
+        skipped[printable_path(f"{path}:<rest of archive>")] = damage
     if not names:
-        raise YingsheError(f"{path} holds no image files", "archive a <root>/<class>/<image> tree")
+        raise YingsheError(
+            f"{printable_path(path)} holds no image files"
+            + (f" ({len(skipped)} members refused, e.g. {next(iter(skipped.items()))})" if skipped else ""),
+            "archive a <root>/<class>/<image> tree",
+        )
     layout, notes = layout_tree(names)
+    if skipped:
+        notes.append(
+            f"{len(skipped)} archive members skipped as unreadable: "
+            + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5])
+        )
 
     def files_for(positions: list[int]):
         if compressed:
-            return BlobImages([f"{path}:{names[i]}" for i in positions], [blobs[i] for i in positions])
+            return BlobImages(
+                [printable_path(f"{path}:{names[i]}") for i in positions], [blobs[i] for i in positions]
+            )
         return TarMemberImages(
             str(path),
             [names[i] for i in positions],
@@ -180,7 +275,19 @@ def read_tar(path: Path) -> SourceData:
 
     classes, splits = splits_from_layout(layout, files_for)
     check_classes(classes, path)
-    return SourceData(f"archive {path}", classes, splits, notes=notes)
+    return SourceData(f"archive {printable_path(path)}", classes, splits, notes=notes, skipped=skipped)
+
+
+def _end_damage(archive: tarfile.TarFile) -> str | None:
+    """tarfile ends iteration quietly at a header cut off or garbled after the first one; a
+    complete archive ends with two zero blocks there, so their absence is damage."""
+    archive.fileobj.seek(archive.offset)
+    tail = archive.fileobj.read(2 * tarfile.BLOCKSIZE)
+    if len(tail) < 2 * tarfile.BLOCKSIZE:
+        return "it ends without the end-of-archive blocks"
+    if tail.strip(b"\0"):
+        return "a garbled member header"
+    return None
 
 
 def _is_plain_tar(path: Path) -> bool:
@@ -358,59 +465,92 @@ def read_cifar_dir(root: Path) -> SourceData:
     return cifar_from_files(files, str(root))
 
 
-def tar_cifar_members(path: Path) -> dict[str, bytes] | None:
-    """The CIFAR batch files inside an archive, or None when it is not a CIFAR archive."""
-    with tarfile.open(path, "r:*") as archive:
-        first = archive.next()
-        if first is None or "cifar-10" not in first.name:
-            return None
-        members = {}
-        for member in [first, *archive]:
-            base = Path(member.name).name
-            if member.isfile() and base in CIFAR_MEMBERS:
-                members[base] = archive.extractfile(member).read()
-        return members
+def is_cifar_tar(path: Path) -> bool:
+    """The original CIFAR python archives start with a `cifar-10*` folder."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            first = archive.next()
+    except (tarfile.TarError, EOFError, zlib.error, OSError):
+        return False
+    return first is not None and "cifar-10" in first.name
+
+
+def tar_cifar_members(path: Path) -> dict[str, bytes]:
+    """The CIFAR batch files inside an archive (regular members only)."""
+    members = {}
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                base = Path(member.name).name
+                if member.isfile() and base in CIFAR_MEMBERS:
+                    members[base] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise YingsheError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}) after {len(members)} batch files",
+            "download the CIFAR archive again",
+        ) from err
+    return members
 
 
 # --- CSV manifests and the built-in set -----------------------------------------------------------
 
 
-def read_csv(path: Path) -> SourceData:
+def read_csv(path: Path, options: ReadOptions | None = None) -> SourceData:
     """`path,label[,split]` rows; relative paths are relative to the CSV file's folder.
 
     A first row whose path is not an image file name is a header (any names). Excel's byte-order
-    mark is tolerated. An unknown split value, or one file listed in two splits, is an error: either
-    would silently train on images meant for testing.
+    mark is tolerated. Each of these is an error naming the rows, because each would silently
+    train on images meant for testing or invent a class: an unknown split value; one file (by
+    resolved path) in two splits or under two labels; an empty label; a file listed twice, unless
+    data.manifest_duplicates=collapse, which keeps its first row.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if row and not row[0].startswith("#")]
-    if rows and not is_image_name(rows[0][1][0].strip()):
-        rows = rows[1:]
-    short = [n for n, row in rows if len(row) < 2]
-    if not rows or short:
+    options = options or ReadOptions()
+    if options.manifest_duplicates not in MANIFEST_DUPLICATES:
         raise YingsheError(
-            f"{path}: expected rows of path,label[,split]"
-            + (f"; line(s) {short[:5]} are short" if short else ""),
-            "write one image per line as path,label",
+            f"data.manifest_duplicates={options.manifest_duplicates!r} is not a choice",
+            f"use one of {', '.join(MANIFEST_DUPLICATES)}",
         )
+    rows = _csv_rows(path)
+    first: dict[str, tuple[int, str, str, str]] = {}  # resolved path → (line, split, label, file)
+    repeats: list[str] = []
     entries: dict[str, list[tuple[str, str]]] = {}
-    split_of: dict[str, str] = {}
     for n, row in rows:
-        raw_split = row[2].strip().lower() if len(row) > 2 else ""
-        if raw_split and raw_split not in SPLIT_ALIASES:
+        split, label = _csv_split(path, n, row), row[1].strip()
+        if not label:
             raise YingsheError(
-                f"{path} line {n}: unknown split {row[2]!r}",
-                f"use one of {', '.join(sorted(SPLIT_ALIASES))} (or leave it empty for train)",
+                f"{path} line {n}: {row[0]!r} has an empty label",
+                "give every row a class name (an empty one would become a class named '')",
             )
-        split = SPLIT_ALIASES.get(raw_split, "train")
         file = Path(row[0].strip())
         file = str(file if file.is_absolute() else path.parent / file)
-        if split_of.setdefault(file, split) != split:
+        key = os.path.realpath(file)
+        if key in first:
+            line, split0, label0, _ = first[key]
+            if label0 != label:
+                raise YingsheError(
+                    f"{path} lines {line} and {n}: {printable_path(row[0])} is labelled both {label0!r} "
+                    f"and {label!r}",
+                    "give each image one label (a multi-label set needs its own format)",
+                )
+            if split0 != split:
+                raise YingsheError(
+                    f"{path} line {n}: {printable_path(row[0])} is listed in both {split0} and {split}",
+                    "list each image in one split only, or test images leak into training",
+                )
+            repeats.append(f"lines {line} and {n} ({printable_path(row[0])})")
+            continue
+        first[key] = (n, split, label, file)
+        entries.setdefault(split, []).append((file, label))
+    notes = []
+    if repeats:
+        if options.manifest_duplicates != "collapse":
             raise YingsheError(
-                f"{path} line {n}: {row[0]} is listed in both {split_of[file]} and {split}",
-                "list each image in one split only, or test images leak into training",
+                f"{path} lists {len(repeats)} file(s) more than once: {'; '.join(repeats[:5])}"
+                + (" …" if len(repeats) > 5 else ""),
+                "remove the repeated rows, or set data.manifest_duplicates=collapse to keep each file's "
+                "first row (a repeated file would land in train and test at once)",
             )
-        entries.setdefault(split, []).append((file, row[1].strip()))
+        notes.append(f"{len(repeats)} repeated manifest rows collapsed (first row kept)")
     classes = sorted({label for items in entries.values() for _, label in items})
     check_classes(classes, path)
     index = {c: i for i, c in enumerate(classes)}
@@ -421,7 +561,33 @@ def read_csv(path: Path) -> SourceData:
         )
         for split, items in entries.items()
     }
-    return SourceData(f"CSV manifest {path}", classes, splits)
+    return SourceData(f"CSV manifest {printable_path(path)}", classes, splits, notes=notes)
+
+
+def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """Numbered non-comment rows, header dropped; bytes that are not UTF-8 are kept as escapes."""
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        rows = [(n, row) for n, row in enumerate(csv.reader(handle), 1) if row and not row[0].startswith("#")]
+    if rows and not is_image_name(rows[0][1][0].strip()):
+        rows = rows[1:]
+    short = [n for n, row in rows if len(row) < 2]
+    if not rows or short:
+        raise YingsheError(
+            f"{path}: expected rows of path,label[,split]"
+            + (f"; line(s) {short[:5]} are short" if short else ""),
+            "write one image per line as path,label",
+        )
+    return rows
+
+
+def _csv_split(path: Path, n: int, row: list[str]) -> str:
+    raw = row[2].strip().lower() if len(row) > 2 else ""
+    if raw and raw not in SPLIT_ALIASES:
+        raise YingsheError(
+            f"{path} line {n}: unknown split {row[2]!r}",
+            f"use one of {', '.join(sorted(SPLIT_ALIASES))} (or leave it empty for train)",
+        )
+    return SPLIT_ALIASES.get(raw, "train")
 
 
 def read_digits() -> SourceData:
@@ -440,44 +606,90 @@ def read_digits() -> SourceData:
     )
 
 
-# --- picking the reader ---------------------------------------------------------------------------
+# --- the format registry and picking the reader ----------------------------------------------
 
 
-def read_source(path: Path, classes: list[str] | None = None) -> SourceData:
+@dataclass(frozen=True)
+class SourceFormat:
+    """One on-disk format: `matches` looks (cheaply) at a path, `read` reads it."""
+
+    name: str
+    matches: Callable[[Path], bool]
+    read: Callable[[Path, ReadOptions], SourceData]
+
+
+FORMATS: list[SourceFormat] = []  # tried in registration order; the first that matches reads
+
+
+def register_format(name: str, matches: Callable[[Path], bool]):
+    """Decorator: register `read(path, options)` for paths `matches` accepts."""
+
+    def add(read: Callable[[Path, ReadOptions], SourceData]):
+        if any(f.name == name for f in FORMATS):
+            raise ValueError(f"source format {name!r} is registered twice")
+        FORMATS.append(SourceFormat(name, matches, read))
+        return read
+
+    return add
+
+
+def read_source(
+    path: Path, classes: list[str] | None = None, options: ReadOptions | None = None
+) -> SourceData:
     """Read a dataset at `path`, choosing the reader by what is there; notes where it came from."""
-    data = _read_source(path, classes)
+    options = options or ReadOptions()
+    if classes is not None:
+        options = ReadOptions(options.strict, options.manifest_duplicates, classes)
+    data = source_format(path).read(path, options)
     if data.origin is None:
         data.origin = str(path.resolve())
     return data
 
 
-def _read_source(path: Path, classes: list[str] | None) -> SourceData:
+def source_format(path: Path) -> SourceFormat:
     if not path.exists():
         raise YingsheError(
             f"dataset path {path} does not exist",
             "pass a folder, .tar(.gz), .csv, IDX folder, or a name such as digits or cifar10",
         )
-    if path.is_dir():
-        if (path / MANIFEST).is_file() or (path / PROGRESS).is_file():
-            return read_prepared(path)  # an unfinished prepare is refused, with the fix
-        if has_idx(path):
-            return read_idx(path, classes)
-        cifar = is_cifar_dir(path)
-        if cifar is not None:
-            return read_cifar_dir(cifar)
-        if is_webdataset_dir(path):
-            return read_webdataset(path)
-        return read_folder(path)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path)
-    if tarfile.is_tarfile(path):
-        if is_webdataset_tar(path):
-            return read_webdataset(path)
-        members = tar_cifar_members(path)
-        if members:
-            return cifar_from_files(members, str(path))
-        return read_tar(path)
+    mode = path.stat().st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a FIFO would block the first read
+        raise YingsheError(
+            f"dataset path {printable_path(path)} is neither a folder nor a regular file",
+            "pass a folder, .tar(.gz), .csv or IDX folder",
+        )
+    for fmt in FORMATS:
+        if fmt.matches(path):
+            return fmt
     raise YingsheError(
         f"cannot tell the format of {path}",
         "use a folder of class folders, a .tar/.tar.gz of one, a .csv manifest or an IDX folder",
     )
+
+
+def _is_tar(path: Path) -> bool:
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+# Folders: a prepared folder (also an unfinished one, which read_prepared refuses with the fix),
+# IDX files, CIFAR batches, WebDataset shards, and last any tree of class folders.
+register_format("prepared", lambda p: p.is_dir() and ((p / MANIFEST).is_file() or (p / PROGRESS).is_file()))(
+    lambda p, o: read_prepared(p)
+)
+register_format("idx", lambda p: p.is_dir() and has_idx(p))(lambda p, o: read_idx(p, o.classes))
+register_format("cifar-folder", lambda p: p.is_dir() and is_cifar_dir(p) is not None)(
+    lambda p, o: read_cifar_dir(is_cifar_dir(p))
+)
+register_format("webdataset-folder", lambda p: p.is_dir() and is_webdataset_dir(p))(
+    lambda p, o: read_webdataset(p)
+)
+register_format("folder", Path.is_dir)(read_folder)
+# Files: a CSV manifest, a WebDataset shard, the CIFAR python archive, any tar of a class tree.
+register_format("csv", lambda p: p.is_file() and p.suffix.lower() == ".csv")(read_csv)
+register_format("webdataset-tar", lambda p: _is_tar(p) and is_webdataset_tar(p))(
+    lambda p, o: read_webdataset(p)
+)
+register_format("cifar-tar", lambda p: _is_tar(p) and is_cifar_tar(p))(
+    lambda p, o: cifar_from_files(tar_cifar_members(p), str(p))
+)
+register_format("tar", _is_tar)(read_tar)

@@ -7,28 +7,61 @@ kinds of `Split` subset and split the same way, so limits and hold-outs work on 
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from yingshe.data.shards import PackedImages
+from yingshe.data.images import printable_path, read_file
 
 
+def stat_line(path: str) -> str:
+    """A file's identity for a cache key: absolute path, size and modification time."""
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}\0missing\n"
+    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
+
+
+@runtime_checkable
 class EncodedImages(Protocol):
-    """Random access to the encoded bytes of image files."""
+    """Random access to the encoded bytes of image files: what every file-backed source type
+    (folders, tars, CSV manifests, WebDataset shards) implements.
+
+    `fingerprint` is part of the contract, not probed for: prepared shards are cached under it,
+    so a source type that could not say when its files changed would reuse stale shards. It must
+    change whenever a file's bytes can have changed (stat lines of the files, or of the archives
+    that hold them, are enough) and be cheap enough to compute on every run.
+    """
 
     def __len__(self) -> int: ...
     def read(self, index: int) -> bytes: ...
     def name(self, index: int) -> str: ...
     def subset(self, indices: np.ndarray) -> EncodedImages: ...
+    def fingerprint(self) -> Iterator[str]: ...
+
+
+class ImageArrays(Protocol):
+    """Decoded, fitted images read from somewhere other than memory (data/shards.PackedImages):
+    the part of that type a `Split` relies on, so this module need not import shards.py."""
+
+    image_shape: tuple[int, int, int]
+
+    def __len__(self) -> int: ...
+    def subset(self, indices: np.ndarray) -> ImageArrays: ...
+    def name(self, position: int) -> str: ...
+    def take(self, positions: np.ndarray) -> np.ndarray: ...
+    def fingerprint(self) -> Iterator[str]: ...
 
 
 @dataclass
 class FileImages:
-    """Images as files on disk, read when needed."""
+    """Images as files on disk, read when needed (regular files only, size-capped: images.read_file)."""
 
     paths: list[str]
 
@@ -36,13 +69,16 @@ class FileImages:
         return len(self.paths)
 
     def read(self, index: int) -> bytes:
-        return Path(self.paths[index]).read_bytes()
+        return read_file(self.paths[index])
 
     def name(self, index: int) -> str:
-        return self.paths[index]
+        return printable_path(self.paths[index])
 
     def subset(self, indices: np.ndarray) -> FileImages:
         return FileImages([self.paths[i] for i in indices])
+
+    def fingerprint(self) -> Iterator[str]:
+        return (stat_line(p) for p in self.paths)
 
 
 @dataclass
@@ -64,6 +100,13 @@ class BlobImages:
     def subset(self, indices: np.ndarray) -> BlobImages:
         return BlobImages([self.names[i] for i in indices], [self.blobs[i] for i in indices])
 
+    def fingerprint(self) -> Iterator[str]:
+        """The bytes themselves are in memory: hash them (one pass, cheap beside the read)."""
+        digest = hashlib.sha256()
+        for blob in self.blobs:
+            digest.update(len(blob).to_bytes(8, "little") + blob)
+        yield digest.hexdigest()
+
 
 @dataclass
 class Split:
@@ -75,7 +118,7 @@ class Split:
     labels: np.ndarray  # (N,) int64 class indices
     images: np.ndarray | None = None
     files: EncodedImages | None = None
-    packed: PackedImages | None = None
+    packed: ImageArrays | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -104,6 +147,15 @@ class Split:
             return self.packed.name(index)
         return f"#{index}"
 
+    def fingerprint(self) -> Iterator[str]:
+        """Lines that change when the images can have changed (part of the prepared-shard key)."""
+        if self.images is not None:
+            yield hashlib.sha256(np.ascontiguousarray(self.images).data).hexdigest()
+        elif self.packed is not None:
+            yield from self.packed.fingerprint()
+        else:
+            yield from self.files.fingerprint()
+
 
 @dataclass
 class SourceData:
@@ -116,6 +168,7 @@ class SourceData:
     flip_invariant: bool = True  # False where a mirror image is another class (digits)
     notes: list[str] = field(default_factory=list)
     origin: str | None = None  # the path it was read from; part of the prepared-data cache key
+    skipped: dict[str, str] = field(default_factory=dict)  # name → reason, refused while reading
 
 
 def stratified_split(

@@ -1,5 +1,5 @@
 """Loaders for datasets larger than memory: prepared shards by memory map, and any split as a
-stream of sequential shard reads through a shuffle buffer. Both yield `loader.Batch`es.
+stream of sequential shard reads through a shuffle buffer. Both yield `batch.Batch`es.
 
 `PackedBatches` (prepared data, the default): random access in the training process, no workers.
 Each epoch visits the shards in a seeded random order, a window of about `window_mb` of images
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from yingshe.data.batch import Batch, default_workers
 from yingshe.data.decode import decode_many
-from yingshe.data.loader import Batch, default_workers
 from yingshe.data.shards import MAX_OPEN_SHARDS, release_pages
 from yingshe.data.splits import Split
 
@@ -84,7 +84,6 @@ class PackedBatches:
         self.window_images = max(batch_size, int(window_mb * (1 << 20)) // self.packed.image_bytes)
         self.groups = self._group_by_shard()
         self.epoch = 0
-        self.sampler = self  # DeviceBatches reaches set_epoch through `.sampler`
 
     def _group_by_shard(self) -> list[np.ndarray] | None:
         """View positions per shard for a subset view; None for a whole split (ranges suffice)."""
@@ -364,7 +363,6 @@ class StreamBatches:
 
     def __init__(self, stream: ShardStream, workers: int, merge_tail: bool, train: bool) -> None:
         self.stream, self.workers, self.merge_tail, self.train = stream, workers, merge_tail, train
-        self.sampler = self  # DeviceBatches reaches set_epoch through `.sampler`
         self.loader = DataLoader(
             stream,
             batch_size=None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from PIL import Image
 
 from yingshe.data.images import IMAGE_SUFFIXES
 from yingshe.data.shards import fsync_dir
-from yingshe.data.splits import SourceData, Split
+from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
 from yingshe.runs import atomic_file, atomic_write_text
 
@@ -76,6 +76,9 @@ class WdsImages:
 
     def name(self, index: int) -> str:
         return f"{self.archives[self.archive_ids[index]]}:{self.keys[index]}"
+
+    def fingerprint(self) -> Iterator[str]:
+        return (stat_line(a) for a in self.archives)
 
     def subset(self, indices: np.ndarray) -> WdsImages:
         indices = np.asarray(indices, dtype=np.int64)

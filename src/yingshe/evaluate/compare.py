@@ -15,21 +15,13 @@ from typing import Any
 
 from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
+from yingshe.evaluate.metrics import METRICS, format_value
 from yingshe.runs import atomic_write_json, atomic_write_text, read_metrics_csv
+from yingshe.schema import check_report
 
 CURVES = "curves.png"
 
-# (report key, column title, higher is better)
-COLUMNS = [
-    ("accuracy", "accuracy", True),
-    ("top5_accuracy", "top-5", True),
-    ("f1_macro", "F1 macro", True),
-    ("f1_weighted", "F1 weighted", True),
-    ("precision_macro", "precision macro", True),
-    ("recall_macro", "recall macro", True),
-    ("ece", "ECE", False),
-    ("loss", "mean loss", False),
-]
+COLUMNS = [spec for spec in METRICS if spec.compact]  # the metric table's narrow selection
 
 
 @dataclass
@@ -52,13 +44,11 @@ def read_run(path: str | Path) -> RunSummary:
             f"pass a finished run folder, or write its report with `yingshe evaluate {path}`",
         )
     try:
-        report = json.loads(report_path.read_text())
+        report = check_report(json.loads(report_path.read_text()), str(report_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise YingsheError(
             f"{report_path} is not valid JSON: {err}", "re-run `yingshe evaluate` on it"
         ) from err
-    if "accuracy" not in report:
-        raise YingsheError(f"{report_path} is not a yingshe evaluation report", "pass a run folder")
     folder = report_path.parent
     return RunSummary(folder.name, folder, report, history_of(folder, report))
 
@@ -86,10 +76,10 @@ def unique_names(runs: list[RunSummary]) -> None:
 
 def best_values(rows: list[dict[str, Any]]) -> dict[str, float]:
     best = {}
-    for key, _, higher in COLUMNS:
-        values = [row[key] for row in rows if row.get(key) is not None]
+    for spec in COLUMNS:
+        values = [row[spec.key] for row in rows if row.get(spec.key) is not None]
         if values:
-            best[key] = max(values) if higher else min(values)
+            best[spec.key] = max(values) if spec.higher_is_better else min(values)
     return best
 
 
@@ -106,7 +96,7 @@ def run_row(run: RunSummary) -> dict[str, Any]:
         "images": report.get("num_test"),
         "epochs": training.get("epochs_run"),
         "seconds": training.get("seconds"),
-        **{key: report.get(key) for key, _, _ in COLUMNS},
+        **{spec.key: report.get(spec.key) for spec in COLUMNS},
     }
 
 
@@ -145,13 +135,15 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
 def _cell(key: str, value: Any, best: dict[str, float]) -> str:
     if value is None:
         return "–"
-    text = f"{value:.4f}" if key in ("loss", "ece") else f"{100 * value:.2f}%"
+    text = format_value(key, value)
     return f"**{text}**" if best.get(key) == value else text
 
 
 def comparison_markdown(report: dict[str, Any]) -> str:
     shown = [
-        (key, title) for key, title, _ in COLUMNS if any(row.get(key) is not None for row in report["runs"])
+        (spec.key, spec.title)
+        for spec in COLUMNS
+        if any(row.get(spec.key) is not None for row in report["runs"])
     ]
     head = ["run", "model", "data", "images", "epochs", *[title for _, title in shown]]
     lines = [

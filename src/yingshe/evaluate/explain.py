@@ -263,7 +263,7 @@ def explain_images(
         classifier.image_size,
         classifier.channels,
         method,
-        classifier.payload["model"]["name"],
+        classifier.checkpoint.meta.model.name,
     )
     results, arrays = [], []
     for source in images:

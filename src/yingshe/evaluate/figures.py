@@ -21,6 +21,7 @@ from yingshe.evaluate import plots
 from yingshe.evaluate.explain import Explainer
 from yingshe.evaluate.metrics import Predictions
 from yingshe.runs import read_metrics_csv
+from yingshe.schema import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ ERRORS = "confident_errors.png"
 MAX_ERRORS = 16
 
 
-def run_history(checkpoint: str | Path, payload: dict[str, Any]) -> list[dict[str, Any]]:
+def run_history(checkpoint: str | Path, loaded: Checkpoint) -> list[dict[str, Any]]:
     """Per-epoch rows of the run a checkpoint belongs to: its metrics.csv, else the checkpoint's
     own copy (which stops at the epoch it was saved)."""
     path = Path(checkpoint)
@@ -40,7 +41,7 @@ def run_history(checkpoint: str | Path, payload: dict[str, Any]) -> list[dict[st
     rows = read_metrics_csv(folder / "metrics.csv")
     if rows:
         return rows
-    return list((payload.get("fit_state") or {}).get("history") or [])
+    return loaded.history
 
 
 def evaluated_positions(split: Split, skipped: dict[str, str]) -> np.ndarray:

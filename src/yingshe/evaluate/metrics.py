@@ -2,9 +2,13 @@
 
 Every figure is a torchmetrics `Metric`: batches only add to its state (counts, sums, a confusion
 matrix), and `compute()` turns the state of the whole split into the number, so nothing is ever
-an average of per-batch averages. Under DDP the same objects sum their states across ranks before
-`compute()`, so every rank reports the numbers of the full split. Tests hold each figure to
+an average of per-batch averages. (The states are sums, so they could be reduced across
+processes; yingshe trains on one process today and never does.) Tests hold each figure to
 scikit-learn's on the same predictions of a trained model.
+
+`METRICS` is the one table of the scalar figures: its key, title, direction and format. The
+report, `yingshe report`'s comparison, cross-validation and the choice of the best epoch
+(`train.monitor`) all read it; a new figure is one row here plus its computation below.
 """
 
 from __future__ import annotations
@@ -26,8 +30,74 @@ from torchmetrics.classification import (
 )
 
 from yingshe.errors import YingsheError
+from yingshe.models.tta import tta_forward
 
 ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One scalar figure: how it is named, which way is better and how it is printed."""
+
+    key: str  # the key in metrics dicts, report.json and (prefixed train_/val_) metrics.csv
+    title: str  # the column or row title in every table
+    higher_is_better: bool
+    format: str  # "percent" (a share in [0, 1] shown as 93.48%) or "decimal" (shown as 0.2345)
+    compact: bool = True  # shown in the narrow tables (run comparison, cross-validation)
+
+    def show(self, value: float) -> str:
+        return f"{100 * value:.2f}%" if self.format == "percent" else f"{value:.4f}"
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.higher_is_better else value < than
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("accuracy", "accuracy", True, "percent"),
+    MetricSpec("top5_accuracy", "top-5 accuracy", True, "percent"),
+    MetricSpec("f1_macro", "F1 (macro)", True, "percent"),
+    MetricSpec("f1_weighted", "F1 (weighted)", True, "percent"),
+    MetricSpec("precision_macro", "precision (macro)", True, "percent"),
+    MetricSpec("recall_macro", "recall (macro)", True, "percent"),
+    MetricSpec("precision_weighted", "precision (weighted)", True, "percent", compact=False),
+    MetricSpec("recall_weighted", "recall (weighted)", True, "percent", compact=False),
+    MetricSpec("ece", "expected calibration error", False, "decimal"),
+    MetricSpec("loss", "mean loss", False, "decimal"),
+)
+METRIC_BY_KEY = {spec.key: spec for spec in METRICS}
+EPOCH_FIGURES = ("loss", "accuracy", "ece")  # what `summary_metrics` measures on validation
+TRAIN_FIGURES = ("loss", "accuracy")  # what the loop accumulates over the training batches
+# `train.monitor=epoch`: every epoch beats the one before, so best.pt is the last epoch
+# (cross-validation folds use it: the held-out fold must not also choose the epoch)
+LAST_EPOCH = MetricSpec("epoch", "epoch", True, "decimal", compact=False)
+
+
+def metric(key: str) -> MetricSpec:
+    """The table row of `key`; an unknown key is an error that lists the known ones."""
+    if key not in METRIC_BY_KEY:
+        raise YingsheError(f"unknown metric {key!r}", f"use one of {', '.join(METRIC_BY_KEY)}")
+    return METRIC_BY_KEY[key]
+
+
+def monitor_choices() -> list[str]:
+    """The values `train.monitor` accepts: a per-epoch figure of the validation or training split."""
+    return [f"val_{key}" for key in EPOCH_FIGURES] + [f"train_{key}" for key in TRAIN_FIGURES] + ["epoch"]
+
+
+def monitor_metric(monitor: str) -> MetricSpec:
+    """The table row behind a `train.monitor` value such as `val_ece` (minimised)."""
+    if monitor not in monitor_choices():
+        raise YingsheError(
+            f"train.monitor={monitor!r} is not a per-epoch figure",
+            f"set train.monitor to one of {', '.join(monitor_choices())}",
+        )
+    return LAST_EPOCH if monitor == "epoch" else METRIC_BY_KEY[monitor.split("_", 1)[1]]
+
+
+def format_value(key: str, value: float) -> str:
+    """`value` as the table prints `key` (a figure not in the table is shown as a decimal)."""
+    spec = METRIC_BY_KEY.get(key)
+    return spec.show(value) if spec is not None else f"{value:.4f}"
 
 
 @dataclass
@@ -54,9 +124,7 @@ def predict_batches(
         with torch.autocast(
             device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
         ):
-            out = model(inputs)
-            if tta_flip:
-                out = (out + model(inputs.flip(-1))) / 2
+            out = tta_forward(model, inputs, tta_flip)
         logits.append(out.float().cpu())
         labels.append(batch_labels.cpu())
     model.train(was_training)
@@ -66,19 +134,22 @@ def predict_batches(
 
 
 def summary_metrics(pred: Predictions, num_classes: int) -> dict[str, float]:
-    """The per-epoch numbers: loss and accuracy (cheap, for the training table)."""
+    """The per-epoch numbers (`EPOCH_FIGURES`): loss, accuracy and calibration error, each cheap."""
     if len(pred.labels) == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
+        return {key: float("nan") for key in EPOCH_FIGURES}
+    calibration = CalibrationBins()
+    calibration.update(pred.logits.float().softmax(1), pred.labels)
     return {
         "loss": float(F.cross_entropy(pred.logits, pred.labels)),
         "accuracy": float((pred.logits.argmax(1) == pred.labels).float().mean()),
+        "ece": float(calibration.compute()),
     }
 
 
 class CalibrationBins(Metric):
     """Expected calibration error (L1) over equal-width confidence bins (lo, hi] (Guo et al. 2017).
 
-    State is three per-bin sums, so it is exact, O(bins) in memory and sums across ranks.
+    State is three per-bin sums, so it is exact and O(bins) in memory.
     torchmetrics' own MulticlassCalibrationError is not used: it bins [lo, hi), puts a confidence
     of exactly 1.0 (common in float32 softmax) in a 16th bin of its own, and keeps every
     confidence of the split in memory.
@@ -141,10 +212,6 @@ class SplitMetrics:
         self.loss = MeanMetric().set_dtype(torch.float64)
         self.calibration = CalibrationBins()
 
-    def to(self, device: torch.device | str) -> SplitMetrics:
-        self.figures.to(device), self.loss.to(device), self.calibration.to(device)
-        return self
-
     def update(self, logits: Tensor, labels: Tensor) -> None:
         """Add a batch: logits (B, K), integer labels (B,)."""
         logits = logits.float()
@@ -191,5 +258,6 @@ def full_metrics(pred: Predictions, classes: list[str]) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar figures of a full metrics dict (no tables), e.g. for a validation summary."""
-    return {key: value for key, value in metrics.items() if isinstance(value, float)}
+    """The table's figures of a full metrics dict (no per-class tables), e.g. for a validation
+    summary."""
+    return {key: metrics[key] for key in METRIC_BY_KEY if isinstance(metrics.get(key), float)}

@@ -10,20 +10,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from yingshe.evaluate.metrics import METRICS
 from yingshe.runs import atomic_write_json, atomic_write_text
-
-SUMMARY_KEYS = [
-    ("accuracy", "accuracy"),
-    ("top5_accuracy", "top-5 accuracy"),
-    ("loss", "mean loss"),
-    ("precision_macro", "precision (macro)"),
-    ("recall_macro", "recall (macro)"),
-    ("f1_macro", "F1 (macro)"),
-    ("precision_weighted", "precision (weighted)"),
-    ("recall_weighted", "recall (weighted)"),
-    ("f1_weighted", "F1 (weighted)"),
-    ("ece", "expected calibration error"),
-]
+from yingshe.schema import REPORT_FORMAT, REPORT_VERSION, Report
 
 
 def versions() -> dict[str, str]:
@@ -58,8 +47,8 @@ def confused_pairs(matrix: list[list[int]], classes: list[str], top: int = 10) -
     return sorted(cells, key=lambda c: -c["count"])[:top]
 
 
-def write_report(folder: Path, report: dict[str, Any], stem: str = "report") -> tuple[Path, Path]:
-    report = {**report, "versions": versions()}
+def write_report(folder: Path, report: Report, stem: str = "report") -> tuple[Path, Path]:
+    report = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "versions": versions()}
     if "confusion_matrix" in report:
         report["confused_pairs"] = confused_pairs(report["confusion_matrix"], report["classes"])
     json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
@@ -99,12 +88,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"macro F1 {_pct(validation['f1_macro'])}, mean loss {validation['loss']:.4f}"
         )
     lines += ["", "## Summary", "", "| metric | value |", "|---|---|"]
-    for key, label in SUMMARY_KEYS:
-        if key in report:
-            value = report[key]
-            lines.append(
-                f"| {label} | {value:.4f} |" if key in ("loss", "ece") else f"| {label} | {_pct(value)} |"
-            )
+    for spec in METRICS:
+        if isinstance(report.get(spec.key), float):
+            lines.append(f"| {spec.title} | {spec.show(report[spec.key])} |")
     if report.get("per_class"):
         lines += [
             "",

@@ -9,6 +9,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from yingshe.evaluate.metrics import monitor_metric
+
 if TYPE_CHECKING:
     from yingshe.train.trainer import Trainer
 
@@ -26,12 +28,14 @@ class Callback:
 
 
 def improved(value: float, best: float | None, monitor: str) -> bool:
-    """Losses improve downward, everything else upward; NaN never improves."""
+    """Whether `value` of `train.monitor` beats `best`, in the direction the metric table gives
+    (`val_loss` and `val_ece` downward, accuracy upward); NaN never improves."""
+    spec = monitor_metric(monitor)  # an unknown monitor is an error naming the choices
     if value is None or math.isnan(value):
         return False
     if best is None:
         return True
-    return value < best if monitor.endswith("loss") else value > best
+    return spec.better(value, best)
 
 
 class EarlyStopping(Callback):

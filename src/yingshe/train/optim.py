@@ -1,13 +1,16 @@
 """Optimisers and learning-rate schedules, each looked up by name.
 
 Schedules are plain functions of the step (a multiplier of the peak rate) that the loop applies
-itself: stateless, so resuming a run needs only the step count, never a scheduler's pickled state.
+itself: stateless, so resuming a run needs only the step count and its `SchedulePlan`, never a
+scheduler's pickled state.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,3 +120,44 @@ def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * factor
     return optimizer.param_groups[0]["lr"]
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    """Which point of the schedule each step of the run is at.
+
+    A schedule is planned over `total` steps. A run that is extended (`--resume RUN --epochs N`
+    with a larger N) keeps that plan and stretches the part of it not yet run over the steps not
+    yet run: from `from_step` (where the extension began, at schedule position `from_position`)
+    to `to_step`, the new last step. The learning rate is therefore continuous across the resume,
+    and the run ends at the schedule's final rate, as it would have. A run that was never
+    extended maps step s to position s exactly.
+    """
+
+    total: int
+    from_step: int = 0
+    from_position: float = 0.0
+    to_step: int | None = None  # None: `total`
+
+    def position(self, step: int) -> float:
+        """The schedule position of run step `step` (equal to it unless the run was extended)."""
+        end = self.total if self.to_step is None else self.to_step
+        if end <= self.from_step:
+            return self.from_position
+        return self.from_position + (step - self.from_step) * (self.total - self.from_position) / (
+            end - self.from_step
+        )
+
+    def extended(self, step: int, new_end: int) -> SchedulePlan:
+        """The plan of a run resumed at `step` whose last step is now `new_end`."""
+        end = self.total if self.to_step is None else self.to_step
+        if new_end == end:
+            return self
+        return SchedulePlan(self.total, step, self.position(step), new_end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SchedulePlan:
+        return cls(int(d["total"]), int(d["from_step"]), float(d["from_position"]), d.get("to_step"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,11 +19,13 @@ from torch import nn
 
 from yingshe.config import RunConfig
 from yingshe.data.loader import DeviceBatches
-from yingshe.evaluate.metrics import predict_batches, summary_metrics
+from yingshe.evaluate.metrics import monitor_metric, predict_batches, summary_metrics
+from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
+from yingshe.schema import Checkpoint, CheckpointMeta
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.ema import WeightEMA
-from yingshe.train.optim import build_optimizer, build_schedule, set_lr
+from yingshe.train.optim import SchedulePlan, build_optimizer, build_schedule, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
     should_stop: bool = False
     stop_reason: str = ""
+    schedule: dict[str, Any] | None = None  # SchedulePlan.to_dict(): where the LR schedule stands
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,7 +52,14 @@ class FitState:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "schedule": self.schedule,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitState:
+        return cls(
+            d["epoch"], d["step"], d["best"], d["best_epoch"], list(d["history"]), schedule=d.get("schedule")
+        )
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -75,7 +85,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
     """Data-dependent initialisation for models that have one (the airbench net's whitening
     stem): up to `limit` augmented, normalised training images (N, C, H, W) are passed to
-    `model.init_from_data`. A resumed run overwrites the result with its checkpoint."""
+    `model.init_from_data`, which decides what to do with them (an airbench net built with
+    `whiten=False` does nothing). A resumed run overwrites the result with its checkpoint."""
     if not hasattr(model, "init_from_data") or getattr(model, "weights_loaded", False):
         return  # pretrained weights (fine-tuning) are kept
     seen, count = [], 0
@@ -103,24 +114,25 @@ class Trainer:
         val: DeviceBatches,
         device: torch.device,
         run: RunDir,
-        checkpoint_meta: dict[str, Any],
+        checkpoint_meta: CheckpointMeta,
         callbacks: list[Callback] | None = None,
     ) -> None:
         self.model, self.cfg, self.train, self.val = model, cfg, train, val
         self.device, self.run, self.meta = device, run, checkpoint_meta
         self.callbacks = callbacks or []
+        monitor_metric(cfg.train.monitor)  # a typo in train.monitor fails now, not after an epoch
         self.state = FitState()
         self.optimizer = build_optimizer(model, cfg.optim)
         self.steps_per_epoch = max(1, len(train))
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        self.plan = SchedulePlan(self.total_steps)
         self.schedule = build_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.num_classes = checkpoint_meta["model"]["num_classes"]
-        # flip TTA only where a mirror image is the same class (not digits)
-        self.tta_flip = cfg.train.tta_flip and checkpoint_meta.get("flip_invariant", True)
+        self.num_classes = checkpoint_meta.model.num_classes
+        self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
 
@@ -161,6 +173,9 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train.set_epoch(epoch)
+        set_model_epoch = getattr(unwrap(self.model), "set_epoch", None)
+        if callable(set_model_epoch):  # per-epoch freezing, e.g. the airbench stem's bias
+            set_model_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch, self.steps_per_epoch)
         loss_sum = torch.zeros((), device=self.device)  # device accumulators: no sync per step
@@ -169,7 +184,7 @@ class Trainer:
         for steps, (inputs, targets, labels) in enumerate(self.train, start=1):
             if self.done():
                 break
-            set_lr(self.optimizer, self.schedule(self.state.step))
+            set_lr(self.optimizer, self.schedule(self.plan.position(self.state.step)))
             loss, logits = self.train_step(inputs, targets)
             if self.ema is not None:
                 self.ema.update()
@@ -221,54 +236,64 @@ class Trainer:
     def end_epoch(self, row: dict[str, Any]) -> None:
         self.state.history.append(row)
         monitor = self.cfg.train.monitor
-        if monitor not in row:
-            raise ValueError(f"train.monitor {monitor!r} is not one of {sorted(row)}")
         is_best = improved(row[monitor], self.state.best, monitor)
         if is_best:
             self.state.best, self.state.best_epoch = row[monitor], row["epoch"]
         for cb in self.callbacks:  # early stopping may set should_stop: save that state too
             cb.on_epoch_end(self, row)
         write_metrics_csv(self.run.metrics, self.state.history)
-        payload = self.checkpoint_payload(row)
-        save_checkpoint(self.run.last, payload)
-        if is_best:
-            best = {k: v for k, v in payload.items() if k != "raw_state_dict"}  # best.pt: the EMA only
-            save_checkpoint(self.run.best, {**best, "optimizer": None})
+        checkpoint = self.checkpoint(row)
+        save_checkpoint(self.run.last, checkpoint)
+        if is_best:  # best.pt: the evaluated (EMA) weights only, no optimiser state
+            save_checkpoint(self.run.best, replace(checkpoint, raw_state_dict=None, optimizer=None))
 
-    def checkpoint_payload(self, row: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint(self, row: dict[str, Any]) -> Checkpoint:
         model = unwrap(self.eval_model())
-        extra = {}
+        raw = None
         if self.ema is not None:  # the trained weights too, so --resume continues exactly
-            raw = unwrap(self.model).state_dict()
-            extra["raw_state_dict"] = {k: v.detach().cpu() for k, v in raw.items()}
-        return {
-            **self.meta,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            **extra,
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "fit_state": self.state.to_dict(),
-            "rng": {"cpu": torch.get_rng_state(), "cuda": cuda_rng_states()},
-            "metrics": row,
-            "config": self.cfg.to_dict(),
-        }
+            raw = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
+        self.state.schedule = self.plan.to_dict()
+        return Checkpoint(
+            meta=self.meta,
+            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            config=self.cfg.to_dict(),
+            fit_state=self.state.to_dict(),
+            metrics=row,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng={"cpu": torch.get_rng_state(), "cuda": cuda_rng_states()},
+            raw_state_dict=raw,
+        )
 
-    def restore(self, payload: dict[str, Any]) -> None:
-        """Continue from a last.pt: weights, optimiser moments, scaler and loop position."""
-        unwrap(self.model).load_state_dict(payload.get("raw_state_dict") or payload["state_dict"])
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from a last.pt: weights, optimiser moments, scaler, loop position and the
+        schedule's plan (stretched where `train.epochs` grew, see `SchedulePlan`)."""
+        unwrap(self.model).load_state_dict(checkpoint.raw_state_dict or checkpoint.state_dict)
         if self.ema is not None:
-            self.ema.module.load_state_dict(payload["state_dict"])
-        if payload.get("optimizer"):
-            self.optimizer.load_state_dict(payload["optimizer"])
+            self.ema.module.load_state_dict(checkpoint.state_dict)
+        if checkpoint.optimizer:
+            self.optimizer.load_state_dict(checkpoint.optimizer)
             for group in self.optimizer.param_groups:
                 group["peak_lr"] = self.cfg.optim.lr
-        if payload.get("scaler"):
-            self.scaler.load_state_dict(payload["scaler"])
-        if payload.get("rng"):  # augmentation draws from the global generators
-            torch.set_rng_state(payload["rng"]["cpu"])
-            if torch.cuda.is_available() and payload["rng"]["cuda"]:
-                torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        fit = payload["fit_state"]
-        self.state = FitState(fit["epoch"], fit["step"], fit["best"], fit["best_epoch"], list(fit["history"]))
+        if checkpoint.scaler:
+            self.scaler.load_state_dict(checkpoint.scaler)
+        if checkpoint.rng:  # augmentation draws from the global generators
+            torch.set_rng_state(checkpoint.rng["cpu"])
+            if torch.cuda.is_available() and checkpoint.rng["cuda"]:
+                torch.cuda.set_rng_state_all(checkpoint.rng["cuda"])
+        self.state = FitState.from_dict(checkpoint.fit_state)
+        self.plan = self.saved_plan(checkpoint).extended(self.state.step, self.total_steps)
+        self.schedule = build_schedule(self.cfg.optim, self.plan.total, self.steps_per_epoch)
         if self.ema is not None:
-            self.ema.updates = fit["step"]
+            self.ema.updates = self.state.step
+
+    def saved_plan(self, checkpoint: Checkpoint) -> SchedulePlan:
+        """The plan the checkpoint's run followed; a checkpoint from before plans were saved
+        followed its own config's epochs and max_steps unchanged."""
+        if self.state.schedule:
+            return SchedulePlan.from_dict(self.state.schedule)
+        train = checkpoint.train_config
+        total = self.steps_per_epoch * int(train.get("epochs", self.cfg.train.epochs))
+        if train.get("max_steps"):
+            total = min(total, int(train["max_steps"]))
+        return SchedulePlan(total)

@@ -3,8 +3,10 @@
 A fold is not special machinery: it is a run whose config says `data.cv_folds=k data.cv_fold=i`,
 so `data/dataset.py` cuts the (limited) training pool into k stratified, seeded folds and holds
 out fold i as the validation split. Every fold run is therefore reproducible and resumable from
-its own `config.yaml`, like any run. The score of a fold is its best checkpoint on the held-out
-fold (`report["validation"]`); the test-split figures are reported beside it, never mixed in.
+its own `config.yaml`, like any run. The score of a fold is its last epoch's model on the
+held-out fold (`report["validation"]`; folds train with `train.monitor=epoch`, so best.pt is the
+last epoch and the held-out fold never chooses the epoch it scores); the test-split figures
+are reported beside it, never mixed in.
 """
 
 from __future__ import annotations
@@ -21,19 +23,12 @@ from yingshe.api import train
 from yingshe.config import RunConfig, save_yaml
 from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
-from yingshe.evaluate.metrics import headline
+from yingshe.evaluate.metrics import METRICS, format_value, headline
 from yingshe.runs import atomic_write_json, atomic_write_text, default_run_dir, read_metrics_csv
 from yingshe.train.callbacks import Callback
 
-# (key, title) of the figures aggregated over folds, in report order
-CV_METRICS = [
-    ("accuracy", "accuracy"),
-    ("top5_accuracy", "top-5"),
-    ("f1_macro", "F1 macro"),
-    ("f1_weighted", "F1 weighted"),
-    ("ece", "ECE"),
-    ("loss", "mean loss"),
-]
+# (key, title) of the figures aggregated over folds, in report order: the metric table's narrow ones
+CV_METRICS = [(spec.key, spec.title) for spec in METRICS if spec.compact]
 CURVES = "curves.png"
 
 
@@ -43,7 +38,7 @@ class FoldResult:
 
     fold: int  # 1..k
     run_dir: Path
-    validation: dict[str, float]  # the best checkpoint on the held-out fold
+    validation: dict[str, float]  # the last epoch's model on the held-out fold
     test: dict[str, float]  # the same checkpoint on the test split
     num_train: int
     num_val: int
@@ -176,7 +171,7 @@ def summarise(cv_dir: Path, config: RunConfig, results: list[FoldResult], second
 
 
 def _fmt(key: str, value: float) -> str:
-    return f"{value:.4f}" if key in ("loss", "ece") else f"{100 * value:.2f}%"
+    return format_value(key, value)
 
 
 def _pm(key: str, mean: float, std: float) -> str:

@@ -1,0 +1,36 @@
+"""What every batch source yields, and the contract the trainer holds a batch source to.
+
+Kept apart from loader.py (in-memory and file batches) and stream.py (prepared shards and
+streams), which both build on it, so neither imports the other at module level in a cycle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    images: Tensor  # (B, C, H, W) uint8
+    labels: Tensor  # (B,) int64
+    index: Tensor  # (B,) positions in the split
+    ok: Tensor  # (B,) bool: False where the image could not be decoded
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """An epoch's batches of one split. `set_epoch` fixes the order of the next pass from
+    (seed, epoch), so a resumed run sees the order an uninterrupted one would have."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Batch]: ...
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)

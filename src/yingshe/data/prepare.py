@@ -1,0 +1,80 @@
+"""`yingshe data prepare` as a data-layer step: where the shards go and how training finds them.
+
+Packed shards go to the cache when no folder is given, named by the source's identity
+(pack.source_identity), where training on the same spec finds them; with a folder, the cache is
+pointed at that folder, so data.prepared=auto finds them there too. WebDataset shards keep the
+images as they are encoded and need a folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from yingshe.data import pack, webdataset
+from yingshe.data.dataset import detect_channels, fit_split, native_size
+from yingshe.data.splits import SourceData
+from yingshe.errors import YingsheError
+
+PREPARE_FORMATS = ("packed", "webdataset")
+
+
+def prepare_source(
+    source: SourceData,
+    out: str | Path | None,
+    image_size: int | None,
+    channels: int | None,
+    *,
+    fmt: str = "packed",
+    cache_dir: str | None = None,
+    workers: int | None = None,
+    shard_mb: float = pack.DEFAULT_SHARD_MB,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write `source` as shards and return the summary `api.prepare_data` reports."""
+    if fmt == "webdataset":
+        if out is None or image_size:
+            raise YingsheError(
+                "WebDataset shards need --out and keep the images as they are encoded",
+                "give --out DIR and leave out --image-size (it applies to packed shards)",
+            )
+        return {**webdataset.write_webdataset(source, out, progress=progress), "format": fmt}
+    if fmt != "packed":
+        raise YingsheError(f"unknown format {fmt!r}", f"use one of {', '.join(PREPARE_FORMATS)}")
+    train = source.splits["train"]
+    channels = channels or source.channels or detect_channels(train)
+    size = image_size or native_size(train)
+    if channels not in (1, 3):
+        raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
+    source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
+    if out is None:
+        name = pack.cache_name(source, size, channels, pack.source_identity(source))
+        folder, linked = pack.cache_root(cache_dir) / name, False
+    else:
+        folder, linked = Path(out), pack.has_encoded_files(source)
+    manifest = pack.prepare(
+        source, folder, size, channels, workers=workers, shard_mb=shard_mb, force=force, progress=progress
+    )
+    if linked:  # training on the same spec with data.prepared=auto finds the shards through the cache
+        pack.register_prepared(folder, source, manifest, cache_dir)
+    return {
+        "format": fmt,
+        "out": str(folder),
+        "description": source.description,
+        "image_size": size,
+        "channels": channels,
+        "content_sha256": manifest["source"]["content_sha256"],
+        "picked_up": pack.has_encoded_files(
+            source
+        ),  # training on the spec finds them (decoded sets: no need)
+        "splits": {
+            name: {
+                "images": entry["count"],
+                "shards": len(entry["shards"]),
+                "skipped": [s["reason"] for s in entry["skipped"]],
+            }
+            for name, entry in manifest["splits"].items()
+        },
+    }
