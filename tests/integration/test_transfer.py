@@ -71,8 +71,8 @@ def probe_run(tmp_path_factory, fashion_run, cifar_folder) -> Path:
 
 
 def test_linear_probe_leaves_the_body_bit_identical_and_trains_the_head(probe_run, fashion_run):
-    source = load_checkpoint(fashion_run.run_dir)["state_dict"]
-    tuned = load_checkpoint(probe_run / "last.pt")["state_dict"]
+    source = load_checkpoint(fashion_run.run_dir).state_dict
+    tuned = load_checkpoint(probe_run / "last.pt").state_dict
     head = {"head.3.weight", "head.3.bias"}
     body = [k for k in source if k not in head]
     assert any("running_mean" in k for k in body) and any("running_var" in k for k in body)
@@ -144,8 +144,8 @@ def test_gradual_training_changes_only_the_unfrozen_top(fashion_run, cifar_folde
     ]
     with one_thread():
         assert main([*argv, "train.plots=false"]) == 0
-    source = load_checkpoint(fashion_run.run_dir)["state_dict"]
-    tuned = load_checkpoint(out / "last.pt")["state_dict"]
+    source = load_checkpoint(fashion_run.run_dir).state_dict
+    tuned = load_checkpoint(out / "last.pt").state_dict
     record = json.loads((out / "finetune.json").read_text())
     top, below = record["unfreeze_order"][0], record["unfreeze_order"][1:]
     assert top == record["stages"][-1]

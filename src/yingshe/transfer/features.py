@@ -85,11 +85,12 @@ def embed(
     from yingshe.runs import load_checkpoint
     from yingshe.runtime import resolve_device
 
-    payload = load_checkpoint(run)
-    cfg = RunConfig.from_dict(payload["config"])
-    size, channels = payload["image_size"], payload["channels"]
+    checkpoint = load_checkpoint(run)
+    meta_in = checkpoint.meta
+    cfg = RunConfig.from_dict(checkpoint.config)
+    size, channels = meta_in.image_size, meta_in.channels
     if data is None or data == cfg.data.spec:
-        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(payload["mean"], payload["std"]))
+        dataset = build_dataset(cfg.data, cfg.train.seed, stats=(meta_in.mean, meta_in.std))
         chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
         classes = list(dataset.classes)
     else:
@@ -101,8 +102,8 @@ def embed(
     if limit:
         chosen = chosen.subset(stratified_subset(chosen.labels, limit, stage_rng(cfg.train.seed, "embed")))
     torch_device = resolve_device(device)
-    model = model_from_checkpoint(payload).to(torch_device).eval()
-    normalize = Normalize(payload["mean"], payload["std"]).to(torch_device)
+    model = model_from_checkpoint(checkpoint).to(torch_device).eval()
+    normalize = Normalize(meta_in.mean, meta_in.std).to(torch_device)
     batches = make_batches(chosen, size, channels, batch_size, train=False, workers=cfg.data.workers)
     vectors, items, done = [], [], 0
     for batch in batches:
@@ -122,7 +123,7 @@ def embed(
         np.save(handle, matrix.astype(np.float32))
     meta = {
         "run": str(run),
-        "model": payload["model"]["name"],
+        "model": meta_in.model.name,
         "data": data or cfg.data.spec,
         "split": split,
         "dim": int(matrix.shape[1]) if matrix.size else 0,

@@ -71,22 +71,21 @@ def resolve_source(spec: str, weights: str | None = None) -> Source:
             f"fine-tuning source {spec!r} is neither a run folder, a checkpoint nor timm:/torchvision:<name>",
             "give a yingshe run folder, its best.pt, timm:<name> or torchvision:<name>",
         )
-    payload = load_checkpoint(path)
-    checkpoint = path if path.is_file() else _checkpoint_file(path)
-    model = payload["model"]
-    file = Path(weights) if weights else checkpoint
-    state = read_weights(file) if weights else payload["state_dict"]
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta
+    file = Path(weights) if weights else (path if path.is_file() else _checkpoint_file(path))
+    state = read_weights(file) if weights else checkpoint.state_dict
     return Source(
         spec,
-        model["name"],
-        dict(model.get("kwargs", {})),
-        int(payload["channels"]),
-        int(payload["image_size"]),
-        tuple(payload["mean"]),
-        tuple(payload["std"]),
+        meta.model.name,
+        dict(meta.model.kwargs),
+        int(meta.channels),
+        int(meta.image_size),
+        tuple(meta.mean),
+        tuple(meta.std),
         state,
         file,
-        list(payload["classes"]),
+        list(meta.classes),
     )
 
 
