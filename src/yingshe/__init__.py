@@ -6,6 +6,7 @@ clf = yingshe.load(result.run_dir)
 clf.predict(["cat.jpg"], top_k=3)
 """
 
+import yingshe.tune as tune  # a callable package: yingshe.tune(config, space, ...)
 from yingshe._version import __version__ as __version__
 from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
 from yingshe.config import (
@@ -23,16 +24,20 @@ from yingshe.models import create_model, list_models
 from yingshe.recipes import apply_recipe, list_recipes, recipe_config
 from yingshe.transfer.finetune import finetune
 from yingshe.tune.cv import CVResult, cross_validate
+from yingshe.tune.lr_find import LRFind, lr_find
+from yingshe.tune.tuner import TuneResult
 
 __all__ = [
     "AugmentConfig",
     "CVResult",
     "DataConfig",
+    "LRFind",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
     "YingsheError",
     "apply_recipe",
     "compare_runs",
@@ -46,7 +51,9 @@ __all__ = [
     "list_recipes",
     "load",
     "load_config",
+    "lr_find",
     "prepare_data",
     "recipe_config",
     "train",
+    "tune",
 ]

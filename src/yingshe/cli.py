@@ -138,6 +138,66 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from yingshe.tune.tuner import tune
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+
+    def announce(study, trial) -> None:
+        params = "  ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+        )
+        value = "" if trial.value is None else f"  {args.metric} {trial.value:.4f}"
+        if trial.state.name == "PRUNED":
+            value = f"  pruned after epoch {trial.last_step}"
+        print(f"trial {trial.number:>4}: {trial.state.name.lower():<8}{value}  {params}", flush=True)
+
+    result = tune(
+        build_train_config(args),
+        args.space,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study_name=args.study,
+        cv=args.cv,
+        metric=args.metric,
+        heartbeat=args.heartbeat,
+        on_trial=announce,
+    )
+    summary = result.summary
+    states = ", ".join(f"{n} {state}" for state, n in sorted(summary["states"].items()))
+    print(
+        f"\nstudy {summary['study']}: {summary['trials']} trials ({states}), "
+        f"{summary['epochs']} epochs in all"
+    )
+    if summary["best"] is not None:
+        best = summary["best"]
+        print(f"best: trial {best['number']}, validation {args.metric} {best['value']:.4f}")
+        print(f"retrain it: yingshe train --config {result.best_config}")
+    print(f"study folder: {result.study_dir}")
+    print(f"report: {result.study_dir / 'study.md'}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from yingshe.runs import default_run_dir
+    from yingshe.tune.lr_find import lr_find
+
+    cfg = build_train_config(args)
+    plot = (
+        Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name, "runs/lr-find")) / "lr_find.png"
+    )
+    found = lr_find(cfg, args.start_lr, args.end_lr, args.steps, plot)
+    print(f"range test: {len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g}")
+    print(f"plot: {found.plot}")
+    print(f"suggested learning rate: optim.lr={found.suggestion:g}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from yingshe.api import evaluate
 
@@ -410,6 +470,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--folds", type=int, default=5, help="number of folds K (default 5)")
     add_train_arguments(c, "cross-validation folder (default runs/cv-<data>-<model>-<time>)")
     c.set_defaults(handler=cmd_cv)
+
+    tu = sub.add_parser("tune", help="hyperparameter search: an Optuna study whose trials are training runs")
+    tu.add_argument("--space", required=True, help="search-space YAML: key: [grid values] or {type: ...}")
+    tu.add_argument("--sampler", choices=["grid", "random", "tpe"], help="default: grid for lists, else tpe")
+    tu.add_argument(
+        "--pruner", choices=["none", "median", "asha", "hyperband"], help="default: none for grid, else asha"
+    )
+    tu.add_argument("--trials", type=int, help="trials this worker runs (default: the grid's size, else 20)")
+    tu.add_argument("--timeout", type=float, help="start no trial after S seconds")
+    tu.add_argument(
+        "--storage", help="postgresql://..., sqlite:///FILE or journal:FILE (default study.db in --out)"
+    )
+    tu.add_argument("--study", help="study name (default: the study folder's name)")
+    tu.add_argument("--cv", type=int, metavar="K", help="objective: mean over K stratified folds")
+    tu.add_argument("--metric", default="accuracy", choices=["accuracy", "f1_macro", "loss"])
+    tu.add_argument(
+        "--heartbeat", type=int, default=10, help="seconds between a trial's heartbeats (default 10)"
+    )
+    add_train_arguments(tu, "study folder (default runs/tune-<data>-<model>-<time>)")
+    tu.set_defaults(handler=cmd_tune)
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test: loss against an exponentially rising LR")
+    lf.add_argument("--start-lr", type=float, default=1e-7)
+    lf.add_argument("--end-lr", type=float, default=10.0)
+    lf.add_argument("--steps", type=int, default=100, help="steps of the sweep (default 100)")
+    add_train_arguments(lf, "folder for lr_find.png (default runs/lr-find/<data>-<model>-<time>)")
+    lf.set_defaults(handler=cmd_lr_find)
 
     e = sub.add_parser("evaluate", help="evaluate a run or checkpoint on a dataset split")
     e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
