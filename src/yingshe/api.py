@@ -35,15 +35,31 @@ from yingshe.data.prepare import prepare_source
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
-from yingshe.evaluate.figures import report_figures, run_history
+from yingshe.evaluate.figures import (
+    CONFUSION,
+    CONFUSION_NORMALISED,
+    CURVES,
+    ERRORS,
+    RELIABILITY,
+    report_figures,
+    run_history,
+)
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
 from yingshe.models.tta import flip_tta_applies
+from yingshe.outputs import (
+    check_report_folder,
+    check_run_folder,
+    claim_report_folder,
+    claim_run_folder,
+    releases_claims,
+)
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
+from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
@@ -129,6 +145,7 @@ class TrainingSession:
     trainer: Trainer
 
 
+@releases_claims
 def train(
     config: RunConfig | None = None,
     callbacks: list[Callback] | None = None,
@@ -143,6 +160,10 @@ def train(
     """
     started = time.perf_counter()
     cfg, resumed = resolve_training(config, resume, epochs)
+    cfg.train.out = str(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name))
+    check_run_folder(
+        cfg.train.out, resumed is not None, cfg.train.exist_ok
+    )  # before any work; creates nothing
     session = build_training(cfg, resumed, callbacks)
     state = fit_training(session, resumed)
     return report_training(session, state, started)
@@ -169,8 +190,9 @@ def resolve_training(
 def build_training(
     cfg: RunConfig, resumed: Checkpoint | None, callbacks: list[Callback] | None
 ) -> TrainingSession:
-    """Step 2: data, run folder, model, batches and trainer, in the order that fails cheapest
-    first (the data is read and checked before the run folder is touched)."""
+    """Step 2: data, model, batches, run folder and trainer, in the order that fails cheapest
+    first (the run folder is created only once the data, model and batches are built, so a run
+    that cannot be built leaves nothing behind)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     plan = None
     if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
@@ -187,7 +209,6 @@ def build_training(
         check_same_splits(resumed.meta, data, str(cfg.train.out))
     device = resolve_device(cfg.train.device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    run = open_run_folder(cfg, resuming=resumed is not None)
 
     model = create_model(
         cfg.model.name,
@@ -205,6 +226,7 @@ def build_training(
     train_batches = training_batches(cfg, data, device, normalize, channels_last)
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
+    run = open_run_folder(cfg, resuming=resumed is not None)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(
         train_model,
@@ -222,14 +244,11 @@ def build_training(
 
 
 def open_run_folder(cfg: RunConfig, resuming: bool) -> RunDir:
-    """The run folder, created, with the run's config.yaml; a new run never writes over an old one."""
+    """The run folder, created and locked for the rest of `train` (`outputs.claim_run_folder`,
+    which checks again under the lock that no other run or foreign file is there), with the
+    run's config.yaml."""
     run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
-    if not resuming and run.last.exists() and not cfg.train.exist_ok:
-        raise YingsheError(
-            f"{run.root} already holds a run (last.pt)",
-            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
-        )
-    run.root.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(run.root, resuming, cfg.train.exist_ok)
     cfg.train.out = str(run.root)
     atomic_write_text(run.config, save_yaml(cfg))
     return run
@@ -250,6 +269,7 @@ def training_batches(
         workers=cfg.data.workers,
         transform=per_image_policy(cfg.augment.policy),
         stream=cfg.data.stream,
+        weights=balanced_sampling(cfg, data),
     )
     return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
 
@@ -324,6 +344,13 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     return TrainResult(run.root, report)
 
 
+def balanced_sampling(cfg: RunConfig, data: DatasetSpec) -> np.ndarray | None:
+    """Per-image draw probabilities for train.balance=sampler, else None (a plain shuffle)."""
+    if check_balance(cfg.train.balance) != "sampler":
+        return None
+    return sample_weights(data.train.labels, data.num_classes)
+
+
 def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
     return {
         "spec": cfg.spec,
@@ -372,6 +399,7 @@ def publish_report(
         write_report(folder, report)
 
 
+@releases_claims
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -392,6 +420,7 @@ def evaluate(
     cfg.data.image_size, cfg.data.channels = size, channels
     if data == cfg.data.spec:  # naming the training data is asking for its own splits
         data = None
+    folder = evaluation_folder(Path(checkpoint), data, split, out)  # checked now, made once written
     if data is None:  # the run's own splits, cut exactly as in training
         dataset = build_dataset(cfg.data, cfg.train.seed, stats=(meta.mean, meta.std))
         check_same_splits(meta, dataset, str(checkpoint))
@@ -416,7 +445,7 @@ def evaluate(
     batches = eval_batches(chosen, meta, cfg, torch_device, normalize, False)
     tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant)
     pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
-    folder = evaluation_folder(Path(checkpoint), data, split, out)
+    claim_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     summary = {
         "spec": spec,
         "description": description,
@@ -468,7 +497,8 @@ def other_data_split(
 
 
 def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str | Path | None) -> Path:
-    """Where an evaluation's report goes; never over a run's own files."""
+    """Where an evaluation's report goes; never over a run's files or files of anything but an
+    earlier evaluation. Checks only: the folder is made when the report is written."""
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     if out is None:
         name = (
@@ -479,13 +509,16 @@ def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str |
         folder = run_dir / name
     else:
         folder = Path(out)
-    if (folder / "last.pt").exists() or (folder / "best.pt").exists():
-        raise YingsheError(
-            f"{folder} is a run folder: its report.json and plots would be overwritten",
-            "leave out --out (reports go to <run>/evaluate-<split>) or give an empty folder",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    check_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     return folder
+
+
+EVALUATION_FILES = ("report.json", "report.md", CURVES, CONFUSION, CONFUSION_NORMALISED, RELIABILITY, ERRORS)
+
+
+def is_evaluation_report(report: dict[str, Any]) -> bool:
+    """An `evaluate` report.json (which a new evaluation into the same folder replaces)."""
+    return "split" in report and "accuracy" in report and "training" not in report
 
 
 def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]) -> Split:

@@ -37,6 +37,9 @@ TRAIN_FLAGS = {
     "out": "train.out",
     "workers": "data.workers",
     "patience": "train.patience",
+    "exclude": "data.exclude",
+    "imbalance": "data.imbalance",
+    "balance": "train.balance",
 }
 
 
@@ -105,6 +108,8 @@ def layer_train_config(args: argparse.Namespace, base: RunConfig) -> RunConfig:
             set_value(cfg, key, getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.deterministic:
         cfg.train.deterministic = True
+    if getattr(args, "dedupe", False):
+        cfg.data.dedupe = True
     apply_overrides(cfg, args.overrides)
     return cfg
 
@@ -263,7 +268,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from yingshe.api import load
     from yingshe.inference import expand_paths
+    from yingshe.outputs import check_output_file
 
+    if args.output:
+        check_output_file(args.output)  # a read-only or full place fails before any prediction
     classifier = load(args.run, device=args.device)
     paths = expand_paths(args.paths)
     if not paths:
@@ -445,6 +453,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--deterministic", action="store_true")
     t.add_argument("--workers", type=int, help="decoding processes for image files")
     t.add_argument("--patience", type=int, help="early stopping patience in epochs")
+    add_health_arguments(t)
     t.add_argument("--out", help=out_help)
     t.add_argument(
         "--recipe",
@@ -454,6 +463,56 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     )
     t.add_argument("--config", help="YAML config file (sections data, model, augment, optim, train)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.01 augment.mixup=0.2")
+
+
+def add_health_arguments(t: argparse.ArgumentParser) -> None:
+    """Real-world data: what `yingshe data check` recommends, and class imbalance."""
+    t.add_argument(
+        "--exclude", metavar="FILE", help="leave out the images listed (exclude.txt of `data check`)"
+    )
+    t.add_argument(
+        "--dedupe", action="store_true", help="keep one of each exact copy; drop train copies of test"
+    )
+    t.add_argument(
+        "--balance", choices=["none", "weights", "sampler", "logit-adjust"], help="class imbalance"
+    )
+    t.add_argument(
+        "--imbalance", type=float, metavar="RATIO", help="long-tailed train split (CIFAR-10-LT profile)"
+    )
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from yingshe.health.check import run_check
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, tqdm(desc=stage, total=total, file=sys.stderr, leave=False))
+        bar.update(done - bar.n)
+
+    try:
+        report = run_check(
+            args.spec,
+            args.out,
+            data_dir=args.data_dir,
+            model=args.model,
+            folds=args.folds,
+            epochs=args.epochs,
+            limit_train=args.limit_train,
+            device=args.device,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"{report['description']}: {', '.join(f'{s} {n}' for s, n in report['images'].items())} images")
+    for action in report["actions"]:
+        print(f"- {action}")
+    print(f"report: {Path(args.out) / 'check.md'}  exclude list: {Path(args.out) / 'exclude.txt'}")
+    if args.strict and (report["unreadable"] or report["leakage"]):
+        print("error: --strict: unreadable files or train/test leakage found", file=sys.stderr)
+        return 1
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -521,6 +580,17 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("--data-dir")
     di.add_argument("--json", action="store_true")
     di.set_defaults(handler=cmd_data_inspect)
+    dc = d.add_parser("check", help="broken files, duplicates, train/test leakage, imbalance, label errors")
+    dc.add_argument("spec")
+    dc.add_argument("--out", default="data-check", help="report folder (default ./data-check)")
+    dc.add_argument("--model", metavar="RUN", help="a run whose embeddings find near duplicates")
+    dc.add_argument("--folds", type=int, default=0, help="check labels on K-fold out-of-fold predictions")
+    dc.add_argument("--epochs", type=int, default=3, help="epochs per fold of the label check")
+    dc.add_argument("--limit-train", type=int, help="label-check a stratified subset of N training images")
+    dc.add_argument("--strict", action="store_true", help="exit 1 on unreadable files or train/test leakage")
+    dc.add_argument("--device", default="auto")
+    dc.add_argument("--data-dir")
+    dc.set_defaults(handler=cmd_data_check)
     ds = d.add_parser("samples", help="write a few images of a split as PNG files")
     ds.add_argument("spec")
     ds.add_argument("--out", required=True)

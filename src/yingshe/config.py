@@ -42,6 +42,9 @@ class DataConfig:
     max_file_mb: float = 256.0  # bigger image files are skipped unread (and counted)
     max_pixels: int = 89_478_485  # bigger images are skipped undecoded (Pillow's own limit, ~9459²)
     manifest_duplicates: str = "error"  # a CSV manifest listing a file twice: error, or collapse
+    exclude: str | None = None  # file of image keys to leave out (exclude.txt of `yingshe data check`)
+    dedupe: bool = False  # keep one of each set of exact copies; drop training copies of test images
+    imbalance: float | None = None  # long-tailed train split: class c keeps n_max·ratio^(−c/(K−1)) images
 
 
 @dataclass
@@ -107,6 +110,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
 
 
 @dataclass
