@@ -218,15 +218,15 @@ def build_training(
         cfg.model.pretrained,
         **cfg.model.kwargs,
     )
-    callbacks = list(callbacks or [])
-    if plan is not None:
-        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
     train_batches = training_batches(cfg, data, device, normalize, channels_last)
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
     run = open_run_folder(cfg, resuming=resumed is not None)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(
         train_model,
