@@ -781,7 +781,7 @@ def parser() -> argparse.ArgumentParser:
 
     from yingshe.transfer.cli import add_transfer_parsers  # finetune, embed, neighbors, project, knn
 
-    add_transfer_parsers(sub, add_train_arguments, build_train_config, ProgressBar)
+    add_transfer_parsers(sub, add_train_arguments, build_train_config, None)
     return top
 
 

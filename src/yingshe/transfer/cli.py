@@ -85,7 +85,7 @@ def cmd_finetune(args: argparse.Namespace, build_config: Callable, progress_cb: 
             setattr(cfg.finetune, flag, getattr(args, flag))
     if args.model:
         raise YingsheError("finetune takes its model from SOURCE", "leave out --model")
-    result = train(cfg, callbacks=[progress_cb()])
+    result = train(cfg, callbacks=[progress_cb()] if progress_cb else None)
     record = json.loads((result.run_dir / "finetune.json").read_text())
     report = result.report
     print(f"\nfine-tuned {record['model']} ({record['strategy']}) from {record['weights']}")
