@@ -198,7 +198,16 @@ def build_training(
     first (the run folder is created only once the data, model and batches are built, so a run
     that cannot be built leaves nothing behind)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if resumed is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
     log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
@@ -221,6 +230,9 @@ def build_training(
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
     run = open_run_folder(cfg, resuming=resumed is not None)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     log_header(cfg, data, model, device, run.root)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(

@@ -888,6 +888,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="target", metavar="NAME", help="explain this class, not the predicted one")
     x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     x.set_defaults(handler=cmd_explain)
+
+    from yingshe.transfer.cli import add_transfer_parsers  # finetune, embed, neighbors, project, knn
+
+    add_transfer_parsers(sub, add_train_arguments, build_train_config, None)
     return top
 
 
@@ -905,8 +909,10 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from yingshe.transfer.cli import finetune_argv  # SOURCE before the trailing key=value overrides
+
     try:
-        args = parser().parse_args(argv)
+        args = parser().parse_args(finetune_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as done:  # --help, --version, or a bad argument (already explained)
         return int(done.code or 0)
     setup_logging(args.verbose, args.quiet)
