@@ -44,7 +44,7 @@ from yingshe.evaluate.figures import (
 )
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
-from yingshe.inference import Classifier, model_from_checkpoint
+from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
 from yingshe.models.probe import check_input_size
 from yingshe.models.tta import flip_tta_applies
@@ -198,7 +198,16 @@ def build_training(
     first (the run folder is created only once the data, model and batches are built, so a run
     that cannot be built leaves nothing behind)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if resumed is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
     log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
@@ -221,6 +230,9 @@ def build_training(
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
     run = open_run_folder(cfg, resuming=resumed is not None)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     log_header(cfg, data, model, device, run.root)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(
@@ -535,8 +547,13 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
-def load(path: str | Path, device: str = "auto") -> Classifier:
-    """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
+def load(path: str | Path, device: str = "auto") -> ImageClassifier:
+    """A trained classifier from a run folder, a checkpoint or an exported `.onnx` file (run by
+    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path."""
+    if Path(path).suffix.lower() == ".onnx":
+        from yingshe.export.onnx import OnnxClassifier
+
+        return OnnxClassifier(path)
     return Classifier.load(path, device)
 
 
