@@ -200,3 +200,29 @@ def test_cv_makes_the_objective_the_mean_over_folds(tmp_path, datasets_dir):
     folds = [f["validation"]["f1_macro"] for f in report["folds"]]
     assert len(folds) == 2 and trial.value == pytest.approx(sum(folds) / 2)
     assert trial.user_attrs["epochs"] == 2, "one epoch in each of two folds"
+
+
+def test_sampler_seed_repeats_a_search_with_other_draws_on_the_same_split(tmp_path, datasets_dir):
+    cfg = base_config(datasets_dir, 1)
+    cfg.data.limit_train, cfg.train.max_steps = 100, 1  # one step a trial: the draws are the point
+    space = {"lr": {"type": "loguniform", "low": 1e-4, "high": 1.0}}
+
+    def first_lr(out: str, seed: int | None) -> float:
+        kwargs = {"sampler_seed": seed} if seed is not None else {}
+        result = yingshe.tune(
+            cfg,
+            space,
+            sampler="random",
+            pruner="none",
+            trials=1,
+            out=tmp_path / out,
+            progress=False,
+            plots=False,
+            **kwargs,
+        )
+        return result.study.trials[0].params["optim.lr"]
+
+    with one_thread():
+        default, zero, seven = first_lr("a", None), first_lr("b", 0), first_lr("c", 7)
+    assert default == zero, "the default sampler seed is train.seed (0)"
+    assert seven != zero
