@@ -107,6 +107,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
 
 
 @dataclass
