@@ -159,4 +159,9 @@ def recipe_config(recipe: str, data: str | None = None, overrides: list[str] | N
 
 
 def list_recipes() -> list[tuple[str, str]]:
-    return [(name, (RECIPES.get(name).__doc__ or "").split("\n")[0]) for name in RECIPES.names()]
+    """(name, summary): the summary is the docstring's whole first paragraph, never half a sentence."""
+    return [(name, first_paragraph(RECIPES.get(name).__doc__)) for name in RECIPES.names()]
+
+
+def first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())

@@ -249,6 +249,7 @@ class Report(TypedDict, total=False):
     model: ModelSummary
     training: TrainingSummary  # train only
     validation: dict[str, float]  # train with a validation split: the metric table's figures on it
+    tuning: dict[str, Any]  # a tuning trial's run: {trial, state: complete|pruned, value|pruned_after_epoch}
     config: dict[str, Any]
     per_class: list[dict[str, Any]]
     confusion_matrix: list[list[int]]

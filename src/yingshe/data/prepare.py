@@ -45,7 +45,8 @@ def prepare_source(
         raise YingsheError(f"unknown format {fmt!r}", f"use one of {', '.join(PREPARE_FORMATS)}")
     train = source.splits["train"]
     channels = channels or source.channels or detect_channels(train)
-    size = image_size or native_size(train)
+    native = native_size(train)  # the size a training run on the spec picks unless told otherwise
+    size = image_size or native
     if channels not in (1, 3):
         raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
     source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
@@ -65,6 +66,8 @@ def prepare_source(
         "description": source.description,
         "image_size": size,
         "channels": channels,
+        "training_image_size": native,  # with native_channels: what `yingshe train --data SPEC` uses
+        "native_channels": source.channels or detect_channels(train),
         "content_sha256": manifest["source"]["content_sha256"],
         "picked_up": pack.has_encoded_files(
             source

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from yingshe.data.images import IMAGE_SUFFIXES
+from yingshe.data.images import IMAGE_SUFFIXES, UnreadableImage, open_image
 from yingshe.data.shards import fsync_dir
 from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
@@ -253,21 +253,26 @@ def sniff_ext(data: bytes) -> str | None:
     return None
 
 
-def encoded_sample(split: Split, i: int) -> tuple[bytes, str] | None:
+def encoded_sample(split: Split, i: int) -> tuple[bytes, str]:
     """(bytes, extension) of image i as stored in a WebDataset: encoded images as they are,
-    decoded ones as lossless PNG; None for a file that is neither readable nor an image."""
+    decoded ones as lossless PNG. A file that cannot be read or fully decoded (a truncated JPEG
+    among them) raises UnreadableImage with the reason, as the packed writer skips it."""
     if split.files is None:
         array = split.images[i] if split.images is not None else split.packed.take(np.array([i]))[0]
         out = io.BytesIO()
         Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array).save(out, format="PNG")
         return out.getvalue(), "png"
+    name = split.name(i)
     try:
         data = split.files.read(i)
-    except OSError:
-        return None
-    suffix = Path(split.name(i)).suffix.lower().lstrip(".")
+    except OSError as err:
+        raise UnreadableImage(f"{name}: {err.strerror or err}") from err
+    suffix = Path(name).suffix.lower().lstrip(".")
     ext = sniff_ext(data) or (suffix if suffix in IMAGE_EXTS else None)
-    return (data, ext) if ext else None
+    if ext is None:
+        raise UnreadableImage(f"{name}: not an image file")
+    open_image(data, name).close()  # decodes every pixel: a copy of a broken file helps nobody
+    return data, ext
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -304,9 +309,10 @@ def write_webdataset(
                 tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
             ):
                 for i in range(start, min(start + maxcount, len(split))):
-                    sample = encoded_sample(split, i)
-                    if sample is None:
-                        summary["skipped"].append(f"{split.name(i)}: not a readable image file")
+                    try:
+                        sample = encoded_sample(split, i)
+                    except UnreadableImage as err:
+                        summary["skipped"].append(str(err))
                         continue
                     key = f"{i:0{width}d}"
                     _add(archive, f"{key}.{sample[1]}", sample[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from torch import Tensor, nn
 
 from yingshe.errors import YingsheError
@@ -12,12 +14,9 @@ def timm_model(name: str, num_classes: int, in_chans: int, pretrained: bool, **k
         import timm
     except ImportError as err:
         raise YingsheError("timm models need the timm package", "pip install 'yingshe[timm]'") from err
-    if name not in timm.list_models(pretrained=False):
-        from yingshe.errors import close_matches
-
-        raise YingsheError(
-            f"timm has no model {name!r}", close_matches(name, timm.list_models(f"*{name[:4]}*"))
-        )
+    known = timm.list_models(pretrained=False)
+    if name not in known:
+        raise YingsheError(f"timm has no model {name!r}", zoo_hint(name, known, "timm"))
     try:
         return timm.create_model(
             name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs
@@ -27,6 +26,22 @@ def timm_model(name: str, num_classes: int, in_chans: int, pretrained: bool, **k
             f"could not build timm:{name} (pretrained={pretrained}): {err}",
             "pretrained weights need the hub or a local cache; train from scratch with pretrained=false",
         ) from err
+
+
+def zoo_hint(name: str, known: list[str], zoo: str) -> str:
+    """Close names from the zoo's own list (a zoo lists over a thousand, too many to print), else
+    how to see them."""
+    starts = [k for k in known if k.lower().startswith(name.lower())]
+    near = list(dict.fromkeys(starts[:3] + difflib.get_close_matches(name, known, n=5, cutoff=0.6)))[:5]
+    if near:
+        return "did you mean " + " or ".join(f"{zoo}:{n}" for n in near) + "?"
+    example = "timm:resnet18" if zoo == "timm" else "torchvision:resnet18"
+    source = "timm.list_models()" if zoo == "timm" else "torchvision.models.list_models()"
+    return (
+        f"{zoo} knows {len(known)} names, none close to {name!r}: list them with "
+        f"python -c 'import {zoo}; print({source})' (e.g. {example}); "
+        "`yingshe models` lists the built-in ones"
+    )
 
 
 class RepeatChannels(nn.Module):
@@ -45,10 +60,8 @@ def torchvision_model(name: str, num_classes: int, in_chans: int, pretrained: bo
 
     available = models.list_models(module=models)
     if name not in available:
-        from yingshe.errors import close_matches
-
         raise YingsheError(
-            f"torchvision has no classification model {name!r}", close_matches(name, available)
+            f"torchvision has no classification model {name!r}", zoo_hint(name, available, "torchvision")
         )
     if pretrained:
         raise YingsheError(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from yingshe.config import RunConfig
@@ -23,6 +22,7 @@ from yingshe.evaluate.metrics import monitor_metric, predict_batches, summary_me
 from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
+from yingshe.train.balance import build_loss
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.checkpointing import (
     EpochProgress,
@@ -150,6 +150,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
+        self.loss_fn = build_loss(
+            cfg.train.balance, train.split.labels, self.num_classes, cfg.optim.label_smoothing
+        )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
 
@@ -231,7 +234,7 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
         ):
             logits = self.model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.optim.label_smoothing)
+            loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip:

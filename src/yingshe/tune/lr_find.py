@@ -1,0 +1,165 @@
+"""The learning-rate range test (Smith 2017, fastai's `lr_find`): a short run whose learning rate
+rises exponentially from `start` to `end`, recording the training loss of every step.
+
+The loss falls once the rate is large enough to learn and blows up once it is too large; the
+suggestion is the rate of the smoothed loss's minimum divided by 10 (fastai's `minimum` rule),
+a rate still well inside the stable region. It is not a run: no run folder, no checkpoint, only a
+plot. The model, data and augmentation are built as `yingshe.train` builds them, so the test
+sees the batches the real run will see.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from yingshe.config import RunConfig
+from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
+from yingshe.data.dataset import build_dataset
+from yingshe.data.loader import DeviceBatches, make_batches
+from yingshe.errors import YingsheError
+from yingshe.models import create_model
+from yingshe.runs import atomic_write_bytes
+from yingshe.runtime import resolve_device, seed_everything
+from yingshe.train.optim import build_optimizer
+
+SMOOTHING = 0.98  # exponential moving average of the loss (debiased), as fastai
+DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum
+
+
+@dataclass
+class LRFind:
+    lrs: list[float]
+    losses: list[float]  # smoothed
+    suggestion: float
+    plot: Path | None
+
+
+def lr_find(
+    config: RunConfig,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    plot: str | Path | None = None,
+) -> LRFind:
+    """Run the range test on `config`'s data and model; draw loss against LR into `plot`."""
+    if not 0 < start < end:
+        raise YingsheError(f"the range needs 0 < start < end, got {start} and {end}")
+    if steps < 10:
+        raise YingsheError(f"the range test needs at least 10 steps, got {steps}")
+    cfg = config
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    data = build_dataset(cfg.data, cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    model = create_model(
+        cfg.model.name,
+        data.num_classes,
+        data.channels,
+        data.image_size,
+        cfg.model.pretrained,
+        **cfg.model.kwargs,
+    ).to(device)
+    normalize = Normalize(data.mean, data.std)
+    augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
+    batches = DeviceBatches(
+        make_batches(
+            data.train,
+            data.image_size,
+            data.channels,
+            cfg.train.batch_size,
+            train=True,
+            seed=cfg.train.seed,
+            workers=cfg.data.workers,
+            transform=per_image_policy(cfg.augment.policy),
+        ),
+        data.train,
+        device,
+        normalize,
+        augment,
+        False,
+        cfg.data.strict,
+    )
+    if hasattr(model, "init_from_data"):
+        from yingshe.train.trainer import init_from_data
+
+        init_from_data(model, batches)
+    optimizer = build_optimizer(model, cfg.optim)
+    lrs, losses = sweep(model, optimizer, batches, start, end, steps, cfg.optim.label_smoothing)
+    suggestion = suggest(lrs, losses)
+    path = Path(plot) if plot else None
+    if path is not None:
+        draw(lrs, losses, suggestion, path)
+    return LRFind(lrs, losses, suggestion, path)
+
+
+def sweep(model, optimizer, batches, start: float, end: float, steps: int, smoothing: float):
+    """Steps at exponentially rising rates (epochs repeat if the data is short); the smoothed loss
+    after each, until `steps` or divergence."""
+    model.train()
+    ratio = (end / start) ** (1 / (steps - 1))
+    lrs, losses, average, best, step, epoch = [], [], 0.0, math.inf, 0, 0
+    while step < steps:
+        epoch += 1
+        batches.set_epoch(epoch)
+        for inputs, targets, _ in batches:
+            lr = start * ratio**step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = F.cross_entropy(model(inputs).float(), targets, label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            step += 1
+            if not math.isfinite(value):
+                return lrs, losses
+            average = SMOOTHING * average + (1 - SMOOTHING) * value
+            smoothed = average / (1 - SMOOTHING**step)
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            if smoothed > DIVERGED * best or step >= steps:
+                return lrs, losses
+    return lrs, losses
+
+
+def suggest(lrs: list[float], losses: list[float]) -> float:
+    if len(losses) < 2:
+        raise YingsheError(
+            "the range test diverged at once: the loss was not finite from the first steps",
+            "lower the start of the range (--start-lr) or check the data",
+        )
+    # the first tenth of the sweep is skipped: the debiased average of a few noisy steps can dip
+    # lower than anything after it, before the rate is large enough to matter (fastai skips too)
+    lowest = min(range(len(losses) // 10, len(losses)), key=losses.__getitem__)
+    return float(f"{lrs[lowest] / 10:.2g}")
+
+
+def draw(lrs: list[float], losses: list[float], suggestion: float, path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested optim.lr={suggestion:g}")
+    at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i] / suggestion)))
+    ax.plot([lrs[at]], [losses[at]], "o", color="tab:red")
+    low, high = min(losses), losses[0]
+    ax.set_ylim(low - 0.1 * (high - low + 1e-9), max(high, losses[at]) + 0.5 * (high - low + 1e-9))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("learning-rate range test")
+    ax.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
