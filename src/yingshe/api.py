@@ -203,7 +203,9 @@ def resume_point(folder: RunDir) -> tuple[Checkpoint | None, RunConfig]:
             f"{folder.root} holds no last.pt or config.yaml to resume from",
             "pass the folder of a run `yingshe train` started",
         )
-    return None, load_config(folder.config)
+    cfg = load_config(folder.config)
+    cfg.train.exist_ok = True  # its own folder, which holds its config.yaml (and maybe metrics.csv)
+    return None, cfg
 
 
 def build_training(

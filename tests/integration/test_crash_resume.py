@@ -184,3 +184,16 @@ def test_a_damaged_last_pt_is_reported_by_name_and_the_previous_one_used(referen
     got, want = load_checkpoint(run / "last.pt"), load_checkpoint(reference / "last.pt")
     for key, tensor in want.state_dict.items():  # redone from last.prev.pt: the same weights
         assert torch.equal(got.state_dict[key], tensor), key
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_from_its_config(reference, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(reference / "config.yaml", run / "config.yaml")  # all a kill that early leaves
+    (run / ".last.pt.x1y2.tmp").write_bytes(b"half")
+    with one_thread():
+        yingshe.train(resume=run, progress=False)
+    got, want = load_checkpoint(run / "best.pt"), load_checkpoint(reference / "best.pt")
+    for key, tensor in want.state_dict.items():
+        assert torch.equal(got.state_dict[key], tensor), key
+    assert not (run / ".last.pt.x1y2.tmp").exists()
