@@ -41,6 +41,7 @@ _EXPORTS = {
     "apply_recipe": "yingshe.recipes",
     "list_recipes": "yingshe.recipes",
     "recipe_config": "yingshe.recipes",
+    "finetune": "yingshe.transfer.finetune",
     "CVResult": "yingshe.tune.cv",
     "cross_validate": "yingshe.tune.cv",
     "LRFind": "yingshe.tune.lr_find",
@@ -66,6 +67,8 @@ __all__ = [
     "cross_validate",
     "evaluate",
     "explain",
+    "export",
+    "finetune",
     "inspect_data",
     "list_models",
     "list_recipes",
@@ -95,8 +98,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
-    if name == "tune":  # a callable package: yingshe.tune(config, space, ...)
-        return importlib.import_module("yingshe.tune")
+    if name in ("tune", "export"):  # callable packages: yingshe.tune(config, space), yingshe.export(run)
+        return importlib.import_module(f"yingshe.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'yingshe' has no attribute {name!r}")
@@ -106,7 +109,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"tune"})
+    return sorted(set(globals()) | set(_EXPORTS) | {"tune", "export"})
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports

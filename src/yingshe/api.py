@@ -29,7 +29,7 @@ from yingshe.data.dataset import (
     stage_rng,
 )
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
-from yingshe.data.prepare import prepare_source
+from yingshe.data.prepare import prepare_source, slice_of
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
@@ -44,7 +44,7 @@ from yingshe.evaluate.figures import (
 )
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
-from yingshe.inference import Classifier, model_from_checkpoint
+from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
 from yingshe.models.probe import check_input_size
 from yingshe.models.tta import flip_tta_applies
@@ -215,7 +215,16 @@ def build_training(
     first (the run folder is created only once the data, model and batches are built, so a run
     that cannot be built leaves nothing behind)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if resumed is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
     log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
@@ -238,6 +247,9 @@ def build_training(
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
     run = open_run_folder(cfg, resuming=resumed is not None)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     log_header(cfg, data, model, device, run.root)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(
@@ -554,8 +566,13 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
-def load(path: str | Path, device: str = "auto") -> Classifier:
-    """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
+def load(path: str | Path, device: str = "auto") -> ImageClassifier:
+    """A trained classifier from a run folder, a checkpoint or an exported `.onnx` file (run by
+    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path."""
+    if Path(path).suffix.lower() == ".onnx":
+        from yingshe.export.onnx import OnnxClassifier
+
+        return OnnxClassifier(path)
     return Classifier.load(path, device)
 
 
@@ -674,17 +691,24 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
     as WebDataset tar shards (`fmt="webdataset"`).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
-    interrupted prepare resumes when called again with the same arguments.
+    interrupted prepare resumes when called again with the same arguments. `num_shards` and
+    `shard_index` prepare one slice (N machines in parallel, into one folder); `merge` then
+    makes the folder one prepared dataset, identical to a single prepare's.
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
     options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
+    options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from yingshe.config import RunConfig, apply_overrides, describe, key_choices, load_config, set_value
+from yingshe.config import (
+    DEFAULT_TOP_K,
+    RunConfig,
+    apply_overrides,
+    describe,
+    key_choices,
+    load_config,
+    set_value,
+)
 from yingshe.errors import YingsheError
 
 # flag → config key; flags default to None so only the ones given override the config file
@@ -278,55 +286,155 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from yingshe.api import load
-    from yingshe.inference import expand_paths
+    from yingshe.inference import iter_paths
     from yingshe.outputs import check_output_file
 
-    if args.output:
-        check_output_file(args.output)  # a read-only or full place fails before any prediction
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):  # before loading anything
+        raise YingsheError(f"cannot write predictions to {out}", "use a .csv or .json file name")
+    if out is not None:
+        check_output_file(out)  # a read-only or full place fails before any prediction
     classifier = load(args.run, device=args.device)
-    paths = expand_paths(args.paths)
-    if not paths:
+    total = sum(1 for _ in iter_paths(args.paths))  # a lazy walk: counts, holds nothing
+    if not total:
         raise YingsheError("no images to predict", "pass image files or folders that contain images")
-    predictions = classifier.predict(paths, top_k=args.top_k)
-    for p in predictions:
-        shown = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
-        print(f"{p.source}\t{shown}")
-    if args.output:
-        write_predictions(Path(args.output), predictions)
-        print(f"predictions written to {args.output}")
-    failed = sum(p.error is not None for p in predictions)
-    return 1 if failed == len(predictions) else 0
+    stream = classifier.iter_predict(iter_paths(args.paths), top_k=args.top_k)
+    bar = tqdm(stream, total=total, desc="predicting", unit="img", file=sys.stderr, leave=False)
+    counts = {"done": 0, "failed": 0}
+
+    def shown(predictions):
+        for p in predictions:
+            counts["done"] += 1
+            counts["failed"] += p.error is not None
+            if out is None:
+                text = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
+                bar.write(f"{p.source}\t{text}", file=sys.stdout)
+            yield p
+
+    k = min(args.top_k, len(classifier.classes))
+    if out is None:
+        for _ in shown(bar):
+            pass
+    else:
+        write_predictions(out, shown(bar), k)
+    bar.close()
+    if out is not None:
+        print(f"{counts['done']} predictions written to {out} ({counts['failed']} unreadable)")
+    return 1 if counts["failed"] == counts["done"] else 0
 
 
-def write_predictions(path: Path, predictions) -> None:
-    from yingshe.runs import atomic_write_json, atomic_write_text
+def write_predictions(path: Path, predictions, k: int) -> None:
+    """Stream predictions into a CSV or JSON file, one row at a time (atomically: the file appears
+    complete or not at all), so a folder of 100 k images never sits in memory."""
+    from yingshe.runs import atomic_file
 
-    if path.suffix.lower() == ".json":
-        atomic_write_json(
-            path,
-            [
-                {
-                    "path": p.source,
-                    "top": [{"class": c, "probability": v} for c, v in p.top],
-                    "error": p.error,
-                }
-                for p in predictions
-            ],
-        )
-        return
-    if path.suffix.lower() != ".csv":
-        raise YingsheError(f"cannot write predictions to {path}", "use a .csv or .json file name")
-    k = max((len(p.top) for p in predictions), default=0)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+    with atomic_file(path) as raw:
+        handle = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        if path.suffix.lower() == ".json":
+            handle.write("[")
+            for i, p in enumerate(predictions):
+                item = {"path": p.source, "top": [{"class": c, "probability": v} for c, v in p.top]}
+                handle.write(("," if i else "") + "\n  " + json.dumps({**item, "error": p.error}))
+            handle.write("\n]\n")
+        else:
+            writer = csv.writer(handle)
+            writer.writerow(
+                ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+            )
+            for p in predictions:
+                cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
+                writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
+        handle.flush()
+        handle.detach()  # atomic_file fsyncs and closes the raw handle itself
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from yingshe.export import export_model
+
+    result = export_model(
+        args.run,
+        args.format,
+        out=args.out,
+        dynamic_batch=args.dynamic_batch,
+        opset=args.opset,
+        parity_images=args.parity_images,
+        tolerance=args.tolerance,
+        exporter=args.exporter,
     )
-    for p in predictions:
-        cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
-        writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
-    atomic_write_text(path, buffer.getvalue())
+    if result.parity is None:
+        print("parity not checked (--parity-images 0)")
+    else:
+        from yingshe.export.parity import Parity
+
+        print(Parity(**result.parity).line())
+    print(f"model: {result.path}\nmetadata: {result.metadata_path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from yingshe.serve import ServeConfig, serve
+
+    cfg = ServeConfig(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        workers=args.workers,
+        max_file_mb=args.max_file_mb,
+        max_files=args.max_files,
+        max_pixels=args.max_pixels,
+        device=args.device,
+    )
+    serve(cfg)
+    return 0
+
+
+def add_deploy_parsers(sub) -> None:
+    """`export` and `serve`: the model leaving yingshe, and yingshe serving it over HTTP."""
+    from yingshe.serve.config import ServeConfig
+
+    x = sub.add_parser("export", help="write an ONNX or TorchScript model, checked against PyTorch")
+    x.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    x.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    x.add_argument("--out", help="model file (default <run>/model.onnx or <run>/model.torchscript.pt)")
+    x.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: batch of 1)")
+    x.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    x.add_argument(
+        "--exporter",
+        default="auto",
+        choices=["auto", "legacy", "dynamo"],
+        help="torch.onnx path (default %(default)s)",
+    )
+    x.add_argument(
+        "--parity-images", type=int, help="test images compared with PyTorch (default 64; 0 skips the check)"
+    )
+    x.add_argument("--tolerance", type=float, help="largest allowed |logit difference| (default 1e-3)")
+    x.set_defaults(handler=cmd_export)
+
+    d = ServeConfig
+    s = sub.add_parser("serve", help="an HTTP service (FastAPI + uvicorn) with dynamic batching and a page")
+    s.add_argument("model", metavar="RUN_DIR|CHECKPOINT|MODEL.onnx")
+    s.add_argument("--host", default=d.host, help="interface to listen on (default %(default)s)")
+    s.add_argument("--port", type=int, default=d.port, help="default %(default)s")
+    s.add_argument("--max-batch", type=int, default=d.max_batch, help="images per pass (default %(default)s)")
+    s.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help="batch fill wait (default %(default)s)",
+    )
+    s.add_argument("--workers", type=int, default=d.workers, help="server processes (default %(default)s)")
+    s.add_argument(
+        "--max-file-mb", type=float, default=d.max_file_mb, help="max upload MB (default %(default)s)"
+    )
+    s.add_argument("--max-files", type=int, default=d.max_files, help="per batch (default %(default)s)")
+    s.add_argument("--max-pixels", type=int, default=d.max_pixels, help="width×height (default %(default)s)")
+    s.add_argument("--device", default=d.device, help="for a run or checkpoint (default %(default)s)")
+    s.set_defaults(handler=cmd_serve)
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
@@ -409,9 +517,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             **({} if args.shard_mb is None else {"shard_mb": args.shard_mb}),  # the library's default
             force=args.force,
             progress=progress,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+            merge=args.merge,
         )
     if args.json:
         print(json.dumps(summary, indent=2))
+        return 0
+    if "slice" in summary:
+        index, count = summary["slice"]
+        print(
+            f"prepared slice {index} of {count}: {summary['images']} images in {summary['shards']} shard(s) "
+            f"into {summary['out']} ({summary['seconds']:.1f} s)"
+        )
+        for bad in summary["skipped"]:
+            print(f"  unreadable, left out: {bad}")
+        print(f"when every slice is done: yingshe data prepare {args.spec} --out {summary['out']} --merge")
         return 0
     if args.format == "webdataset":
         print(f"wrote WebDataset shards to {summary['out']} ({summary['seconds']:.1f} s)")
@@ -681,12 +802,14 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes for image files or folders", **kw)
-    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--top-k", type=at_least(1), default=3, help="classes per image")
-    p.add_argument("--output", help="write predictions to FILE.csv or FILE.json")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT|MODEL.onnx")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (walked recursively)")
+    p.add_argument("--top-k", type=at_least(1), default=DEFAULT_TOP_K, help="classes per image")
+    p.add_argument("--output", help="stream predictions to FILE.csv or FILE.json")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=cmd_predict)
+
+    add_deploy_parsers(sub)
 
     d = sub.add_parser("data", help="look at datasets", **kw).add_subparsers(
         dest="data_command", required=True, parser_class=Parser
@@ -744,6 +867,9 @@ def parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--cache-dir", help="the prepared-data cache (default: $YINGSHE_CACHE or ~/.cache)")
     dp.add_argument("--force", action="store_true", help="replace what --out holds")
+    dp.add_argument("--num-shards", type=at_least(1), help="prepare in N slices (N jobs, one --out)")
+    dp.add_argument("--shard-index", type=at_least(0), help="the slice this process prepares: 0 … N-1")
+    dp.add_argument("--merge", action="store_true", help="join the finished slices in --out into one dataset")
     dp.add_argument("--json", action="store_true", help="print the summary as JSON")
     dp.set_defaults(handler=cmd_data_prepare)
 
@@ -778,6 +904,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="target", metavar="NAME", help="explain this class, not the predicted one")
     x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     x.set_defaults(handler=cmd_explain)
+
+    from yingshe.transfer.cli import add_transfer_parsers  # finetune, embed, neighbors, project, knn
+
+    add_transfer_parsers(sub, add_train_arguments, build_train_config, None)
     return top
 
 
@@ -795,8 +925,10 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from yingshe.transfer.cli import finetune_argv  # SOURCE before the trailing key=value overrides
+
     try:
-        args = parser().parse_args(argv)
+        args = parser().parse_args(finetune_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as done:  # --help, --version, or a bad argument (already explained)
         return int(done.code or 0)
     setup_logging(args.verbose, args.quiet)

@@ -127,6 +127,19 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Transfer learning (`yingshe finetune`): start from a pretrained source instead of random weights."""
+
+    source: str | None = None  # a yingshe run or checkpoint, `timm:<name>` or `torchvision:<name>`
+    weights: str | None = None  # a .pth/.pt/.safetensors file; None: the run's, or the zoo's cached weights
+    strategy: str = "full"  # linear-probe (head only), full, or gradual (unfreeze from the top)
+    freeze_until: str | None = None  # keep the body frozen up to and including this stage
+    head_lr_mult: float = 10.0  # the new head's learning rate is optim.lr times this
+    lr_decay: float = 0.5  # gradual: each stage further down trains at this factor of the one above
+    period: int = 1  # gradual: epochs between unfreezing one more stage
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; `config.yaml` in the run folder is this, serialised."""
 
@@ -135,6 +148,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -482,3 +496,7 @@ def config_markdown() -> str:
         cells = [f"`{row['key']}`", row["type"], f"`{row['default']}`", row["range"], row["meaning"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# Classes shown per image by `predict` (API and CLI) and the HTTP service, unless asked otherwise.
+DEFAULT_TOP_K = 3
