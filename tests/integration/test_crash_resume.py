@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import tqdm
 
 import yingshe
 from yingshe import runs
@@ -45,6 +46,7 @@ def one_thread():
 
 
 TIMING_COLUMNS = {"epoch_seconds", "train_images_per_second"}
+tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread in this process: children are forked from it
 ARGS = [
     *("--data", "digits", "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--deterministic"),
     "train.checkpoint_every=7",
@@ -126,7 +128,9 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(reference, tmp_path)
     # 2. mid-write: the resumed process kills itself inside its 2nd checkpoint write
     proc = launch("--resume", str(run), kill_in_write=2)
     proc.join(timeout=300)
-    assert proc.exitcode == -signal.SIGKILL
+    assert proc.exitcode == -signal.SIGKILL, f"exit code {proc.exitcode} (None: still running)"
+    if proc.is_alive():
+        proc.kill()
     assert list(run.glob(".*.pt.*.tmp")), "the kill left the half-written temporary file"
     step, mid_epoch = saved_step(run)
     resumed_mid_epoch.append(mid_epoch)
