@@ -24,7 +24,15 @@ from torch import nn
 
 from yingshe.config import DEFAULT_TOP_K
 from yingshe.data.augment import Normalize
-from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
+from yingshe.data.images import (
+    UnreadableImage,
+    decode_image,
+    fit_square,
+    is_image_name,
+    printable_path,
+    read_file,
+    to_mode,
+)
 from yingshe.errors import YingsheError
 from yingshe.models import create_model
 from yingshe.models.tta import flip_tta_applies, tta_forward
@@ -76,7 +84,7 @@ class ImageClassifier:
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Any accepted input → uint8 (size, size, channels), exactly as in evaluation."""
         if isinstance(image, (str, Path)):
-            return decode_image(Path(image).read_bytes(), self.image_size, self.channels, str(image))
+            return decode_image(read_file(image), self.image_size, self.channels, printable_path(image))
         if isinstance(image, bytes):
             return decode_image(image, self.image_size, self.channels)
         if isinstance(image, np.ndarray):
