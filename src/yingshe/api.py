@@ -60,6 +60,7 @@ from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
+from yingshe.train.budget import attach_budget, find_budget, parse_duration
 from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
@@ -167,7 +168,11 @@ def train(
     check_run_folder(
         cfg.train.out, resumed is not None, cfg.train.exist_ok
     )  # before any work; creates nothing
+    budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
     session = build_training(cfg, resumed, callbacks, progress)
+    if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
+        test_and_val = len(session.data.test) + (len(session.data.val) if session.data.val is not None else 0)
+        attach_budget(session.trainer, budget, started, test_and_val)
     state = fit_training(session, resumed)
     return report_training(session, state, started)
 
@@ -332,6 +337,8 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
+    if (budget := find_budget(session.trainer)) is not None:
+        report["time_budget"] = budget.summary(time.perf_counter() - started)
     publish_report(
         run.root,
         report,

@@ -35,6 +35,7 @@ TRAIN_FLAGS = {
     "model": "model.name",
     "epochs": "train.epochs",
     "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
     "limit_train": "data.limit_train",
     "limit_test": "data.limit_test",
     "batch_size": "train.batch_size",
@@ -650,6 +651,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--model", help=config_help("model.name", "model name; see `yingshe models`"))
     t.add_argument("--epochs", type=int, help=config_help("train.epochs"))
     t.add_argument("--max-steps", type=int, help=config_help("train.max_steps"))
+    t.add_argument("--time-budget", help=config_help("train.time_budget"))
     t.add_argument("--limit-train", type=int, help=config_help("data.limit_train"))
     t.add_argument("--limit-test", type=int, help=config_help("data.limit_test"))
     t.add_argument("--batch-size", type=int, help=config_help("train.batch_size"))
