@@ -59,8 +59,8 @@ from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkp
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train.balance import check_balance, sample_weights
-from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.budget import attach_budget, find_budget, parse_duration
+from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
 
