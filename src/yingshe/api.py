@@ -667,9 +667,11 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    jpeg_quality: int | None = None,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
-    as WebDataset tar shards (`fmt="webdataset"`).
+    as WebDataset tar shards (`fmt="webdataset"`; with `jpeg_quality`, re-encoded as
+    `image_size` square JPEGs at that quality).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
@@ -677,7 +679,14 @@ def prepare_data(
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
-    options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    options = dict(
+        fmt=fmt,
+        cache_dir=cache_dir,
+        workers=workers,
+        shard_mb=shard_mb,
+        force=force,
+        jpeg_quality=jpeg_quality,
+    )
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 

@@ -518,6 +518,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             **({} if args.shard_mb is None else {"shard_mb": args.shard_mb}),  # the library's default
             force=args.force,
             progress=progress,
+            jpeg_quality=args.jpeg_quality,
         )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -851,6 +852,11 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--format", default="packed", choices=["packed", "webdataset"], help="what to write")
     dp.add_argument("--workers", type=at_least(0), help="decoding processes (default: one per core)")
     dp.add_argument("--shard-mb", type=float, help="size of a packed shard in MB (default: the library's)")
+    dp.add_argument(
+        "--jpeg-quality",
+        type=at_least(1),
+        help="with --format webdataset and --image-size: store square JPEGs at this quality (1-100)",
+    )
     dp.add_argument(
         "--data-dir", help="where dataset names are looked up (default: $YINGSHE_DATA or the cache)"
     )
