@@ -24,8 +24,8 @@ def test_flip_mirrors_about_half_the_images():
     torch.manual_seed(0)
     x = ramp(b=200)
     out = random_resized_crop(x, 64, scale=(1, 1), ratio=(1, 1), flip=True)
-    mirrored = torch.stack([torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)])
-    kept = torch.stack([torch.equal(o, i) for o, i in zip(out, x, strict=True)])
+    mirrored = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, x, strict=True)])
     assert bool((mirrored | kept).all()) and 70 < int(mirrored.sum()) < 130
 
 
