@@ -42,7 +42,9 @@ def test_a_big_box_is_decoded_at_reduced_scale_with_the_same_content():
     image = Image.fromarray(np.stack([ramp, ramp.T, np.full_like(ramp, 128)], -1).astype(np.uint8))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=95)
-    crops = torch.stack([decode_crop(out.getvalue(), 64, 3, np.random.default_rng(s), "ramp") for s in range(20)])
+    crops = torch.stack(
+        [decode_crop(out.getvalue(), 64, 3, np.random.default_rng(s), "ramp") for s in range(20)]
+    )
     assert crops.shape == (20, 3, 64, 64)
     assert bool((crops[:, 2].float() - 128).abs().max() <= 3)  # the flat channel stays flat
     assert float(crops[:, 0].float().std()) > 20  # crops from different places of the gradient

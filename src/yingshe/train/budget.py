@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 5  # steps timed before the first plan (the first is dropped: allocation, start-up)
+WARMUP_SHARE = 0.05  # ... or fewer, once they have taken this share of the budget
 EVAL_PROBE_BATCHES = 3  # validation batches timed to estimate the cost of an evaluation
 REPLAN_EVERY = 25  # steps between revisions of the plan
 MARGIN = 0.05  # share of the budget kept free for what is not measured (report, figures, jitter)
@@ -70,6 +71,7 @@ class BudgetPlan:
     planned_steps: int | None = None
     step_s: float | None = None
     eval_s_per_image: float | None = None
+    eval_startup_s: float = 0.0  # start-up of an evaluation pass (loader workers, first batch)
     epoch_overhead_s: float | None = None
     final_eval_reserve_s: float | None = None
     revisions: int = 0
@@ -106,7 +108,8 @@ class TimeBudget(Callback):
             return
         counted = step - self.window_start[0]
         if self.plan.planned_steps is None:
-            if counted >= WARMUP_STEPS - 1 or step >= trainer.total_steps - 1:
+            slow = now - self.window_start[1] >= WARMUP_SHARE * self.plan.budget_s  # few, slow steps
+            if counted >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1:
                 self.plan.step_s = (now - self.window_start[1]) / counted
                 self.plan.eval_s_per_image = self.probe_eval(trainer)
                 self.window_start = (step, time.perf_counter())  # the probe is not step time
@@ -123,15 +126,19 @@ class TimeBudget(Callback):
         model = trainer.eval_model()
         was_training = model.training
         model.eval()
-        seen, started = 0, None
+        seen, started, opened = 0, None, time.perf_counter()
         try:
             for i, (inputs, _, _) in enumerate(trainer.val):
                 model(inputs)
                 if i == 0:
                     started = time.perf_counter()
+                    self.plan.eval_startup_s = started - opened  # paid again by every pass
                     continue
                 seen += len(inputs)
-                if i >= EVAL_PROBE_BATCHES:
+                if (
+                    i >= EVAL_PROBE_BATCHES
+                    or time.perf_counter() - opened >= WARMUP_SHARE * self.plan.budget_s
+                ):
                     break
         finally:
             model.train(was_training)
@@ -143,8 +150,11 @@ class TimeBudget(Callback):
         """Choose the total steps that fit what is left, and stretch the schedule onto them."""
         plan, step, per_epoch = self.plan, trainer.state.step, trainer.steps_per_epoch
         eval_rate = plan.eval_s_per_image or 0.0
-        plan.final_eval_reserve_s = eval_rate * self.final_images
-        overhead = plan.epoch_overhead_s if plan.epoch_overhead_s is not None else eval_rate * self.val_images
+        # the final evaluation: the test and validation passes, each with its start-up
+        plan.final_eval_reserve_s = eval_rate * self.final_images + 2 * plan.eval_startup_s
+        overhead = plan.epoch_overhead_s
+        if overhead is None:  # until an epoch boundary has been measured: one validation pass
+            overhead = eval_rate * self.val_images + plan.eval_startup_s
         left = plan.budget_s * (1 - MARGIN) - (now - self.started) - plan.final_eval_reserve_s
 
         def cost(total: int) -> float:
@@ -188,6 +198,7 @@ class TimeBudget(Callback):
             "epoch_overhead_seconds": None
             if plan.epoch_overhead_s is None
             else round(plan.epoch_overhead_s, 3),
+            "eval_startup_seconds": round(plan.eval_startup_s, 3),
             "final_eval_reserve_seconds": None
             if plan.final_eval_reserve_s is None
             else round(plan.final_eval_reserve_s, 3),
