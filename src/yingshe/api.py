@@ -29,7 +29,7 @@ from yingshe.data.dataset import (
     stage_rng,
 )
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
-from yingshe.data.prepare import prepare_source
+from yingshe.data.prepare import prepare_source, slice_of
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
@@ -203,7 +203,16 @@ def build_training(
     first (the run folder is created only once the data, model and batches are built, so a run
     that cannot be built leaves nothing behind)."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if resumed is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
     log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
@@ -226,6 +235,9 @@ def build_training(
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
     run = open_run_folder(cfg, resuming=resumed is not None)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
     log_header(cfg, data, model, device, run.root)
     train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
     trainer = Trainer(
@@ -668,6 +680,9 @@ def prepare_data(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     jpeg_quality: int | None = None,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
     as WebDataset tar shards (`fmt="webdataset"`; with `jpeg_quality`, re-encoded as
@@ -675,7 +690,9 @@ def prepare_data(
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
-    interrupted prepare resumes when called again with the same arguments.
+    interrupted prepare resumes when called again with the same arguments. `num_shards` and
+    `shard_index` prepare one slice (N machines in parallel, into one folder); `merge` then
+    makes the folder one prepared dataset, identical to a single prepare's.
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
@@ -687,6 +704,8 @@ def prepare_data(
         force=force,
         jpeg_quality=jpeg_quality,
     )
+    merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
+    options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 

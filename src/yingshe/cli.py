@@ -519,9 +519,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             force=args.force,
             progress=progress,
             jpeg_quality=args.jpeg_quality,
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
+            merge=args.merge,
         )
     if args.json:
         print(json.dumps(summary, indent=2))
+        return 0
+    if "slice" in summary:
+        index, count = summary["slice"]
+        print(
+            f"prepared slice {index} of {count}: {summary['images']} images in {summary['shards']} shard(s) "
+            f"into {summary['out']} ({summary['seconds']:.1f} s)"
+        )
+        for bad in summary["skipped"]:
+            print(f"  unreadable, left out: {bad}")
+        print(f"when every slice is done: yingshe data prepare {args.spec} --out {summary['out']} --merge")
         return 0
     if args.format == "webdataset":
         print(f"wrote WebDataset shards to {summary['out']} ({summary['seconds']:.1f} s)")
@@ -862,6 +875,9 @@ def parser() -> argparse.ArgumentParser:
     )
     dp.add_argument("--cache-dir", help="the prepared-data cache (default: $YINGSHE_CACHE or ~/.cache)")
     dp.add_argument("--force", action="store_true", help="replace what --out holds")
+    dp.add_argument("--num-shards", type=at_least(1), help="prepare in N slices (N jobs, one --out)")
+    dp.add_argument("--shard-index", type=at_least(0), help="the slice this process prepares: 0 … N-1")
+    dp.add_argument("--merge", action="store_true", help="join the finished slices in --out into one dataset")
     dp.add_argument("--json", action="store_true", help="print the summary as JSON")
     dp.set_defaults(handler=cmd_data_prepare)
 
@@ -896,6 +912,10 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--class", dest="target", metavar="NAME", help="explain this class, not the predicted one")
     x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     x.set_defaults(handler=cmd_explain)
+
+    from yingshe.transfer.cli import add_transfer_parsers  # finetune, embed, neighbors, project, knn
+
+    add_transfer_parsers(sub, add_train_arguments, build_train_config, None)
     return top
 
 
@@ -913,8 +933,10 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from yingshe.transfer.cli import finetune_argv  # SOURCE before the trailing key=value overrides
+
     try:
-        args = parser().parse_args(argv)
+        args = parser().parse_args(finetune_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as done:  # --help, --version, or a bad argument (already explained)
         return int(done.code or 0)
     setup_logging(args.verbose, args.quiet)

@@ -127,6 +127,19 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Transfer learning (`yingshe finetune`): start from a pretrained source instead of random weights."""
+
+    source: str | None = None  # a yingshe run or checkpoint, `timm:<name>` or `torchvision:<name>`
+    weights: str | None = None  # a .pth/.pt/.safetensors file; None: the run's, or the zoo's cached weights
+    strategy: str = "full"  # linear-probe (head only), full, or gradual (unfreeze from the top)
+    freeze_until: str | None = None  # keep the body frozen up to and including this stage
+    head_lr_mult: float = 10.0  # the new head's learning rate is optim.lr times this
+    lr_decay: float = 0.5  # gradual: each stage further down trains at this factor of the one above
+    period: int = 1  # gradual: epochs between unfreezing one more stage
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; `config.yaml` in the run folder is this, serialised."""
 
@@ -135,6 +148,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,7 +252,7 @@ def parse_value(text: str, hint: Any) -> Any:
     if text.strip() in ("null", "~", "None") and type(None) in args:
         return None
     if any(arg is str or is_text_literal(arg) for arg in args):
-        return text
+        return unquote(text)
     try:
         return yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
@@ -259,6 +273,13 @@ def choices(hint: Any) -> tuple[Any, ...]:
 def key_choices(key: str) -> tuple[Any, ...]:
     """`key_choices("optim.name")` → the optimiser names; what the CLI offers as `choices`."""
     return choices(leaf_hint(RunConfig(), key))
+
+
+def unquote(text: str) -> str:
+    """`"off"` or `'off'` (quoted the way YAML forces a string) is the word off; other text is kept."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
