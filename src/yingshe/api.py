@@ -59,6 +59,7 @@ from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkp
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train.balance import check_balance, sample_weights
+from yingshe.train.budget import attach_budget, find_budget, parse_duration
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype
@@ -167,7 +168,11 @@ def train(
     check_run_folder(
         cfg.train.out, resumed is not None, cfg.train.exist_ok
     )  # before any work; creates nothing
+    budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
     session = build_training(cfg, resumed, callbacks, progress)
+    if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
+        test_and_val = len(session.data.test) + (len(session.data.val) if session.data.val is not None else 0)
+        attach_budget(session.trainer, budget, started, test_and_val)
     state = fit_training(session, resumed)
     return report_training(session, state, started)
 
@@ -344,6 +349,8 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
+    if (budget := find_budget(session.trainer)) is not None:
+        report["time_budget"] = budget.summary(time.perf_counter() - started)
     publish_report(
         run.root,
         report,
@@ -672,12 +679,14 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    jpeg_quality: int | None = None,
     num_shards: int | None = None,
     shard_index: int | None = None,
     merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
-    as WebDataset tar shards (`fmt="webdataset"`).
+    as WebDataset tar shards (`fmt="webdataset"`; with `jpeg_quality`, re-encoded as
+    `image_size` square JPEGs at that quality).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
@@ -687,7 +696,14 @@ def prepare_data(
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
-    options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    options = dict(
+        fmt=fmt,
+        cache_dir=cache_dir,
+        workers=workers,
+        shard_mb=shard_mb,
+        force=force,
+        jpeg_quality=jpeg_quality,
+    )
     merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
     options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)

@@ -35,6 +35,7 @@ TRAIN_FLAGS = {
     "model": "model.name",
     "epochs": "train.epochs",
     "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
     "limit_train": "data.limit_train",
     "limit_test": "data.limit_test",
     "batch_size": "train.batch_size",
@@ -517,6 +518,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             **({} if args.shard_mb is None else {"shard_mb": args.shard_mb}),  # the library's default
             force=args.force,
             progress=progress,
+            jpeg_quality=args.jpeg_quality,
             num_shards=args.num_shards,
             shard_index=args.shard_index,
             merge=args.merge,
@@ -663,6 +665,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--model", help=config_help("model.name", "model name; see `yingshe models`"))
     t.add_argument("--epochs", type=int, help=config_help("train.epochs"))
     t.add_argument("--max-steps", type=int, help=config_help("train.max_steps"))
+    t.add_argument("--time-budget", help=config_help("train.time_budget"))
     t.add_argument("--limit-train", type=int, help=config_help("data.limit_train"))
     t.add_argument("--limit-test", type=int, help=config_help("data.limit_test"))
     t.add_argument("--batch-size", type=int, help=config_help("train.batch_size"))
@@ -862,6 +865,11 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--format", default="packed", choices=["packed", "webdataset"], help="what to write")
     dp.add_argument("--workers", type=at_least(0), help="decoding processes (default: one per core)")
     dp.add_argument("--shard-mb", type=float, help="size of a packed shard in MB (default: the library's)")
+    dp.add_argument(
+        "--jpeg-quality",
+        type=at_least(1),
+        help="with --format webdataset and --image-size: store square JPEGs at this quality (1-100)",
+    )
     dp.add_argument(
         "--data-dir", help="where dataset names are looked up (default: $YINGSHE_DATA or the cache)"
     )

@@ -123,6 +123,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
     balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+    time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
 
 
 @dataclass

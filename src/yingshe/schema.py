@@ -247,6 +247,7 @@ class Report(TypedDict, total=False):
     model: ModelSummary
     training: TrainingSummary  # train only
     validation: dict[str, float]  # train with a validation split: the metric table's figures on it
+    time_budget: dict[str, Any]  # train with train.time_budget: budget, spent, plan (train/budget.py)
     tuning: dict[str, Any]  # a tuning trial's run: {trial, state: complete|pruned, value|pruned_after_epoch}
     config: dict[str, Any]
     per_class: list[dict[str, Any]]

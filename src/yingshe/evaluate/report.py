@@ -81,6 +81,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"by {training['monitor']}"
             + (f"; {training['stop_reason']}" if training.get("stop_reason") else "")
         )
+    budget = report.get("time_budget")
+    if budget:
+        lines.append(
+            f"- time budget: {budget['budget_seconds']:.1f} s, spent {budget['spent_seconds']:.1f} s "
+            f"to the report ({'within' if budget['within_budget'] else 'OVER'} budget); "
+            f"{budget['planned_steps']} steps planned at {budget['step_seconds']} s a step"
+        )
     validation = report.get("validation")
     if validation:
         lines.append(

@@ -129,6 +129,8 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.plan = SchedulePlan(self.total_steps)
         self.schedule = build_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
+        self.max_epochs = cfg.train.epochs  # a time budget (train/budget.py) re-plans both
+        self.step_limit: int | None = None
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
@@ -148,7 +150,7 @@ class Trainer:
     def fit(self) -> FitState:
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        while self.state.epoch < self.cfg.train.epochs and not self.done():
+        while self.state.epoch < self.max_epochs and not self.done():
             epoch = self.state.epoch + 1
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
@@ -171,7 +173,16 @@ class Trainer:
 
     def done(self) -> bool:
         max_steps = self.cfg.train.max_steps
+        if self.step_limit is not None and self.state.step >= self.step_limit:
+            return True
         return self.state.should_stop or (max_steps is not None and self.state.step >= max_steps)
+
+    def plan_steps(self, total: int) -> None:
+        """End the run after `total` steps in all, on a complete schedule: the part of the plan not
+        yet run is stretched (or shrunk) onto the steps left (`SchedulePlan.extended`)."""
+        self.plan = self.plan.extended(self.state.step, total)
+        self.step_limit = self.total_steps = total
+        self.max_epochs = max(self.state.epoch + 1, math.ceil(total / self.steps_per_epoch))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -195,6 +206,8 @@ class Trainer:
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             self.state.step += 1
+            for cb in self.callbacks:
+                cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
                 self.report_progress(steps, loss_sum, correct, seen, started)
         if seen == 0:
