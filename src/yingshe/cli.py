@@ -279,6 +279,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictions = classifier.predict(paths, top_k=args.top_k)
     for p in predictions:
         shown = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
+        if p.labels is not None and not p.error:  # multi-label: the labels above their thresholds
+            shown = f"labels: {'|'.join(p.labels) or '(none)'}  {shown}"
         print(f"{p.source}\t{shown}")
     if args.output:
         write_predictions(Path(args.output), predictions)
@@ -298,6 +300,7 @@ def write_predictions(path: Path, predictions) -> None:
                     "path": p.source,
                     "top": [{"class": c, "probability": v} for c, v in p.top],
                     "error": p.error,
+                    **({"labels": p.labels} if p.labels is not None else {}),
                 }
                 for p in predictions
             ],
@@ -306,14 +309,19 @@ def write_predictions(path: Path, predictions) -> None:
     if path.suffix.lower() != ".csv":
         raise YingsheError(f"cannot write predictions to {path}", "use a .csv or .json file name")
     k = max((len(p.top) for p in predictions), default=0)
+    multi = any(p.labels is not None for p in predictions)  # a `labels` column, `|`-separated
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(
-        ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+        ["path"]
+        + (["labels"] if multi else [])
+        + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")]
+        + ["error"]
     )
     for p in predictions:
         cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
-        writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
+        labels = ["|".join(p.labels or [])] if multi else []
+        writer.writerow([p.source, *labels, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
     atomic_write_text(path, buffer.getvalue())
 
 

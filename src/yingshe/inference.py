@@ -34,11 +34,14 @@ ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 @dataclass
 class Prediction:
-    """Top-k classes of one image, or the reason it could not be read."""
+    """Top-k classes of one image, or the reason it could not be read. A multi-label model also
+    gives `labels`: every label whose sigmoid score reaches its tuned threshold (`top` then holds
+    the highest scores, each label's own probability)."""
 
     source: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), best first
     error: str | None = None
+    labels: list[str] | None = None  # multi-label models: the labels above their thresholds
 
     @property
     def label(self) -> str | None:
@@ -72,6 +75,8 @@ class Classifier:
         self.normalize = Normalize(meta.mean, meta.std).to(self.device)
         # served as the run was evaluated: with flip TTA where the run asked and the data allows
         self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
+        self.multilabel = meta.task == "multilabel"
+        self.thresholds = meta.thresholds or [0.5] * len(self.classes)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Classifier:
@@ -95,10 +100,11 @@ class Classifier:
 
     @torch.no_grad()
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU."""
+        """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU (per-label sigmoid scores
+        for a multi-label model)."""
         x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
-        logits = tta_forward(self.model, x, self.tta_flip)
-        return logits.float().softmax(1).cpu()
+        logits = tta_forward(self.model, x, self.tta_flip).float()
+        return (logits.sigmoid() if self.multilabel else logits.softmax(1)).cpu()
 
     def predict(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k predictions per image; an unreadable image yields a Prediction with `error`."""
@@ -126,6 +132,12 @@ class Classifier:
             results[position].top = [
                 (self.classes[int(i)], float(v)) for v, i in zip(values[row], indices[row], strict=True)
             ]
+            if self.multilabel:
+                results[position].labels = [
+                    name
+                    for name, p, t in zip(self.classes, probs[row].tolist(), self.thresholds, strict=True)
+                    if p >= t
+                ]
         pending.clear()
 
 
