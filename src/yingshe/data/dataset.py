@@ -116,7 +116,9 @@ def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
     """A file dataset's prepared shards in its place (data.prepared: `auto` uses shards the cache
     holds, `always` prepares them on first use, `off` never). Size and channels are decided here,
     on the whole train split, because they are part of the cache key."""
-    if cfg.prepared == "off" or data.task != "multiclass" or all(s.files is None for s in data.splits.values()):
+    if cfg.prepared == "off" or data.task != "multiclass":  # shards hold one class per image
+        return data
+    if all(s.files is None for s in data.splits.values()):
         return data
     train = data.splits["train"]
     channels = cfg.channels or data.channels or detect_channels(train)
@@ -186,10 +188,8 @@ def choose_splits(
 def missing_test_classes(test: Split, classes: list[str]) -> list[str]:
     """A note (and a warning) naming the classes the test split has no image of: their accuracy
     cannot be measured, and the report says so instead of averaging over them silently."""
-    if test.labels.ndim == 2:  # multi-label: images that carry each label
-        counts = test.labels.sum(0)
-    else:
-        counts = np.bincount(test.labels, minlength=len(classes))
+    multi = test.labels.ndim == 2  # multi-label: the images that carry each label
+    counts = test.labels.sum(0) if multi else np.bincount(test.labels, minlength=len(classes))
     missing = [classes[i] for i in np.flatnonzero(counts == 0)]
     if not missing:
         return []

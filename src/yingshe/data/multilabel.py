@@ -82,7 +82,9 @@ def read_json_manifest(path: Path, options) -> SourceData:
     for n, item in enumerate(items, 1):
         where = f"{path} item {n}"
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise YingsheError(f"{where} has no string 'path'", 'give every item {"path": ..., "labels": [...]}')
+            raise YingsheError(
+                f"{where} has no string 'path'", 'give every item {"path": ..., "labels": [...]}'
+            )
         labels = item.get("labels", [])
         if isinstance(labels, str) or not all(isinstance(x, str) for x in labels):
             raise YingsheError(f"{where}: 'labels' must be a list of strings", 'write "labels": ["a", "b"]')
@@ -140,7 +142,10 @@ def build_source(path: Path, rows: list[Row], options, kind: str = "CSV manifest
             "a multi-label manifest needs at least two distinct labels",
         )
     index = {c: i for i, c in enumerate(classes)}
-    splits = {split: Split(multi_hot(items, index), files=FileImages([f for f, _ in items])) for split, items in entries.items()}
+    splits = {
+        split: Split(multi_hot(items, index), files=FileImages([f for f, _ in items]))
+        for split, items in entries.items()
+    }
     return SourceData(f"multi-label {kind} {printable_path(path)}", classes, splits, notes=notes, task=TASK)
 
 

@@ -85,7 +85,9 @@ def summary(logits: Tensor, labels: Tensor) -> dict[str, float]:
     }
 
 
-def full(logits: Tensor, labels: Tensor, classes: list[str], thresholds: list[float] | None) -> dict[str, Any]:
+def full(
+    logits: Tensor, labels: Tensor, classes: list[str], thresholds: list[float] | None
+) -> dict[str, Any]:
     """The report's figures of a multi-label split, at `thresholds` (0.5 each where None)."""
     logits, labels = logits.float(), labels.long()
     probs, k = logits.sigmoid(), len(classes)

@@ -103,7 +103,9 @@ def build_loss(
 def build_multilabel_loss(mode: str, labels: np.ndarray, kind: str, label_smoothing: float = 0.0) -> LossFn:
     """Sigmoid losses for (B, K) float targets in [0, 1] (multi-hot, or mixed by mixup/cutmix)."""
     if kind not in MULTILABEL_LOSSES:
-        raise YingsheError(f"train.multilabel_loss {kind!r} is not known", close_matches(kind, MULTILABEL_LOSSES))
+        raise YingsheError(
+            f"train.multilabel_loss {kind!r} is not known", close_matches(kind, MULTILABEL_LOSSES)
+        )
     if mode in ("sampler", "logit-adjust"):
         raise YingsheError(
             f"train.balance={mode} draws or shifts by one class per image; multi-label images have several",

@@ -212,7 +212,10 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
             loss_sum += loss * len(labels)
-            correct += batch_correct(logits, labels) if self.multilabel else (logits.argmax(1) == labels).sum()
+            if self.multilabel:
+                correct += batch_correct(logits, labels)
+            else:
+                correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             self.state.step += 1
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
