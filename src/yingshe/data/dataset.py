@@ -20,8 +20,10 @@ from yingshe.data.download import ProgressFn
 from yingshe.data.images import UnreadableImage, decode_image, image_header, set_limits
 from yingshe.data.pack import resolve_prepared
 from yingshe.data.registry import is_named, load_named
+from yingshe.data.remote import is_shard_list
 from yingshe.data.sources import ReadOptions, read_source
 from yingshe.data.splits import SourceData, Split, stratified_folds, stratified_split, stratified_subset
+from yingshe.data.webdataset import read_shard_list
 from yingshe.errors import YingsheError
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData
     options = ReadOptions(strict=cfg.strict, manifest_duplicates=cfg.manifest_duplicates)
     if is_named(cfg.spec):
         return load_named(cfg.spec, cfg.data_dir, cfg.download, progress, options)
+    if is_shard_list(cfg.spec):  # brace range, glob or URL of WebDataset shards (data/remote.py)
+        return read_shard_list(cfg.spec)
     path = Path(cfg.spec).expanduser()
     if not path.exists() and "/" not in cfg.spec and "." not in cfg.spec:
         from yingshe.data.registry import DATASETS

@@ -90,8 +90,8 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
     stem): up to `limit` augmented, normalised training images (N, C, H, W) are passed to
     `model.init_from_data`, which decides what to do with them (an airbench net built with
     `whiten=False` does nothing). A resumed run overwrites the result with its checkpoint."""
-    if not hasattr(model, "init_from_data"):
-        return
+    if not hasattr(model, "init_from_data") or getattr(model, "weights_loaded", False):
+        return  # pretrained weights (fine-tuning) are kept
     seen, count = [], 0
     for inputs, _, _ in batches:
         seen.append(inputs.float())
