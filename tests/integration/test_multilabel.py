@@ -198,12 +198,13 @@ def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_f
         ]
         assert p.labels == expected and len(p.top) == 3
     assert max(len(p.labels) for p in predictions) >= 2
-    out = tmp_path / "p.json"
+    run = str(multilabel_run.run_dir)
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert (
-            main(["predict", str(multilabel_run.run_dir), *map(str, images[:3]), "--output", str(out)]) == 0
-        )
-    assert "labels: " in printed.getvalue()
+        assert main(["predict", run, str(images[0])]) == 0
+    assert f"labels: {'|'.join(predictions[0].labels) or '(none)'}" in printed.getvalue()
+    out = tmp_path / "p.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["predict", run, *map(str, images[:3]), "--output", str(out)]) == 0
     written = json.loads(out.read_text())
     assert [w["labels"] for w in written] == [p.labels for p in predictions[:3]]
     csv_out = tmp_path / "p.csv"
@@ -211,3 +212,19 @@ def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_f
         main(["predict", str(multilabel_run.run_dir), str(images[0]), "--output", str(csv_out)])
     header, first = csv_out.read_text().splitlines()[:2]
     assert header.startswith("path,labels,") and first.split(",")[1] == "|".join(predictions[0].labels)
+
+
+def test_serve_returns_the_labels_above_threshold(multilabel_run, cifar_folder: Path):
+    from fastapi.testclient import TestClient
+
+    from yingshe.serve import ServeConfig
+    from yingshe.serve.app import create_app
+
+    classifier = yingshe.load(multilabel_run.run_dir, device="cpu")
+    image = sorted((cifar_folder / "test").glob("*/*.jpg"))[0]
+    expected = classifier.predict([image])[0].labels
+    cfg = ServeConfig(model=str(multilabel_run.run_dir / "best.pt"), max_wait_ms=1)
+    with TestClient(create_app(cfg, classifier)) as client:
+        answer = client.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes(), "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["labels"] == expected and len(answer.json()["top"]) >= 1

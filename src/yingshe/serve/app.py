@@ -238,7 +238,8 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         k = cfg_top_k(top_k)
         named = await uploads(request, cfg, "file", many=False)
         (result,) = await classify(named, k)
-        return {"top": result["top"], "model": classifier.source}
+        labels = {"labels": result["labels"]} if "labels" in result else {}  # multi-label models
+        return {"top": result["top"], **labels, "model": classifier.source}
 
     @app.post("/v1/predict/batch", openapi_extra=BATCH_BODY, summary="top-k classes of several images")
     async def predict_batch(request: Request, top_k: int | None = TOP_K) -> dict[str, Any]:
