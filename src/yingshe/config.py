@@ -257,7 +257,7 @@ def parse_value(text: str, hint: Any) -> Any:
     if text.strip() in ("null", "~", "None") and type(None) in args:
         return None
     if any(arg is str or is_text_literal(arg) for arg in args):
-        return text
+        return unquote(text)
     try:
         return yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
@@ -278,6 +278,13 @@ def choices(hint: Any) -> tuple[Any, ...]:
 def key_choices(key: str) -> tuple[Any, ...]:
     """`key_choices("optim.name")` → the optimiser names; what the CLI offers as `choices`."""
     return choices(leaf_hint(RunConfig(), key))
+
+
+def unquote(text: str) -> str:
+    """`"off"` or `'off'` (quoted the way YAML forces a string) is the word off; other text is kept."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
