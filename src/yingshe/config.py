@@ -126,9 +126,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
     balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
-    multilabel_loss: MultilabelLoss = (
-        "bce"  # multi-label data: bce (sigmoid + binary cross-entropy) or asymmetric
-    )
+    multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
 
 
 @dataclass
