@@ -312,6 +312,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             counts["failed"] += p.error is not None
             if out is None:
                 text = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
+                if p.labels is not None and not p.error:  # multi-label: the labels above threshold
+                    text = f"labels: {'|'.join(p.labels) or '(none)'}  {text}"
                 bar.write(f"{p.source}\t{text}", file=sys.stdout)
             yield p
 
@@ -320,16 +322,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for _ in shown(bar):
             pass
     else:
-        write_predictions(out, shown(bar), k)
+        write_predictions(out, shown(bar), k, getattr(classifier, "multilabel", False))
     bar.close()
     if out is not None:
         print(f"{counts['done']} predictions written to {out} ({counts['failed']} unreadable)")
     return 1 if counts["failed"] == counts["done"] else 0
 
 
-def write_predictions(path: Path, predictions, k: int) -> None:
+def write_predictions(path: Path, predictions, k: int, multilabel: bool = False) -> None:
     """Stream predictions into a CSV or JSON file, one row at a time (atomically: the file appears
-    complete or not at all), so a folder of 100 k images never sits in memory."""
+    complete or not at all), so a folder of 100 k images never sits in memory. A multi-label
+    model's rows also carry `labels` (a list in JSON, `|`-separated in the CSV's second column)."""
     from yingshe.runs import atomic_file
 
     with atomic_file(path) as raw:
@@ -338,16 +341,22 @@ def write_predictions(path: Path, predictions, k: int) -> None:
             handle.write("[")
             for i, p in enumerate(predictions):
                 item = {"path": p.source, "top": [{"class": c, "probability": v} for c, v in p.top]}
+                if multilabel:
+                    item["labels"] = p.labels
                 handle.write(("," if i else "") + "\n  " + json.dumps({**item, "error": p.error}))
             handle.write("\n]\n")
         else:
             writer = csv.writer(handle)
+            labels_column = ["labels"] if multilabel else []
             writer.writerow(
-                ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+                ["path", *labels_column]
+                + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")]
+                + ["error"]
             )
             for p in predictions:
                 cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
-                writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
+                labels = ["|".join(p.labels or [])] if multilabel else []
+                writer.writerow([p.source, *labels, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
         handle.flush()
         handle.detach()  # atomic_file fsyncs and closes the raw handle itself
 

@@ -140,8 +140,10 @@ def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> 
     """Mixup or cutmix (one, chosen at random when both are on) with the reversed batch.
 
     Returns soft targets (B, K): the loss takes class probabilities, so label smoothing composes.
+    Multi-hot targets (multi-label, y (B, K)) are mixed the same way: each label's target is the
+    share of it in the mixed image.
     """
-    target = F.one_hot(y, num_classes).float()
+    target = y.float() if y.ndim == 2 else F.one_hot(y, num_classes).float()
     use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand(()) < 0.5)
     alpha = cutmix if use_cutmix else mixup
     lam = float(torch.distributions.Beta(alpha, alpha).sample())

@@ -18,7 +18,10 @@ from torch import nn
 
 from yingshe.config import RunConfig
 from yingshe.data.loader import DeviceBatches
-from yingshe.evaluate.metrics import monitor_metric, predict_batches, summary_metrics
+from yingshe.errors import YingsheError
+from yingshe.evaluate import multilabel
+from yingshe.evaluate.metrics import EPOCH_FIGURES, monitor_metric, predict_batches, summary_metrics
+from yingshe.evaluate.multilabel import batch_correct
 from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
@@ -99,6 +102,17 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
         model.init_from_data(torch.cat(seen)[:limit])
 
 
+def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
+    """`val_map` exists for multi-label runs only, `val_ece` for single-label runs only."""
+    figures = multilabel.EPOCH_FIGURES if is_multilabel else EPOCH_FIGURES
+    if monitor.startswith("val_") and monitor[4:] not in figures:
+        kind = "multi-label" if is_multilabel else "single-label"
+        raise YingsheError(
+            f"train.monitor={monitor} is not measured on {kind} data",
+            f"use one of {', '.join('val_' + f for f in figures)}, train_loss, train_accuracy or epoch",
+        )
+
+
 def cuda_rng_states() -> list[torch.Tensor]:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
@@ -135,8 +149,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
+        self.multilabel = checkpoint_meta.task == "multilabel"
+        check_monitor_task(cfg.train.monitor, self.multilabel)
         self.loss_fn = build_loss(
-            cfg.train.balance, train.split.labels, self.num_classes, cfg.optim.label_smoothing
+            cfg.train.balance,
+            train.split.labels,
+            self.num_classes,
+            cfg.optim.label_smoothing,
+            getattr(cfg.train, "multilabel_loss", "bce"),
         )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
@@ -203,7 +223,10 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
             loss_sum += loss * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
+            if self.multilabel:
+                correct += batch_correct(logits, labels)
+            else:
+                correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             self.state.step += 1
             for cb in self.callbacks:
