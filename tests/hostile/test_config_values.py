@@ -64,6 +64,8 @@ def test_documented_words_are_kept_as_written():
     assert cfg.train.amp == "off"
     apply_overrides(cfg, ["train.out=null", "data.channels=3"])
     assert cfg.train.out is None and cfg.data.channels == 3
+    apply_overrides(cfg, ['data.prepared="always"', "data.spec='0456'"])  # YAML's quoting, as written
+    assert cfg.data.prepared == "always" and cfg.data.spec == "0456"
 
 
 def test_a_config_built_in_code_is_validated_too():
