@@ -95,6 +95,10 @@ def export_model(
 
 
 def _onnx(module, example, classifier, checkpoint, opset, dynamic_batch, exporter):
+    from yingshe.errors import require
+
+    for name in ("onnx", "onnxruntime"):  # before any work: the export and its parity check need both
+        require(name, "deploy", "ONNX export")
     from yingshe.export.metadata import export_metadata
     from yingshe.export.onnx import DEFAULT_OPSET, export_onnx, session, with_metadata
 
