@@ -91,9 +91,7 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "classes": classifier.classes,
         "image_size": classifier.image_size,
         "channels": classifier.channels,
-        "tta_flip": bool(
-            getattr(classifier, "tta_flip", False) or getattr(classifier, "meta", {}).get("tta_flip")
-        ),
+        "tta_flip": tta_flip(classifier),
         "sha256": checksum,
         "versions": versions,
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
