@@ -28,7 +28,10 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["onecycle", "cosine", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
-Monitor = Literal["val_loss", "val_accuracy", "val_ece", "train_loss", "train_accuracy", "epoch"]
+Monitor = Literal[
+    "val_loss", "val_accuracy", "val_ece", "val_map", "train_loss", "train_accuracy", "epoch"
+]  # val_ece: single-label runs only; val_map: multi-label runs only
+MultilabelLoss = Literal["bce", "asymmetric"]
 
 
 @dataclass
@@ -123,6 +126,9 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
     balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+    time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
+    multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
+    checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
 
 
 @dataclass
@@ -385,6 +391,7 @@ RANGES: dict[str, Range] = {
     "optim.grad_clip": POSITIVE,
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.eval_batch_size": AT_LEAST_1,
     "train.patience": AT_LEAST_1,

@@ -76,6 +76,7 @@ class EpochBatches(Sampler[list[int]]):
 
     def __init__(self, sampler: EpochShuffle, batch_size: int, merge_tail: bool) -> None:
         self.sampler, self.batch_size, self.merge_tail = sampler, batch_size, merge_tail
+        self.skip = 0  # batches of the epoch to leave out at the start (a resumed epoch)
 
     def bounds(self) -> list[tuple[int, int]]:
         n, size = len(self.sampler), self.batch_size
@@ -89,7 +90,7 @@ class EpochBatches(Sampler[list[int]]):
 
     def batches(self) -> Iterator[Tensor]:
         order = self.sampler.order()
-        for start, stop in self.bounds():
+        for start, stop in self.bounds()[self.skip :]:
             yield order[start:stop]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -121,7 +122,7 @@ class SplitDataset(Dataset):
                 ok = False
         if self.transform is not None and ok:
             image = self.transform(image)
-        return image.contiguous(), int(self.split.labels[index]), index, ok
+        return image.contiguous(), self.split.labels[index], index, ok  # int64, or a multi-hot row
 
     def __getitems__(self, indices: list[int]) -> Batch | list[tuple[Tensor, int, int, bool]]:
         """A whole batch (DataLoader calls this with a batch sampler): files are decoded together,
@@ -147,7 +148,8 @@ def _collate(items: list[tuple[Tensor, int, int, bool]] | Batch) -> Batch:
     if isinstance(items, Batch):  # decoded as a batch by SplitDataset.__getitems__
         return items
     images, labels, index, ok = zip(*items, strict=True)
-    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(index), torch.tensor(ok))
+    labels = torch.from_numpy(np.stack(labels).astype(np.int64))  # (B,) or multi-label (B, K)
+    return Batch(torch.stack(images), labels, torch.tensor(index), torch.tensor(ok))
 
 
 class ArrayBatches:
@@ -161,6 +163,9 @@ class ArrayBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        self.batch_sampler.skip = count
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -187,7 +192,7 @@ class FileBatches:
         workers: int,
         transform=None,
     ):
-        self.sampler = batches.sampler
+        self.sampler, self.batch_sampler = batches.sampler, batches
         self.loader = DataLoader(
             SplitDataset(split, size, channels, transform),
             batch_sampler=batches,
@@ -195,10 +200,16 @@ class FileBatches:
             collate_fn=_collate,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
+            # its own generator for the workers' base seed: drawn from the global one, it would
+            # shift the augmentation's draws by one per epoch and a resumed run's with them
+            generator=torch.Generator().manual_seed(batches.sampler.seed),
         )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        self.batch_sampler.skip = count
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -252,6 +263,7 @@ class DeviceBatches:
     """Moves batches to the device, drops undecodable images, augments and normalises.
 
     Yields (inputs float (B, C, H, W), targets (B,) int or (B, K) soft, labels (B,) int).
+    Multi-label splits yield labels (B, K) 0/1 and targets (B, K) float multi-hot (mixed or not).
     Names of dropped files accumulate in `skipped`.
     """
 
@@ -270,9 +282,19 @@ class DeviceBatches:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict = strict
         self.skipped: dict[str, str] = {}
+        self.position = 0  # batches taken from the source this epoch: what a checkpoint records
+        self.pending_skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start `epoch`; with `skip`, leave out its first `skip` source batches unaugmented (a
+        resumed epoch), by the source itself where it can (`skip_batches`), else by reading them."""
         self.batches.set_epoch(epoch)
+        skip_at_source = getattr(self.batches, "skip_batches", None)
+        if callable(skip_at_source):
+            skip_at_source(skip)
+            self.position, self.pending_skip = skip, 0
+        else:
+            self.position, self.pending_skip = 0, skip
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -281,7 +303,11 @@ class DeviceBatches:
         # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
         # is staged in page-locked memory first, so the copy overlaps with the previous step's work
         cuda = self.device.type == "cuda"
+        skip, self.pending_skip = self.pending_skip, 0
         for batch in self.batches:
+            self.position += 1
+            if self.position <= skip:
+                continue
             images, labels = batch.images, batch.labels
             if not bool(batch.ok.all()):
                 self.record_bad(batch.index[~batch.ok])
@@ -296,6 +322,8 @@ class DeviceBatches:
                 inputs, targets = self.augment(images, labels, self.normalize)
             else:
                 inputs, targets = self.normalize(images), labels
+            if labels.ndim == 2:
+                targets = targets.float()
             yield inputs.contiguous(memory_format=self.memory_format), targets, labels
 
     def record_bad(self, indices: Tensor) -> None:
