@@ -8,6 +8,7 @@ A key may be dotted (`optim.lr=0.01`) or a bare field name when that name is uni
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -309,9 +310,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             same = (type(option) is type(value) and option == value) or str(option) == str(value) != ""
             if same and not isinstance(value, bool):
                 return option
+        key = where.rsplit(": ", 1)[-1]
+        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
         raise YingsheError(
             f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}",
-            f"write e.g. {where.rsplit(': ', 1)[-1]}={allowed[0]}",
+            f"write e.g. {key}={near[0] if near else allowed[0]}",
         )
     if origin is dict:
         if isinstance(value, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -291,3 +292,13 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
             {key: float(value) for key, value in row.items() if value not in ("", None)}
             for row in csv.DictReader(handle)
         ]
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """The SHA-256 of a file, read in blocks: the one checksum every module uses (downloads,
+    prepared shards, exported and served models, pretrained weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ Two paths yield the same `Batch`:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +25,8 @@ from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
 from yingshe.data.stream import PackedBatches, StreamBatches, shard_batches
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Batch", "BatchSource", "default_workers"]  # re-exported: older imports name loader
 
@@ -235,6 +238,14 @@ def make_batches(
     Prepared (packed) splits, and any split with `stream`, are served by data/stream.py.
     `weights` (train.balance=sampler) draws each epoch's images with replacement, ∝ weights;
     prepared splits are then read by index through SplitDataset instead."""
+    if stream and (transform is not None or weights is not None):
+        why = (
+            "train.balance=sampler draws images by index"
+            if weights is not None
+            else ("augment.policy transforms each decoded image")
+        )
+        log.warning("data.stream is ignored for this split: %s, which a streamed shard cannot serve", why)
+        stream = False
     if (split.packed is not None or stream) and transform is None and weights is None:
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
