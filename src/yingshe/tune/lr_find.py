@@ -22,7 +22,6 @@ from yingshe.data.dataset import build_dataset
 from yingshe.data.loader import DeviceBatches, make_batches
 from yingshe.errors import YingsheError
 from yingshe.models import create_model
-from yingshe.runs import atomic_write_bytes
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.train.optim import build_optimizer
 
@@ -139,14 +138,11 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def draw(lrs: list[float], losses: list[float], suggestion: float, path: Path) -> None:
-    import io
+    """A Figure of its own (no pyplot): drawing never switches the caller's backend (Jupyter)."""
+    from yingshe.evaluate.plots import new_figure, save
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(7, 4.5))
+    figure = new_figure(7, 4.5)
+    ax = figure.add_subplot()
     ax.plot(lrs, losses)
     ax.set_xscale("log")
     ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested optim.lr={suggestion:g}")
@@ -158,8 +154,4 @@ def draw(lrs: list[float], losses: list[float], suggestion: float, path: Path) -
     ax.set_ylabel("training loss (smoothed)")
     ax.set_title("learning-rate range test")
     ax.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save(figure, path)
