@@ -30,7 +30,10 @@ Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
 Balance = Literal["none", "weights", "sampler", "logit-adjust"]
 FinetuneStrategy = Literal["linear-probe", "full", "gradual"]
-Monitor = Literal["val_loss", "val_accuracy", "val_ece", "train_loss", "train_accuracy", "epoch"]
+Monitor = Literal[
+    "val_loss", "val_accuracy", "val_ece", "val_map", "train_loss", "train_accuracy", "epoch"
+]  # val_ece: single-label runs only; val_map: multi-label runs only
+MultilabelLoss = Literal["bce", "asymmetric"]
 
 
 @dataclass
@@ -124,7 +127,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
-    balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+    balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
+    time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
+    multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
 
 
 @dataclass
