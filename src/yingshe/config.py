@@ -130,6 +130,7 @@ class TrainConfig:
     balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
+    checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
 
 
 @dataclass
@@ -392,6 +393,7 @@ RANGES: dict[str, Range] = {
     "optim.grad_clip": POSITIVE,
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.eval_batch_size": AT_LEAST_1,
     "train.patience": AT_LEAST_1,
