@@ -187,3 +187,15 @@ def test_exclude_list_errors_name_the_file_and_the_fix(cifar_folder, tmp_path):
     wrong.write_text("/elsewhere/a.jpg\ntrain#3\n")
     with pytest.raises(YingsheError, match="none of the 2 images"):
         curate(data, str(wrong), False)
+
+
+def test_label_check_is_skipped_with_a_reason_when_training_files_are_unreadable(photo_folder, tmp_path):
+    """Fold runs leave unreadable files out, so their folds would not cover the pool: the check
+    says so and keeps every other finding, instead of failing after the scan."""
+    report = run_check(str(photo_folder), tmp_path / "check", folds=2, epochs=1, device="cpu")
+    assert "labels" not in report and "3 training files are unreadable" in report["labels_skipped"]
+    assert report["labels_skipped"] in report["actions"]
+    assert "training files are unreadable" in (tmp_path / "check" / "check.md").read_text()
+    listed = (tmp_path / "check" / "exclude.txt").read_text().split()
+    assert {Path(k).name for k in listed} >= BROKEN_FILES
+    assert not (tmp_path / "check" / "folds").exists()  # no fold was trained

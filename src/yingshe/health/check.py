@@ -198,7 +198,13 @@ def run_check(
     )
     # written before the label check, so a failure in its training loses nothing found so far
     atomic_write_text(out / "exclude.txt", "".join(f"{k}\n" for k in excluded))
-    if folds >= 2:
+    unreadable_train = sum(1 for f in unreadable if f["split"] == "train")
+    if folds >= 2 and unreadable_train:  # fold runs skip those files, so folds would not cover the pool
+        report["labels_skipped"] = (
+            f"labels were not checked: {unreadable_train} training files are unreadable; fix or delete "
+            "them (they are listed in exclude.txt), then run `data check --folds` again"
+        )
+    elif folds >= 2:
         on_fold = None if progress is None else lambda f, k: progress("label check: training fold", f - 1, k)
         options = dict(folds=folds, epochs=epochs, limit_train=limit_train, device=device, on_fold=on_fold)
         suspects, oof = check_labels(spec, data_dir, model, options, out)
@@ -260,6 +266,8 @@ def actions(report: dict[str, Any]) -> list[str]:
     ratio = report["imbalance_ratio"]
     if ratio and ratio >= 3:
         todo.append(f"imbalance ratio {ratio:g}: train with --balance logit-adjust (or weights, sampler)")
+    if report.get("labels_skipped"):
+        todo.append(report["labels_skipped"])
     if report.get("labels", {}).get("suspects"):
         todo.append("likely label errors: review label-suspects.csv (top of label-suspects.png) and relabel")
     return todo or ["nothing to fix"]

@@ -82,6 +82,8 @@ def check_markdown(report: dict[str, Any]) -> str:
             ],
         )
         lines.append("")
+    elif report.get("labels_skipped"):
+        lines += [report["labels_skipped"][0].upper() + report["labels_skipped"][1:] + ".", ""]
     else:
         lines += [
             "Labels were not checked: add `--folds 3` to rank likely label errors by confident learning.",
