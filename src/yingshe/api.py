@@ -44,8 +44,9 @@ from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
+from yingshe.train import distributed
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
-from yingshe.train.trainer import FitState, Trainer, autocast_dtype
+from yingshe.train.trainer import FitState, Trainer, autocast_dtype, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,20 @@ def eval_batches(
     device: torch.device,
     normalize: Normalize,
     channels_last: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> DeviceBatches:
-    batch_size = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    """Batches of a split in order; with (rank, world), this rank's share of it."""
+    batch_size = max(1, (cfg.train.eval_batch_size or 2 * cfg.train.batch_size) // world)
     batches = make_batches(
-        split, data.image_size, data.channels, batch_size, train=False, workers=cfg.data.workers
+        split,
+        data.image_size,
+        data.channels,
+        batch_size,
+        train=False,
+        workers=cfg.data.workers,
+        rank=rank,
+        world=world,
     )
     return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
 
@@ -140,12 +151,22 @@ def train(
     With `resume`, continue the run in that folder from its last.pt (optionally to a new number
     of `epochs`; see `train.optim.SchedulePlan` for what a longer run's schedule does); the run's
     own config is used, so the continuation matches the original.
+
+    Launched by `torchrun`, this is one rank of a DistributedDataParallel run
+    (train/distributed.py); a group restarted by `torchrun --max-restarts` resumes its run.
     """
     started = time.perf_counter()
     cfg, resumed = resolve_training(config, resume, epochs)
-    session = build_training(cfg, resumed, callbacks)
-    state = fit_training(session, resumed)
-    return report_training(session, state, started)
+    try:
+        session = build_training(cfg, resumed, callbacks)
+        state = fit_training(session, resumed)
+        return report_training(session, state, started)
+    except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
+        if not distributed.active():
+            raise
+        raise distributed.lost_peer_error(err, cfg.train.dist_timeout) from err
+    finally:
+        distributed.shutdown()
 
 
 def resolve_training(
@@ -153,6 +174,7 @@ def resolve_training(
 ) -> tuple[RunConfig, Checkpoint | None]:
     """Step 1: the config to run and, when resuming, the last.pt it continues from."""
     resumed = None
+    resume = resume if resume is not None else elastic_resume(config)
     if resume is not None:
         resume = Path(resume)
         folder = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
@@ -166,19 +188,41 @@ def resolve_training(
     return cfg, resumed
 
 
+def elastic_resume(config: RunConfig | None) -> Path | None:
+    """The run folder a group restarted by `torchrun --max-restarts` continues: its `train.out`,
+    once a last.pt is there (before the first epoch ends there is nothing to resume: it starts over)."""
+    if distributed.env_context().world <= 1 or distributed.max_restarts() == 0:
+        return None
+    out = config.train.out if config is not None else None
+    if out is None:
+        raise YingsheError(
+            "torchrun --max-restarts needs a fixed run folder to resume from",
+            "give --out RUN_DIR (every restart of the group continues that run)",
+        )
+    last = RunDir(Path(out)).last
+    if distributed.restart_count() > 0 and last.is_file():
+        log.warning("torchrun restart %d: resuming %s", distributed.restart_count(), last)
+        return Path(out)
+    return None
+
+
 def build_training(
     cfg: RunConfig, resumed: Checkpoint | None, callbacks: list[Callback] | None
 ) -> TrainingSession:
     """Step 2: data, run folder, model, batches and trainer, in the order that fails cheapest
     first (the data is read and checked before the run folder is touched)."""
+    world = distributed.env_context().world
+    per_rank = distributed.per_rank_batch(cfg.train.batch_size, world)  # before any data is read
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
         check_same_splits(resumed.meta, data, str(cfg.train.out))
-    device = resolve_device(cfg.train.device)
+    ctx, device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
+    if ctx.enabled:
+        distributed.check_sync_bn(cfg.train.sync_bn, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    run = open_run_folder(cfg, resuming=resumed is not None)
+    run = open_ranked_run_folder(cfg, resumed is not None, ctx)
 
     model = create_model(
         cfg.model.name,
@@ -190,10 +234,12 @@ def build_training(
     )
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
-    train_batches = training_batches(cfg, data, device, normalize, channels_last)
+    train_batches = training_batches(cfg, data, device, normalize, channels_last, per_rank, ctx)
     val_split = data.val if data.val is not None else data.test
-    val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
-    train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
+    val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last, ctx.rank, ctx.world)
+    train_model = distributed.wrap(model, device, cfg.train.sync_bn)  # DDP under torchrun
+    model = unwrap(train_model)  # with sync_bn, the converted model
+    train_model = torch.compile(train_model) if cfg.train.compile else train_model  # shares parameters
     trainer = Trainer(
         train_model,
         cfg,
@@ -202,7 +248,7 @@ def build_training(
         device,
         run,
         checkpoint_meta(cfg, data),
-        training_callbacks(cfg, run, callbacks),
+        training_callbacks(cfg, run, callbacks, ctx.is_main),
     )
     return TrainingSession(
         cfg, run, data, device, channels_last, model, normalize, train_batches, val_batches, trainer
@@ -223,31 +269,55 @@ def open_run_folder(cfg: RunConfig, resuming: bool) -> RunDir:
     return run
 
 
+def open_ranked_run_folder(cfg: RunConfig, resuming: bool, ctx: distributed.DistContext) -> RunDir:
+    """`open_run_folder` on rank 0; the other ranks take its folder name and wait until it exists."""
+    if not ctx.enabled:
+        return open_run_folder(cfg, resuming)
+    chosen = cfg.train.out or str(default_run_dir(cfg.data.spec, cfg.model.name))
+    cfg.train.out = distributed.broadcast_object(chosen)  # rank 0's clock names the folder
+    run = open_run_folder(cfg, resuming) if ctx.is_main else RunDir(Path(cfg.train.out))
+    distributed.barrier()
+    return run
+
+
 def training_batches(
-    cfg: RunConfig, data: DatasetSpec, device: torch.device, normalize: Normalize, channels_last: bool
+    cfg: RunConfig,
+    data: DatasetSpec,
+    device: torch.device,
+    normalize: Normalize,
+    channels_last: bool,
+    batch_size: int | None = None,
+    ctx: distributed.DistContext | None = None,
 ) -> DeviceBatches:
-    """Shuffled, augmented training batches on the device."""
+    """Shuffled, augmented training batches on the device; under torchrun, this rank's share of
+    the epoch in batches of `batch_size` (its share of the global batch)."""
+    ctx = ctx or distributed.DistContext()
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
     batches = make_batches(
         data.train,
         data.image_size,
         data.channels,
-        cfg.train.batch_size,
+        batch_size or cfg.train.batch_size,
         train=True,
         seed=cfg.train.seed,
         workers=cfg.data.workers,
         transform=per_image_policy(cfg.augment.policy),
         stream=cfg.data.stream,
+        rank=ctx.rank,
+        world=ctx.world,
     )
     return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
 
 
-def training_callbacks(cfg: RunConfig, run: RunDir, callbacks: list[Callback] | None) -> list[Callback]:
-    """The caller's callbacks, then those the config asks for."""
-    out = list(callbacks or [])
+def training_callbacks(
+    cfg: RunConfig, run: RunDir, callbacks: list[Callback] | None, main: bool = True
+) -> list[Callback]:
+    """The caller's callbacks, then those the config asks for. Under torchrun the caller's
+    callbacks (progress display) and TensorBoard run on rank 0 only; early stopping on every rank."""
+    out = list(callbacks or []) if main else []
     if cfg.train.patience:
         out.append(EarlyStopping(cfg.train.patience))
-    if cfg.train.tensorboard:
+    if cfg.train.tensorboard and main:
         out.append(TensorBoardLogger(str(run.events)))
     return out
 
@@ -260,7 +330,17 @@ def fit_training(session: TrainingSession, resumed: Checkpoint | None) -> FitSta
 
 
 def report_training(session: TrainingSession, state: FitState, started: float) -> TrainResult:
-    """Step 4: the best checkpoint on the test (and validation) split, written as the report."""
+    """Step 4: the best checkpoint on the test (and validation) split, written as the report.
+
+    Under torchrun, rank 0 evaluates the whole split exactly as a single-process `evaluate` of the
+    same weights does (so the report equals it), and the other ranks wait for its report."""
+    if not distributed.active():
+        return write_training_report(session, state, started)
+    report = write_training_report(session, state, started).report if distributed.is_main() else None
+    return TrainResult(session.run.root, distributed.broadcast_object(report))
+
+
+def write_training_report(session: TrainingSession, state: FitState, started: float) -> TrainResult:
     cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
     best = load_checkpoint(run.best if run.best.is_file() else run.last)
     model.load_state_dict(best.state_dict)
@@ -270,7 +350,10 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     pred = predict_batches(model, test_batches, amp, tta)
     validation = None
     if data.val is not None:  # the held-out figures cross-validation and tuning read
-        val_pred = predict_batches(model, session.val_batches, amp, tta)
+        val_batches = session.val_batches  # under torchrun only this rank's share: take all of it
+        if distributed.active():
+            val_batches = eval_batches(data.val, data, cfg, device, session.normalize, session.channels_last)
+        val_pred = predict_batches(model, val_batches, amp, tta)
         validation = headline(full_metrics(val_pred, data.classes))
     skipped = {
         **data.skipped,

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume, callbacks=[ProgressBar()], epochs=args.epochs)
     else:
         result = train(build_train_config(args), callbacks=[ProgressBar()])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     report = result.report
     print(
         f"\ntest accuracy {100 * report['accuracy']:.2f}% on {report['num_test']} images "

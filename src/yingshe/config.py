@@ -107,6 +107,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
+    dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
 
 
 @dataclass
