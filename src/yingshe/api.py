@@ -162,7 +162,7 @@ def train(
         state = fit_training(session, resumed)
         return report_training(session, state, started)
     except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
-        if not distributed.active():
+        if not distributed.active() or not distributed.collective_failure(err):
             raise
         raise distributed.lost_peer_error(err, cfg.train.dist_timeout) from err
     finally:
@@ -332,12 +332,16 @@ def fit_training(session: TrainingSession, resumed: Checkpoint | None) -> FitSta
 def report_training(session: TrainingSession, state: FitState, started: float) -> TrainResult:
     """Step 4: the best checkpoint on the test (and validation) split, written as the report.
 
-    Under torchrun, rank 0 evaluates the whole split exactly as a single-process `evaluate` of the
-    same weights does (so the report equals it), and the other ranks wait for its report."""
+    Under torchrun, once every rank is done training, rank 0 evaluates the whole split exactly as
+    a single-process `evaluate` of the same weights does (so the report equals it); the other ranks
+    return an empty report then rather than wait in a collective that a long evaluation could
+    time out (torchrun waits for rank 0 before it exits)."""
     if not distributed.active():
         return write_training_report(session, state, started)
-    report = write_training_report(session, state, started).report if distributed.is_main() else None
-    return TrainResult(session.run.root, distributed.broadcast_object(report))
+    distributed.barrier()  # every rank's training is over and rank 0's checkpoints are on disk
+    if distributed.is_main():
+        return write_training_report(session, state, started)
+    return TrainResult(session.run.root, {})  # type: ignore[typeddict-item]
 
 
 def write_training_report(session: TrainingSession, state: FitState, started: float) -> TrainResult:

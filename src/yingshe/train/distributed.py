@@ -233,6 +233,12 @@ def log_step_loss(step: int, loss: torch.Tensor) -> None:
             f.write(f"{step} {float(value):.9g}\n")
 
 
+def collective_failure(err: BaseException) -> bool:
+    """Whether `err` came from a collective (Gloo and NCCL raise plain RuntimeErrors too)."""
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(w in text for w in ("gloo", "nccl", "timed out"))
+
+
 def lost_peer_error(err: BaseException, timeout_s: float) -> YingsheError:
     """What a collective's failure means to the user: another rank died or hung."""
     ctx = context() if active() else env_context()
