@@ -39,13 +39,17 @@ def torchrun(
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += [*(extra or []), "-m", "yingshe", "train", *overrides]
     started = time.perf_counter()
-    done = subprocess.run(
-        command,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=4 * TIMEOUT,
-    )
+    try:
+        done = subprocess.run(
+            command,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=4 * TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as err:  # show where it stood
+        output = (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
+        pytest.fail(f"torchrun ran past {4 * TIMEOUT} s:\n{output[-4000:]}")
     return done, time.perf_counter() - started
 
 
