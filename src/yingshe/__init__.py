@@ -4,27 +4,50 @@ import yingshe
 result = yingshe.train(yingshe.RunConfig())          # digits, seed-cnn, 10 epochs
 clf = yingshe.load(result.run_dir)
 clf.predict(["cat.jpg"], top_k=3)
+
+The names below are imported on first use (PEP 562 module `__getattr__`), so `import yingshe`
+and the CLI's `--help` do not pay for torch, torchvision and matplotlib until something needs them.
 """
 
-import yingshe.tune as tune  # a callable package: yingshe.tune(config, space, ...)
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from yingshe._version import __version__ as __version__
-from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
-from yingshe.config import (
-    AugmentConfig,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-    load_config,
-)
-from yingshe.errors import YingsheError
-from yingshe.evaluate.compare import compare_runs
-from yingshe.models import create_model, list_models
-from yingshe.recipes import apply_recipe, list_recipes, recipe_config
-from yingshe.tune.cv import CVResult, cross_validate
-from yingshe.tune.lr_find import LRFind, lr_find
-from yingshe.tune.tuner import TuneResult
+
+# public name → the module that defines it; one table, read by __getattr__ and __dir__
+_EXPORTS = {
+    "TrainResult": "yingshe.api",
+    "evaluate": "yingshe.api",
+    "explain": "yingshe.api",
+    "inspect_data": "yingshe.api",
+    "load": "yingshe.api",
+    "prepare_data": "yingshe.api",
+    "train": "yingshe.api",
+    "AugmentConfig": "yingshe.config",
+    "DataConfig": "yingshe.config",
+    "ModelConfig": "yingshe.config",
+    "OptimConfig": "yingshe.config",
+    "RunConfig": "yingshe.config",
+    "TrainConfig": "yingshe.config",
+    "load_config": "yingshe.config",
+    "YingsheError": "yingshe.errors",
+    "compare_runs": "yingshe.evaluate.compare",
+    "create_model": "yingshe.models",
+    "list_models": "yingshe.models",
+    "apply_recipe": "yingshe.recipes",
+    "list_recipes": "yingshe.recipes",
+    "recipe_config": "yingshe.recipes",
+    "finetune": "yingshe.transfer.finetune",
+    "CVResult": "yingshe.tune.cv",
+    "cross_validate": "yingshe.tune.cv",
+    "LRFind": "yingshe.tune.lr_find",
+    "lr_find": "yingshe.tune.lr_find",
+    "TuneResult": "yingshe.tune.tuner",
+}
 
 __all__ = [
     "AugmentConfig",
@@ -44,6 +67,8 @@ __all__ = [
     "cross_validate",
     "evaluate",
     "explain",
+    "export",
+    "finetune",
     "inspect_data",
     "list_models",
     "list_recipes",
@@ -54,4 +79,54 @@ __all__ = [
     "recipe_config",
     "train",
     "tune",
-]
+]  # the keys of _EXPORTS (a test checks)
+
+
+class _Package(types.ModuleType):
+    """`yingshe.train` and `yingshe.evaluate` are functions, yet also the names of subpackages.
+    Importing a subpackage sets it as an attribute of its parent, which would replace the lazy
+    function with the module; this keeps the function (the subpackage stays in sys.modules, where
+    `import yingshe.train.trainer` and `from yingshe.train import ...` find it)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("tune", "export"):  # callable packages: yingshe.tune(config, space), yingshe.export(run)
+        return importlib.import_module(f"yingshe.{name}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'yingshe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | {"tune", "export"})
+
+
+if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
+    from yingshe.api import TrainResult, evaluate, explain, inspect_data, load, prepare_data, train
+    from yingshe.config import (
+        AugmentConfig,
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        TrainConfig,
+        load_config,
+    )
+    from yingshe.errors import YingsheError
+    from yingshe.evaluate.compare import compare_runs
+    from yingshe.models import create_model, list_models
+    from yingshe.recipes import apply_recipe, list_recipes, recipe_config
+    from yingshe.tune.cv import CVResult, cross_validate
+    from yingshe.tune.lr_find import LRFind, lr_find
+    from yingshe.tune.tuner import TuneResult

@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yingshe.config import DataConfig, RunConfig, save_yaml
+from yingshe.config import DataConfig, RunConfig, save_yaml, set_value, validate
 from yingshe.data import pack
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
 from yingshe.data.dataset import (
@@ -29,23 +28,40 @@ from yingshe.data.dataset import (
     read_spec,
     stage_rng,
 )
-from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.loader import DeviceBatches, SplitDataset, make_batches
-from yingshe.data.prepare import prepare_source
+from yingshe.data.prepare import prepare_source, slice_of
 from yingshe.data.splits import Split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.explain import Explanation, explain_images
-from yingshe.evaluate.figures import report_figures, run_history
+from yingshe.evaluate.figures import (
+    CONFUSION,
+    CONFUSION_NORMALISED,
+    CURVES,
+    ERRORS,
+    RELIABILITY,
+    report_figures,
+    run_history,
+)
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
 from yingshe.evaluate.report import write_report
-from yingshe.inference import Classifier, model_from_checkpoint
+from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
+from yingshe.models.probe import check_input_size
 from yingshe.models.tta import flip_tta_applies
+from yingshe.outputs import (
+    check_report_folder,
+    check_run_folder,
+    claim_report_folder,
+    claim_run_folder,
+    releases_claims,
+)
 from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train import distributed
+from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
+from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype, unwrap
 
 log = logging.getLogger(__name__)
@@ -140,25 +156,33 @@ class TrainingSession:
     trainer: Trainer
 
 
+@releases_claims
 def train(
     config: RunConfig | None = None,
     callbacks: list[Callback] | None = None,
     resume: str | Path | None = None,
     epochs: int | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train a classifier and evaluate its best checkpoint on the test split.
 
     With `resume`, continue the run in that folder from its last.pt (optionally to a new number
     of `epochs`; see `train.optim.SchedulePlan` for what a longer run's schedule does); the run's
-    own config is used, so the continuation matches the original.
+    own config is used, so the continuation matches the original. `progress` shows a tqdm bar per
+    epoch (a widget in a notebook); what the run is doing is logged at INFO on the `yingshe`
+    loggers (the header, each epoch, evaluating, drawing).
+
 
     Launched by `torchrun`, this is one rank of a DistributedDataParallel run
     (train/distributed.py); a group restarted by `torchrun --max-restarts` resumes its run.
     """
     started = time.perf_counter()
     cfg, resumed = resolve_training(config, resume, epochs)
+    cfg.train.out = str(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name))
+    if distributed.env_context().is_main:  # under torchrun rank 0 alone creates the folder
+        check_run_folder(cfg.train.out, resumed is not None, cfg.train.exist_ok)  # creates nothing
     try:
-        session = build_training(cfg, resumed, callbacks)
+        session = build_training(cfg, resumed, callbacks, progress)
         state = fit_training(session, resumed)
         return report_training(session, state, started)
     except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
@@ -184,7 +208,8 @@ def resolve_training(
     else:
         cfg = config or RunConfig()
     if epochs is not None:
-        cfg.train.epochs = epochs
+        set_value(cfg, "train.epochs", epochs, "epochs")
+    validate(cfg)
     return cfg, resumed
 
 
@@ -207,14 +232,25 @@ def elastic_resume(config: RunConfig | None) -> Path | None:
 
 
 def build_training(
-    cfg: RunConfig, resumed: Checkpoint | None, callbacks: list[Callback] | None
+    cfg: RunConfig, resumed: Checkpoint | None, callbacks: list[Callback] | None, progress: bool = True
 ) -> TrainingSession:
-    """Step 2: data, run folder, model, batches and trainer, in the order that fails cheapest
-    first (the data is read and checked before the run folder is touched)."""
+    """Step 2: data, model, batches, run folder and trainer, in the order that fails cheapest
+    first (the run folder is created only once the data, model and batches are built, so a run
+    that cannot be built leaves nothing behind)."""
     world = distributed.env_context().world
     per_rank = distributed.per_rank_batch(cfg.train.batch_size, world)  # before any data is read
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    plan = None
+    if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
+        from yingshe.transfer.finetune import FinetunePlan
+
+        plan = FinetunePlan(cfg)
+        if resumed is None:
+            plan.shape_config(cfg.data.image_size)
     known_stats = (resumed.meta.mean, resumed.meta.std) if resumed is not None else None
+    if plan is not None and known_stats is None:
+        known_stats = plan.stats
+    log.info("reading %s …", cfg.data.spec)
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
         check_same_splits(resumed.meta, data, str(cfg.train.out))
@@ -222,7 +258,6 @@ def build_training(
     if ctx.enabled:
         distributed.check_sync_bn(cfg.train.sync_bn, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    run = open_ranked_run_folder(cfg, resumed is not None, ctx)
 
     model = create_model(
         cfg.model.name,
@@ -232,6 +267,7 @@ def build_training(
         cfg.model.pretrained,
         **cfg.model.kwargs,
     )
+    check_input_size(model, cfg.model.name, data.channels, data.image_size)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
     train_batches = training_batches(cfg, data, device, normalize, channels_last, per_rank, ctx)
@@ -239,6 +275,12 @@ def build_training(
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last, ctx.rank, ctx.world)
     train_model = distributed.wrap(model, device, cfg.train.sync_bn)  # DDP under torchrun
     model = unwrap(train_model)  # with sync_bn, the converted model
+    run = open_ranked_run_folder(cfg, resumed is not None, ctx)
+    callbacks = list(callbacks or [])
+    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
+        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
+    if ctx.is_main:
+        log_header(cfg, data, model, device, run.root)
     train_model = torch.compile(train_model) if cfg.train.compile else train_model  # shares parameters
     trainer = Trainer(
         train_model,
@@ -248,7 +290,7 @@ def build_training(
         device,
         run,
         checkpoint_meta(cfg, data),
-        training_callbacks(cfg, run, callbacks, ctx.is_main),
+        training_callbacks(cfg, run, callbacks, progress, ctx.is_main),
     )
     return TrainingSession(
         cfg, run, data, device, channels_last, model, normalize, train_batches, val_batches, trainer
@@ -256,14 +298,11 @@ def build_training(
 
 
 def open_run_folder(cfg: RunConfig, resuming: bool) -> RunDir:
-    """The run folder, created, with the run's config.yaml; a new run never writes over an old one."""
+    """The run folder, created and locked for the rest of `train` (`outputs.claim_run_folder`,
+    which checks again under the lock that no other run or foreign file is there), with the
+    run's config.yaml."""
     run = RunDir(Path(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name)))
-    if not resuming and run.last.exists() and not cfg.train.exist_ok:
-        raise YingsheError(
-            f"{run.root} already holds a run (last.pt)",
-            f"continue it with --resume {run.root}, choose another --out, or set train.exist_ok=true",
-        )
-    run.root.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(run.root, resuming, cfg.train.exist_ok)
     cfg.train.out = str(run.root)
     atomic_write_text(run.config, save_yaml(cfg))
     return run
@@ -303,6 +342,7 @@ def training_batches(
         workers=cfg.data.workers,
         transform=per_image_policy(cfg.augment.policy),
         stream=cfg.data.stream,
+        weights=balanced_sampling(cfg, data),
         rank=ctx.rank,
         world=ctx.world,
     )
@@ -310,11 +350,16 @@ def training_batches(
 
 
 def training_callbacks(
-    cfg: RunConfig, run: RunDir, callbacks: list[Callback] | None, main: bool = True
+    cfg: RunConfig,
+    run: RunDir,
+    callbacks: list[Callback] | None,
+    progress: bool = True,
+    main: bool = True,
 ) -> list[Callback]:
-    """The caller's callbacks, then those the config asks for. Under torchrun the caller's
-    callbacks (progress display) and TensorBoard run on rank 0 only; early stopping on every rank."""
-    out = list(callbacks or []) if main else []
+    """The library's progress bar (unless `progress` is off), the caller's callbacks, then those
+    the config asks for. Under torchrun the progress bar, the caller's callbacks and TensorBoard
+    run on rank 0 only; early stopping on every rank."""
+    out = ([ProgressBar()] if progress else []) + list(callbacks or []) if main else []
     if cfg.train.patience:
         out.append(EarlyStopping(cfg.train.patience))
     if cfg.train.tensorboard and main:
@@ -348,6 +393,7 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
     best = load_checkpoint(run.best if run.best.is_file() else run.last)
     model.load_state_dict(best.state_dict)
+    log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
     test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
     tta = session.trainer.tta_flip
@@ -399,6 +445,13 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     return TrainResult(run.root, report)
 
 
+def balanced_sampling(cfg: RunConfig, data: DatasetSpec) -> np.ndarray | None:
+    """Per-image draw probabilities for train.balance=sampler, else None (a plain shuffle)."""
+    if check_balance(cfg.train.balance) != "sampler":
+        return None
+    return sample_weights(data.train.labels, data.num_classes)
+
+
 def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
     return {
         "spec": cfg.spec,
@@ -443,10 +496,12 @@ def publish_report(
     """Write the numbers first (safe on disk before any figure is drawn), then add the figures."""
     write_report(folder, report)
     if plots:
+        log.info("drawing the report's figures …")
         report.update(figures())
         write_report(folder, report)
 
 
+@releases_claims
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -467,6 +522,7 @@ def evaluate(
     cfg.data.image_size, cfg.data.channels = size, channels
     if data == cfg.data.spec:  # naming the training data is asking for its own splits
         data = None
+    folder = evaluation_folder(Path(checkpoint), data, split, out)  # checked now, made once written
     if data is None:  # the run's own splits, cut exactly as in training
         dataset = build_dataset(cfg.data, cfg.train.seed, stats=(meta.mean, meta.std))
         check_same_splits(meta, dataset, str(checkpoint))
@@ -491,7 +547,7 @@ def evaluate(
     batches = eval_batches(chosen, meta, cfg, torch_device, normalize, False)
     tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant)
     pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
-    folder = evaluation_folder(Path(checkpoint), data, split, out)
+    claim_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     summary = {
         "spec": spec,
         "description": description,
@@ -543,7 +599,8 @@ def other_data_split(
 
 
 def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str | Path | None) -> Path:
-    """Where an evaluation's report goes; never over a run's own files."""
+    """Where an evaluation's report goes; never over a run's files or files of anything but an
+    earlier evaluation. Checks only: the folder is made when the report is written."""
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     if out is None:
         name = (
@@ -554,13 +611,16 @@ def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str |
         folder = run_dir / name
     else:
         folder = Path(out)
-    if (folder / "last.pt").exists() or (folder / "best.pt").exists():
-        raise YingsheError(
-            f"{folder} is a run folder: its report.json and plots would be overwritten",
-            "leave out --out (reports go to <run>/evaluate-<split>) or give an empty folder",
-        )
-    folder.mkdir(parents=True, exist_ok=True)
+    check_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     return folder
+
+
+EVALUATION_FILES = ("report.json", "report.md", CURVES, CONFUSION, CONFUSION_NORMALISED, RELIABILITY, ERRORS)
+
+
+def is_evaluation_report(report: dict[str, Any]) -> bool:
+    """An `evaluate` report.json (which a new evaluation into the same folder replaces)."""
+    return "split" in report and "accuracy" in report and "training" not in report
 
 
 def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]) -> Split:
@@ -577,8 +637,13 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
-def load(path: str | Path, device: str = "auto") -> Classifier:
-    """A trained classifier from a run folder or checkpoint, ready for `.predict(images)`."""
+def load(path: str | Path, device: str = "auto") -> ImageClassifier:
+    """A trained classifier from a run folder, a checkpoint or an exported `.onnx` file (run by
+    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path."""
+    if Path(path).suffix.lower() == ".onnx":
+        from yingshe.export.onnx import OnnxClassifier
+
+        return OnnxClassifier(path)
     return Classifier.load(path, device)
 
 
@@ -597,10 +662,17 @@ def explain(
 
 
 def write_samples(
-    spec: str, out: str | Path, count: int = 8, split: str = "test", data_dir: str | None = None
+    spec: str,
+    out: str | Path,
+    count: int = 8,
+    split: str = "test",
+    data_dir: str | None = None,
+    augmented: bool = False,
 ) -> list[Path]:
     """Write `count` images of a split as PNG files named `<n>_<class>.png`, as the model would see
-    them (fitted to the dataset's image size): inputs for `predict`, or a look at the data."""
+    them (fitted to the dataset's image size): inputs for `predict`, or a look at the data. Also
+    grid.png, a row of examples per class, and with `augmented`, augmented.png (see
+    `write_sample_sheets`)."""
     from PIL import Image
 
     from yingshe.runs import atomic_write_bytes
@@ -622,62 +694,59 @@ def write_samples(
         path = folder / f"{len(written):03d}_{name}.png"
         atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
+    written.append(write_sample_sheets(data, chosen, folder, split, augmented))
+    if augmented:
+        written.append(folder / "augmented.png")
     return written
+
+
+def write_sample_sheets(data: DatasetSpec, chosen: Split, folder: Path, split: str, augmented: bool) -> Path:
+    """grid.png: up to 8 images of each class of the split, a row per class; with `augmented`,
+    augmented.png: the same images as one training batch after the default augmentation."""
+    from yingshe.config import AugmentConfig
+    from yingshe.data.samples import contact_sheet, per_class_indices
+    from yingshe.runs import atomic_write_bytes
+
+    items = SplitDataset(chosen, data.image_size, data.channels)
+    rows, batch, labels = [], [], []
+    for c, indices in enumerate(per_class_indices(chosen.labels, len(data.classes), 8)):
+        images = []
+        for i in indices:
+            image, label, _, ok = items[i]
+            if ok:
+                images.append(image.permute(1, 2, 0).numpy())
+                batch.append(image), labels.append(label)
+        rows.append((data.classes[c], images))
+    paths = {"grid": folder / "grid.png"}
+    sheets = {"grid": contact_sheet(rows, f"{split} split: up to 8 images per class")}
+    if augmented and batch:
+        torch.manual_seed(0)
+        augment = BatchAugment(AugmentConfig(), data.image_size, data.flip_invariant, data.num_classes)
+        identity = Normalize([0.0] * data.channels, [1 / 255] * data.channels)  # keeps 0–255
+        x, _ = augment(torch.stack(batch), torch.tensor(labels), identity)
+        out = x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        counts = [len(images) for _, images in rows]
+        starts = np.cumsum([0, *counts])
+        aug_rows = [(name, list(out[a:b])) for (name, _), a, b in zip(rows, starts, starts[1:], strict=False)]
+        sheets["augmented"] = contact_sheet(
+            aug_rows, "the same images after training augmentation (defaults)"
+        )
+        paths["augmented"] = folder / "augmented.png"
+    for key, sheet in sheets.items():
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        atomic_write_bytes(paths[key], buffer.getvalue())
+    return paths["grid"]
 
 
 def inspect_data(
     spec: str, data_dir: str | None = None, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """Classes, counts, image sizes and modes, and every unreadable file of a dataset."""
-    source = read_spec(DataConfig(spec=spec, data_dir=data_dir))
-    summary: dict[str, Any] = {
-        "description": source.description,
-        "classes": source.classes,
-        "splits": {},
-    }
-    total = sum(len(s) for s in source.splits.values())
-    done = 0
-    for name, split in source.splits.items():
-        counts = np.bincount(split.labels, minlength=len(source.classes))
-        entry: dict[str, Any] = {
-            "images": len(split),
-            "per_class": dict(zip(source.classes, counts.tolist(), strict=True)),
-        }
-        if split.images is not None or split.packed is not None:
-            shape = split.images.shape[1:] if split.images is not None else split.packed.image_shape
-            entry["array"] = [len(split), *shape]
-            done += len(split)
-        else:
-            widths, heights, modes, unreadable = [], [], Counter(), []
-            for i in range(len(split)):
-                try:
-                    blob = split.files.read(i)
-                    w, h, mode = image_header(blob)
-                    decode_image(blob, 8, 1, split.name(i))  # a full decode finds truncation
-                    widths.append(w), heights.append(h)
-                    modes[mode] += 1
-                except (UnreadableImage, OSError, ValueError) as err:
-                    unreadable.append(str(err) if split.name(i) in str(err) else f"{split.name(i)}: {err}")
-                done += 1
-                if progress and (done % 200 == 0 or done == total):
-                    progress(done, total)
-            if widths:
-                entry["width"] = {
-                    "min": min(widths),
-                    "median": int(np.median(widths)),
-                    "max": max(widths),
-                }
-                entry["height"] = {
-                    "min": min(heights),
-                    "median": int(np.median(heights)),
-                    "max": max(heights),
-                }
-            entry["modes"] = dict(modes)
-            entry["unreadable"] = unreadable
-        summary["splits"][name] = entry
-    summary["notes"] = source.notes
-    summary["skipped"] = dict(source.skipped)  # refused while reading the source (tar members)
-    return summary
+    """Classes, counts, image sizes and modes, every unreadable file, the split a run will make,
+    class imbalance and exact duplicates of a dataset (see `yingshe.data.inspect`)."""
+    from yingshe.data.inspect import inspect_source
+
+    return inspect_source(read_spec(DataConfig(spec=spec, data_dir=data_dir)), progress)
 
 
 def prepare_data(
@@ -693,16 +762,77 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
     as WebDataset tar shards (`fmt="webdataset"`).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
-    interrupted prepare resumes when called again with the same arguments.
+    interrupted prepare resumes when called again with the same arguments. `num_shards` and
+    `shard_index` prepare one slice (N machines in parallel, into one folder); `merge` then
+    makes the folder one prepared dataset, identical to a single prepare's.
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
     options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
+    options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
+
+
+# --- what the CLI reaches besides train/evaluate (DESIGN.md: cli.py talks to the api only) -------
+
+
+def recipe_base(recipe: str, data: DataConfig) -> RunConfig:
+    """The defaults with recipe `NAME` (or `NAME:FAMILY`) applied for the family of `data`."""
+    from yingshe.recipes import apply_recipe, data_family, parse_recipe
+
+    name, family = parse_recipe(recipe)
+    return apply_recipe(RunConfig(), name, family or data_family(data))
+
+
+def recipe_table() -> list[dict[str, Any]]:
+    """Each recipe: name, one-line summary and its overrides per data family."""
+    from yingshe.recipes import FAMILIES, list_recipes, recipe_overrides
+
+    return [
+        {"name": name, "summary": summary, "families": {f: recipe_overrides(name, f) for f in FAMILIES}}
+        for name, summary in list_recipes()
+    ]
+
+
+def model_table(num_classes: int = 10, channels: int = 3, image_size: int = 32) -> list[dict[str, Any]]:
+    """Each built-in model: name, parameter count at the given input, summary."""
+    from yingshe.models import list_models
+
+    return [
+        {
+            "name": name,
+            "parameters": count_parameters(create_model(name, num_classes, channels, image_size)),
+            "summary": summary,
+        }
+        for name, summary in list_models()
+    ]
+
+
+def cross_validate(*args: Any, **kwargs: Any) -> Any:
+    """`yingshe.tune.cv.cross_validate` (imported here: tune/ imports this module)."""
+    from yingshe.tune.cv import cross_validate as run
+
+    return run(*args, **kwargs)
+
+
+def compare_runs(runs: list[str], out: str | Path) -> dict[str, Any]:
+    from yingshe.evaluate.compare import compare_runs as compare
+
+    return compare(runs, out)
+
+
+def expand_paths(paths: list[str]) -> list[Path]:
+    from yingshe.inference import expand_paths as expand
+
+    return expand(paths)

@@ -8,15 +8,27 @@ A key may be dotted (`optim.lr=0.01`) or a bare field name when that name is uni
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from yingshe.errors import YingsheError, close_matches
+
+# The choices of the string settings: `coerce` checks them, the CLI offers them, docs list them.
+# tests/unit/test_cli_fast.py holds them equal to the optimiser and schedule registries and to
+# evaluate.metrics.monitor_choices() (the per-epoch figures of the metric table).
+Prepared = Literal["auto", "always", "off"]
+Policy = Literal["none", "randaugment", "trivialaugment"]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
+Schedule = Literal["onecycle", "cosine", "step", "constant"]
+Amp = Literal["auto", "bf16", "fp16", "off"]
+ManifestDuplicates = Literal["error", "collapse"]
+Monitor = Literal["val_loss", "val_accuracy", "val_ece", "train_loss", "train_accuracy", "epoch"]
 
 
 @dataclass
@@ -27,7 +39,7 @@ class DataConfig:
     data_dir: str | None = None  # where names are looked up; None: $YINGSHE_DATA, else ~/.cache/yingshe
     download: bool = True  # fetch a named dataset (checked by SHA-256) when no local copy exists
     image_size: int | None = None  # side of the square input; None: native for fixed-size sets, 128 else
-    channels: int | None = None  # 1 (grey) or 3 (RGB); None: follow the data
+    channels: Literal[1, 3] | None = None  # 1 (grey) or 3 (RGB); None: follow the data
     limit_train: int | None = None  # train on a stratified, seeded subset of this many images
     limit_test: int | None = None  # evaluate on a stratified, seeded subset of this many images
     val_fraction: float = 0.1  # held out of train for model selection; 0 selects on the test split
@@ -36,12 +48,15 @@ class DataConfig:
     cv_fold: int = 1  # with cv_folds: which fold (1..k) is held out as the validation split
     strict: bool = False  # an unreadable image is an error instead of being skipped and counted
     workers: int | None = None  # decoding processes for file datasets; None: min(4, cores)
-    prepared: str = "auto"  # decoded shards of a file dataset: auto (use if cached), always (prepare), off
+    prepared: Prepared = "auto"  # decoded shards of file data: auto uses cached, always makes, off not
     cache_dir: str | None = None  # where prepared shards are cached; None: $YINGSHE_CACHE, else ~/.cache
     stream: bool = False  # read shards front to back through a shuffle buffer (data larger than the cache)
     max_file_mb: float = 256.0  # bigger image files are skipped unread (and counted)
     max_pixels: int = 89_478_485  # bigger images are skipped undecoded (Pillow's own limit, ~9459²)
-    manifest_duplicates: str = "error"  # a CSV manifest listing a file twice: error, or collapse
+    manifest_duplicates: ManifestDuplicates = "error"  # a CSV file listed twice: an error, or collapsed
+    exclude: str | None = None  # file of image keys to leave out (exclude.txt of `yingshe data check`)
+    dedupe: bool = False  # keep one of each set of exact copies; drop training copies of test images
+    imbalance: float | None = None  # long-tailed train split: class c keeps n_max·ratio^(−c/(K−1)) images
 
 
 @dataclass
@@ -53,7 +68,7 @@ class AugmentConfig:
     rotate: float = 0.0  # max rotation in degrees (random affine, as in the seeds)
     translate: float = 0.0  # max translation as a fraction of the side
     scale: float = 0.0  # max relative zoom in or out
-    policy: str = "none"  # per-image policy: none, randaugment or trivialaugment
+    policy: Policy = "none"  # per-image torchvision policy applied before the batch ops
     erasing: float = 0.0  # probability of random erasing (cutout) per image
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 is off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 is off
@@ -72,11 +87,11 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser, schedule and loss settings."""
 
-    name: str = "adamw"  # sgd (Nesterov), adam, adamw, rmsprop or adagrad
+    name: OptimizerName = "adamw"  # the optimiser (sgd is Nesterov SGD)
     lr: float = 2e-3  # peak learning rate
-    weight_decay: float = 5e-4  # decoupled for adamw, L2 for the others
-    momentum: float = 0.9  # sgd and rmsprop
-    schedule: str = "onecycle"  # onecycle, cosine, step or constant
+    weight_decay: float = 5e-4  # weight decay: decoupled for adamw, L2 for the others
+    momentum: float = 0.9  # momentum of sgd and rmsprop
+    schedule: Schedule = "onecycle"  # learning-rate schedule over the run
     warmup_epochs: float = 0.0  # linear warm-up for cosine and step
     step_epochs: int = 30  # step schedule: decay every this many epochs
     gamma: float = 0.1  # step schedule: decay factor
@@ -88,17 +103,17 @@ class OptimConfig:
 class TrainConfig:
     """How the loop runs: length, batch, device, reproducibility, outputs."""
 
-    epochs: int = 10
+    epochs: int = 10  # passes over the training split
     max_steps: int | None = None  # stop after this many optimiser steps in all
-    batch_size: int = 64  # the seeds' choice; more steps per epoch settle batch norm sooner
-    eval_batch_size: int | None = None  # None: 2 × batch_size
+    batch_size: int = 64  # images per step (the seeds' 64: more steps per epoch settle batch norm sooner)
+    eval_batch_size: int | None = None  # batch size for evaluation; None: 2 × batch_size
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    seed: int = 0
+    seed: int = 0  # seeds the splits, the subsets, the initial weights and the augmentation
     deterministic: bool = False  # deterministic kernels (slower on GPU)
-    amp: str = "auto"  # mixed precision: auto (bf16 on a GPU that has it), bf16, fp16 or off
-    channels_last: bool | None = None  # None: on for CUDA, where convolutions gain from it
+    amp: Amp = "auto"  # mixed precision; auto: bf16 on a GPU that has it, else off
+    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA (convolutions gain)
     patience: int | None = None  # early stopping: epochs without improvement of `monitor`
-    monitor: str = "val_accuracy"  # metric that picks best.pt and drives early stopping
+    monitor: Monitor = "val_accuracy"  # metric that picks best.pt and drives early stopping
     tensorboard: bool = False  # also write TensorBoard events to <run>/events
     out: str | None = None  # the run folder; None: runs/<data>-<model>-<time>
     exist_ok: bool = False  # allow training into a folder that already holds a run (overwrites it)
@@ -109,6 +124,20 @@ class TrainConfig:
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
     sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
     dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
+    balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+
+
+@dataclass
+class FinetuneConfig:
+    """Transfer learning (`yingshe finetune`): start from a pretrained source instead of random weights."""
+
+    source: str | None = None  # a yingshe run or checkpoint, `timm:<name>` or `torchvision:<name>`
+    weights: str | None = None  # a .pth/.pt/.safetensors file; None: the run's, or the zoo's cached weights
+    strategy: str = "full"  # linear-probe (head only), full, or gradual (unfreeze from the top)
+    freeze_until: str | None = None  # keep the body frozen up to and including this stage
+    head_lr_mult: float = 10.0  # the new head's learning rate is optim.lr times this
+    lr_decay: float = 0.5  # gradual: each stage further down trains at this factor of the one above
+    period: int = 1  # gradual: epochs between unfreezing one more stage
 
 
 @dataclass
@@ -120,6 +149,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,25 +219,68 @@ def resolve_key(config: RunConfig, key: str) -> str:
 
 
 def set_value(config: RunConfig, key: str, value: Any, source: str = "override") -> None:
-    """Set one leaf `section.name` to `value`, coercing strings and checking the type."""
+    """Set one leaf `section.name` to `value`, coercing strings and checking the type and range."""
     dotted = resolve_key(config, key)
     section_name, name = dotted.split(".", 1)
     section = getattr(config, section_name)
     hint = typing.get_type_hints(type(section))[name]
-    setattr(section, name, coerce(value, hint, f"{source}: {dotted}"))
+    where = f"{source}: {dotted}"
+    value = coerce(value, hint, where)
+    check_range(dotted, value, where)
+    setattr(section, name, value)
 
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> None:
-    """Apply `key=value` strings; values are parsed as YAML scalars (`1e-3`, `true`, `null`)."""
+    """Apply `key=value` strings. Values are parsed as YAML scalars (`1e-3`, `true`, `null`), except
+    that a text setting keeps the word as written: YAML 1.1 would read `data.prepared=off` as false
+    and `data.spec=0123` as 83."""
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise YingsheError(f"override {item!r} is not key=value", "write e.g. optim.lr=0.01")
-        try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            value = text
-        set_value(config, key.strip(), value)
+        dotted = resolve_key(config, key.strip())
+        set_value(config, dotted, parse_value(text, leaf_hint(config, dotted)))
+
+
+def leaf_hint(config: RunConfig, dotted: str) -> Any:
+    section_name, name = dotted.split(".", 1)
+    return typing.get_type_hints(type(getattr(config, section_name)))[name]
+
+
+def parse_value(text: str, hint: Any) -> Any:
+    """An override's text as the value its key's type expects."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if text.strip() in ("null", "~", "None") and type(None) in args:
+        return None
+    if any(arg is str or is_text_literal(arg) for arg in args):
+        return unquote(text)
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+
+
+def is_text_literal(hint: Any) -> bool:
+    return typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint))
+
+
+def choices(hint: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal setting (also inside `X | None`), else ()."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((choices(a) for a in typing.get_args(hint) if choices(a)), ())
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+
+
+def key_choices(key: str) -> tuple[Any, ...]:
+    """`key_choices("optim.name")` → the optimiser names; what the CLI offers as `choices`."""
+    return choices(leaf_hint(RunConfig(), key))
+
+
+def unquote(text: str) -> str:
+    """`"off"` or `'off'` (quoted the way YAML forces a string) is the word off; other text is kept."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -226,10 +299,20 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             except YingsheError as err:
                 errors.append(err)
         raise errors[0]
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        for option in allowed:  # a bool is never an int choice; "3" from a file is 3 for an int choice
+            same = (type(option) is type(value) and option == value) or str(option) == str(value) != ""
+            if same and not isinstance(value, bool):
+                return option
+        raise YingsheError(
+            f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}",
+            f"write e.g. {where.rsplit(': ', 1)[-1]}={allowed[0]}",
+        )
     if origin is dict:
         if isinstance(value, dict):
             return dict(value)
-        raise YingsheError(f"{where} must be a mapping, got {value!r}")
+        raise YingsheError(f"{where} must be a mapping, got {value!r}", "write e.g. {width: 32}")
     if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
         try:
             return float(value)
@@ -241,9 +324,186 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return str(value)
     if hint is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+    if isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise YingsheError(
         f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}",
         "write a value of that type",
     )
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed interval of a number setting; `open_low`/`open_high` exclude the end itself."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allows(self, x: float) -> bool:
+        if self.low is not None and (x < self.low or (self.open_low and x == self.low)):
+            return False
+        return self.high is None or not (x > self.high or (self.open_high and x == self.high))
+
+    def text(self) -> str:
+        low = None if self.low is None else f"{'>' if self.open_low else '>='} {self.low:g}"
+        high = None if self.high is None else f"{'<' if self.open_high else '<='} {self.high:g}"
+        return " and ".join(part for part in (low, high) if part) or "finite"
+
+
+AT_LEAST_1 = Range(1)
+NOT_NEGATIVE = Range(0)
+POSITIVE = Range(0, open_low=True)
+FRACTION = Range(0, 1, open_high=True)
+PROBABILITY = Range(0, 1)
+
+# every number setting's allowed range (None is always allowed where the type says `| None`)
+RANGES: dict[str, Range] = {
+    "data.image_size": AT_LEAST_1,
+    "data.limit_train": AT_LEAST_1,
+    "data.limit_test": AT_LEAST_1,
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.cv_folds": Range(2),
+    "data.cv_fold": AT_LEAST_1,
+    "data.workers": NOT_NEGATIVE,
+    "data.max_file_mb": POSITIVE,
+    "data.max_pixels": AT_LEAST_1,
+    "augment.crop_padding": NOT_NEGATIVE,
+    "augment.rotate": Range(0, 180),
+    "augment.translate": PROBABILITY,
+    "augment.scale": FRACTION,
+    "augment.erasing": PROBABILITY,
+    "augment.mixup": NOT_NEGATIVE,
+    "augment.cutmix": NOT_NEGATIVE,
+    "optim.lr": POSITIVE,
+    "optim.weight_decay": NOT_NEGATIVE,
+    "optim.momentum": Range(0, 1, open_high=True),
+    "optim.warmup_epochs": NOT_NEGATIVE,
+    "optim.step_epochs": AT_LEAST_1,
+    "optim.gamma": POSITIVE,
+    "optim.label_smoothing": FRACTION,
+    "optim.grad_clip": POSITIVE,
+    "train.epochs": AT_LEAST_1,
+    "train.max_steps": AT_LEAST_1,
+    "train.batch_size": AT_LEAST_1,
+    "train.eval_batch_size": AT_LEAST_1,
+    "train.patience": AT_LEAST_1,
+    "train.ema": Range(0, 1, open_low=True, open_high=True),
+}
+
+
+def check_range(key: str, value: Any, where: str | None = None) -> None:
+    """A number outside its key's range (or NaN/inf for any float) is an error naming the range."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    bound = RANGES.get(key, Range())
+    if not math.isfinite(value) or not bound.allows(value):
+        raise YingsheError(
+            f"{where or key} must be {bound.text()}; got {value!r}",
+            f"set {key} to a value {bound.text()}",
+        )
+
+
+def validate(config: RunConfig, source: str = "config") -> RunConfig:
+    """Check every setting of a config built in code (`RunConfig(...)` skips `set_value`): types,
+    choices, ranges and the rules between keys. Returns the config for chaining."""
+    for key in leaf_keys(config):
+        section_name, name = key.split(".", 1)
+        value = getattr(getattr(config, section_name), name)
+        where = f"{source}: {key}"
+        coerce(value, leaf_hint(config, key), where)
+        check_range(key, value, where)
+    data = config.data
+    if data.cv_folds is not None and data.cv_fold > data.cv_folds:
+        raise YingsheError(
+            f"{source}: data.cv_fold must be <= data.cv_folds ({data.cv_folds}); got {data.cv_fold}",
+            f"choose a fold from 1 to {data.cv_folds}",
+        )
+    if data.val_fraction + data.test_fraction >= 1:
+        raise YingsheError(
+            f"{source}: data.val_fraction + data.test_fraction must be < 1; got "
+            f"{data.val_fraction:g} + {data.test_fraction:g}",
+            "leave some images to train on",
+        )
+    return config
+
+
+def describe(config: RunConfig | None = None) -> list[dict[str, str]]:
+    """Every key with its type, default and meaning: `yingshe config` prints it, docs/config.md is it.
+
+    The meaning is the comment after the field in this file, so it is written once, beside the
+    field, and cannot drift from it."""
+    config = config or RunConfig()
+    rows = []
+    for section in dataclasses.fields(config):
+        obj = getattr(config, section.name)
+        comments = field_comments(type(obj))
+        hints = typing.get_type_hints(type(obj))
+        for leaf in dataclasses.fields(obj):
+            key = f"{section.name}.{leaf.name}"
+            bound = RANGES.get(key)
+            rows.append(
+                {
+                    "key": key,
+                    "type": type_text(hints[leaf.name]),
+                    "default": yaml.safe_dump(getattr(obj, leaf.name), default_flow_style=True)
+                    .strip()
+                    .removesuffix("...")
+                    .strip(),
+                    "range": bound.text() if bound else "",
+                    "meaning": comments.get(leaf.name, ""),
+                }
+            )
+    return rows
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """`name: type = default  # meaning` lines of a dataclass's source → {name: meaning}."""
+    import inspect
+    import re
+
+    pattern = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+    found = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = pattern.match(line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def type_text(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(type_text(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return "{" + ", ".join(map(str, typing.get_args(hint))) + "}"
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) is dict:
+        return "mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def config_markdown() -> str:
+    """docs/config.md: the `describe()` table as Markdown (`yingshe config --markdown` prints it)."""
+    lines = [
+        "# Configuration keys",
+        "",
+        "Generated by `yingshe config --markdown > docs/config.md` from `src/yingshe/config.py` (the",
+        "comment beside each field is its meaning; a test fails when this file is stale). Set a key in",
+        "a `--config` YAML file (`section:` then `key: value`) or as `section.key=value` after the flags;",
+        "a bare key works where it is unique (`lr=0.01`). Text keys keep their words as written",
+        "(`data.prepared=off`); `null` means None.",
+        "",
+        "| key | type | default | allowed | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for row in describe():
+        cells = [f"`{row['key']}`", row["type"], f"`{row['default']}`", row["range"], row["meaning"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# Classes shown per image by `predict` (API and CLI) and the HTTP service, unless asked otherwise.
+DEFAULT_TOP_K = 3

@@ -11,15 +11,18 @@ arrays (Fashion-MNIST, digits) are never decoded in training. Flip TTA follows t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from yingshe.config import DEFAULT_TOP_K
 from yingshe.data.augment import Normalize
 from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
 from yingshe.errors import YingsheError
@@ -58,24 +61,17 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
     return model
 
 
-class Classifier:
-    """A model plus everything needed to feed it raw images."""
+class ImageClassifier:
+    """Raw images in, top-k classes out; subclasses supply `probabilities` for one backend.
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
-        meta = checkpoint.meta
-        self.checkpoint = checkpoint
-        self.classes: list[str] = list(meta.classes)
-        self.image_size: int = meta.image_size
-        self.channels: int = meta.channels
-        self.device = resolve_device(device)
-        self.model = model_from_checkpoint(checkpoint).to(self.device).eval()
-        self.normalize = Normalize(meta.mean, meta.std).to(self.device)
-        # served as the run was evaluated: with flip TTA where the run asked and the data allows
-        self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
+    Every backend (PyTorch here, ONNX Runtime in `export.onnx`) shares `preprocess`, which is
+    `data.images.decode_image`, the function evaluation uses, so their answers cannot drift apart.
+    """
 
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Classifier:
-        return cls(load_checkpoint(path), device)
+    classes: list[str]
+    image_size: int
+    channels: int
+    source: str = ""  # what was loaded, for `GET /v1/model` and messages
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Any accepted input → uint8 (size, size, channels), exactly as in evaluation."""
@@ -93,15 +89,29 @@ class Classifier:
         array = np.asarray(fit_square(to_mode(image, self.channels), self.image_size), dtype=np.uint8)
         return array[:, :, None] if array.ndim == 2 else array
 
-    @torch.no_grad()
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) → class probabilities (N, K) on the CPU."""
-        x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
-        logits = tta_forward(self.model, x, self.tta_flip)
-        return logits.float().softmax(1).cpu()
+        raise NotImplementedError
 
-    def predict(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+    def top(self, probs: torch.Tensor, top_k: int = DEFAULT_TOP_K) -> list[list[tuple[str, float]]]:
+        """(N, K) probabilities → per row the top-k (class, probability), best first."""
+        values, indices = probs.topk(max(1, min(top_k, len(self.classes))), dim=1)
+        return [
+            [(self.classes[int(i)], float(v)) for v, i in zip(vrow, irow, strict=True)]
+            for vrow, irow in zip(values, indices, strict=True)
+        ]
+
+    def predict(
+        self, images: Iterable[ImageInput], top_k: int = DEFAULT_TOP_K, batch_size: int = 64
+    ) -> list[Prediction]:
         """Top-k predictions per image; an unreadable image yields a Prediction with `error`."""
+        return list(self.iter_predict(images, top_k, batch_size))
+
+    def iter_predict(
+        self, images: Iterable[ImageInput], top_k: int = DEFAULT_TOP_K, batch_size: int = 64
+    ) -> Iterator[Prediction]:
+        """`predict` as a stream, in input order: at most `batch_size` decoded images are held at
+        once, so a folder of 100 k images runs in bounded memory when `images` is lazy too."""
         results: list[Prediction] = []
         pending: list[tuple[int, np.ndarray]] = []
         for image in images:
@@ -109,24 +119,70 @@ class Classifier:
             results.append(Prediction(name))
             try:
                 pending.append((len(results) - 1, self.preprocess(image)))
-            except (UnreadableImage, OSError) as err:
-                results[-1].error = str(err)
+            except (UnreadableImage, OSError, Image.DecompressionBombError) as err:
+                results[-1].error = readable_reason(err, name)
             if len(pending) >= batch_size:
                 self._fill(results, pending, top_k)
+                yield from results
+                results.clear()
         self._fill(results, pending, top_k)
-        return results
+        yield from results
 
     def _fill(self, results: list[Prediction], pending: list[tuple[int, np.ndarray]], top_k: int) -> None:
         if not pending:
             return
-        probs = self.probabilities(np.stack([array for _, array in pending]))
-        k = min(top_k, len(self.classes))
-        values, indices = probs.topk(k, dim=1)
-        for row, (position, _) in enumerate(pending):
-            results[position].top = [
-                (self.classes[int(i)], float(v)) for v, i in zip(values[row], indices[row], strict=True)
-            ]
+        tops = self.top(self.probabilities(np.stack([array for _, array in pending])), top_k)
+        for (position, _), top in zip(pending, tops, strict=True):
+            results[position].top = top
         pending.clear()
+
+
+class Classifier(ImageClassifier):
+    """A PyTorch model from a yingshe checkpoint plus everything needed to feed it raw images."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto") -> None:
+        meta = checkpoint.meta
+        self.checkpoint = checkpoint
+        self.classes = list(meta.classes)
+        self.image_size = meta.image_size
+        self.channels = meta.channels
+        self.device = resolve_device(device)
+        self.model = model_from_checkpoint(checkpoint).to(self.device).eval()
+        self.normalize = Normalize(meta.mean, meta.std).to(self.device)
+        # served as the run was evaluated: with flip TTA where the run asked and the data allows
+        self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Classifier:
+        classifier = cls(load_checkpoint(path), device)
+        classifier.source = Path(path).name
+        return classifier
+
+    @torch.no_grad()
+    def logits(self, arrays: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, C) → logits (N, K) on the CPU, flip TTA applied as in evaluation."""
+        x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
+        return tta_forward(self.model, x, self.tta_flip).float().cpu()
+
+    def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
+        return self.logits(arrays).softmax(1)
+
+
+def readable_reason(err: BaseException, name: str) -> str:
+    """Why an image could not be read, as a sentence without the path (the caller shows the path
+    once) and without Pillow's `<_io.BytesIO object at 0x…>`."""
+    if isinstance(err.__cause__, UnidentifiedImageError):
+        return "not an image in a format Pillow can read (unknown or unsupported file type)"
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, IsADirectoryError):
+        return "is a folder, not an image file"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    text = str(err)
+    for prefix in (f"{name}: ", "<bytes>: "):
+        text = text.removeprefix(prefix)
+    return re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", text)
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:
@@ -148,11 +204,19 @@ def array_to_image(array: np.ndarray) -> Image.Image:
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     """Files as given; folders expanded to the images inside them (recursively, sorted)."""
-    out: list[Path] = []
+    return list(iter_paths(paths))
+
+
+def iter_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """`expand_paths` lazily: a folder is walked one directory at a time (each sorted), so the
+    paths of a folder of 100 k images are never all held at once."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
-        else:
-            out.append(path)
-    return out
+        if not path.is_dir():
+            yield path
+            continue
+        for folder, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                if is_image_name(name) and os.path.isfile(os.path.join(folder, name)):
+                    yield Path(folder, name)

@@ -16,6 +16,7 @@ The figures each was tuned to are in docs/benchmarks.md.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ NAMED_FAMILIES = {
     "cifar10": "colour-32",
     "cifar100": "colour-32",
 }
+
+log = logging.getLogger(__name__)
 
 Recipe = Callable[[str], dict[str, Any]]
 RECIPES: Registry[Recipe] = Registry("recipe")
@@ -124,6 +127,42 @@ def best(family: str) -> dict[str, Any]:
     }
 
 
+# Photo folders of a few hundred images learn far more from an ImageNet backbone than from random
+# weights (docs/benchmarks.md, bench/transfer.py). The first of these whose torchvision weights are
+# in the torch hub cache is fine-tuned; without any, the recipe trains ResNet-18 from scratch.
+PRETRAINED_BACKBONES = ("resnet18", "mobilenet_v2", "efficientnet_b0", "resnet50", "convnext_tiny")
+
+
+def with_pretrained_backbone(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The `large` recipe as fine-tuning of a locally cached ImageNet backbone when there is one
+    (and a log line saying which), else as it is, with a warning saying how to get weights."""
+    from yingshe.transfer.weights import cached_torchvision_weights, torch_hub_file
+
+    found = cached_torchvision_weights(PRETRAINED_BACKBONES)
+    if found is None:
+        from torchvision.models import get_model_weights
+
+        file = torch_hub_file(get_model_weights("resnet18").DEFAULT.url)
+        log.warning(
+            "recipe %s (large): fine-tuning a pretrained backbone would do better than training "
+            "resnet18 from scratch; place torchvision's resnet18 weights at %s (or any of %s), or run "
+            "`yingshe finetune torchvision:resnet18` once online. Training from scratch.",
+            name,
+            file,
+            ", ".join(PRETRAINED_BACKBONES),
+        )
+        return overrides
+    backbone, file = found
+    log.warning("recipe %s (large): fine-tuning torchvision:%s from %s", name, backbone, file)
+    epochs = {"fast": 5}.get(name, 15)
+    return {
+        "augment": {"crop_padding": None, "hflip": None},
+        "optim": {**_SGD, "lr": 0.01, "weight_decay": 1e-4, "label_smoothing": 0.1, "warmup_epochs": 0.5},
+        "train": {"epochs": epochs, "batch_size": 64, "tta_flip": True},
+        "finetune": {"source": f"torchvision:{backbone}", "strategy": "full", "head_lr_mult": 10.0},
+    }
+
+
 def recipe_overrides(name: str, family: str) -> dict[str, Any]:
     """The nested mapping of overrides recipe `name` gives for data of `family`."""
     if family not in FAMILIES:
@@ -141,7 +180,10 @@ def apply_recipe(cfg: RunConfig, recipe: str, family: str | None = None) -> RunC
     """Apply `recipe` (optionally `name:family`) to `cfg` in place and record its name."""
     name, forced = parse_recipe(recipe)
     family = forced or family or data_family(cfg.data)
-    apply_mapping(cfg, recipe_overrides(name, family), f"recipe {name} ({family})")
+    overrides = recipe_overrides(name, family)
+    if family == "large":
+        overrides = with_pretrained_backbone(name, overrides)
+    apply_mapping(cfg, overrides, f"recipe {name} ({family})")
     cfg.train.recipe = f"{name}:{family}"
     return cfg
 
@@ -159,4 +201,9 @@ def recipe_config(recipe: str, data: str | None = None, overrides: list[str] | N
 
 
 def list_recipes() -> list[tuple[str, str]]:
-    return [(name, (RECIPES.get(name).__doc__ or "").split("\n")[0]) for name in RECIPES.names()]
+    """(name, summary): the summary is the docstring's whole first paragraph, never half a sentence."""
+    return [(name, first_paragraph(RECIPES.get(name).__doc__)) for name in RECIPES.names()]
+
+
+def first_paragraph(doc: str | None) -> str:
+    return " ".join((doc or "").strip().split("\n\n")[0].split())

@@ -9,6 +9,7 @@ their fields are declared once, in `schema.Checkpoint`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -23,26 +24,39 @@ from typing import Any, BinaryIO
 import torch
 
 from yingshe.errors import YingsheError
+from yingshe.outputs import write_error
 from yingshe.schema import Checkpoint
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write failed, never a read
 
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """A binary handle whose content appears at `path` only when the block completes: written to
     a temporary name beside it, fsynced, renamed; deleted instead if the block raises. Used for
-    run files, prepared shards and WebDataset tars alike."""
+    run files, prepared shards and WebDataset tars alike. A failed write (full disk, read-only
+    folder, size limit) is raised as `outputs.WriteError`, an OSError that names the path and a fix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
+    in_block = False  # an OSError of the caller's block is its own unless a write failed
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; runs and shards are shared
         with os.fdopen(fd, "wb") as handle:
+            in_block = True
             yield handle
+            in_block = False
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        ours = isinstance(err, OSError) and not isinstance(err, YingsheError)
+        if ours and (not in_block or err.errno in WRITE_ERRNOS):
+            raise write_error(path, err) from err
         raise
 
 

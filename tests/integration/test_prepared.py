@@ -202,6 +202,9 @@ def test_cli_prepare_then_train_on_the_same_spec(cifar_folder, tmp_path, capsys)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "train: 400 images" in printed and "test: 200 images" in printed
+    command = f"yingshe train --data {cifar_folder} --image-size 16 data.cache_dir={cache}"
+    assert f"these shards are read by: {command}" in printed
+    assert "a run at the default 32 px, 3 channel(s) decodes the files again" in printed
     assert load_manifest(out)["image_size"] == 16
 
     cfg = RunConfig()

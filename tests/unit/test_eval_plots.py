@@ -85,6 +85,27 @@ def test_training_curves_and_comparison(tmp_path):
     assert_real_png(plots.compare_curves({"a": history, "b": history[:3]}, tmp_path / "compare.png"))
 
 
+def test_one_epoch_curves_have_whole_epoch_ticks_markers_and_the_best_epoch(tmp_path, monkeypatch):
+    row = {
+        "epoch": 1,
+        "train_loss": 2.0,
+        "val_loss": 2.1,
+        "train_accuracy": 0.3,
+        "val_accuracy": 0.25,
+        "lr": 1e-3,
+    }
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or path)
+    plots.training_curves([row], tmp_path / "curves.png", "one epoch", best_epoch=1)
+    for ax in drawn[0].axes:
+        assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
+        lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 1 and line.get_xdata()[0] == 1]
+        assert all(
+            line.get_marker() not in (None, "None", "") for line in lines if line.get_linestyle() != ":"
+        )
+        assert any(line.get_label() == "best (epoch 1)" for line in ax.get_lines())
+
+
 def test_reliability_diagram(tmp_path):
     edges = [i / 15 for i in range(16)]
     calibration = {

@@ -47,6 +47,24 @@ def identity_normalize(channels: int):
     return Normalize([0.5] * channels, [0.25] * channels)
 
 
+class PooledLinear(nn.Module):
+    """features → global average pool → linear, with the feature/head interface Grad-CAM reads."""
+
+    def __init__(self, features: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits=False):
+        pooled = x.mean((2, 3))
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
 def test_gradcam_is_the_class_activation_map_for_a_pooled_linear_head():
     """With features → global average pool → linear, Grad-CAM's channel weights are w_c / (h·w), so
     its map is ReLU(Σ_c w_c A_c), the class activation map of Zhou et al. (2016)."""
@@ -55,10 +73,10 @@ def test_gradcam_is_the_class_activation_map_for_a_pooled_linear_head():
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, 2, padding=1), nn.ReLU()
     )
     head = nn.Linear(6, 4)
-    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+    model = PooledLinear(features, head).eval()
     x = torch.randn(2, 3, 16, 16)
     targets = torch.tensor([1, 3])
-    maps, _ = gradcam(model, CamLayer("0", features, (8, 8)), x, targets)
+    maps, _ = gradcam(model, CamLayer("features", features, (8, 8)), x, targets)
     with torch.no_grad():
         a = features(x)  # (2, 6, 8, 8)
         cam = torch.relu(torch.einsum("bchw,bc->bhw", a, head.weight[targets]))

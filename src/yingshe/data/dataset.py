@@ -15,12 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from yingshe.config import DataConfig
+from yingshe.data.curate import curate, long_tail
 from yingshe.data.download import ProgressFn
 from yingshe.data.images import UnreadableImage, decode_image, image_header, set_limits
 from yingshe.data.pack import resolve_prepared
 from yingshe.data.registry import is_named, load_named
+from yingshe.data.remote import is_shard_list
 from yingshe.data.sources import ReadOptions, read_source
 from yingshe.data.splits import SourceData, Split, stratified_folds, stratified_split, stratified_subset
+from yingshe.data.webdataset import read_shard_list
 from yingshe.errors import YingsheError
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ def read_spec(cfg: DataConfig, progress: ProgressFn | None = None) -> SourceData
     options = ReadOptions(strict=cfg.strict, manifest_duplicates=cfg.manifest_duplicates)
     if is_named(cfg.spec):
         return load_named(cfg.spec, cfg.data_dir, cfg.download, progress, options)
+    if is_shard_list(cfg.spec):  # brace range, glob or URL of WebDataset shards (data/remote.py)
+        return read_shard_list(cfg.spec)
     path = Path(cfg.spec).expanduser()
     if not path.exists() and "/" not in cfg.spec and "." not in cfg.spec:
         from yingshe.data.registry import DATASETS
@@ -77,7 +82,10 @@ def build_dataset(
 ) -> DatasetSpec:
     """`stats`: the normalisation a checkpoint already carries (resume, evaluate), so the training
     pixels are not sampled and decoded again to measure it."""
-    data = use_prepared(read_spec(cfg, progress), cfg)
+    if cfg.exclude or cfg.dedupe:  # lists name source images, so curate the source itself
+        data = curate(read_spec(cfg, progress), cfg.exclude, cfg.dedupe)
+    else:
+        data = use_prepared(read_spec(cfg, progress), cfg)
     train, val, test, notes = choose_splits(data, cfg, seed)
     notes += missing_test_classes(test, data.classes)
     channels = cfg.channels or data.channels or detect_channels(train)
@@ -142,6 +150,9 @@ def choose_splits(
         notes.append(f"no test split in the source: held out {cfg.test_fraction:.0%} of train")
     if cfg.limit_train:
         train = train.subset(stratified_subset(train.labels, cfg.limit_train, stage_rng(seed, "limit_train")))
+    if cfg.imbalance:
+        train = long_tail(train, len(data.classes), cfg.imbalance, stage_rng(seed, "imbalance"))
+        notes.append(f"data.imbalance={cfg.imbalance:g}: a long-tailed train split of {len(train)} images")
     if cfg.limit_test:
         test = test.subset(stratified_subset(test.labels, cfg.limit_test, stage_rng(seed, "limit_test")))
     if cfg.cv_folds:

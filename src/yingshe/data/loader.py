@@ -32,8 +32,17 @@ class EpochShuffle(Sampler[int]):
     """A permutation per epoch from (seed, epoch), sharded across ranks like DistributedSampler,
     so a resumed run sees the same order as an uninterrupted one."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        weights: np.ndarray | None = None,
+    ):
         self.size, self.seed, self.shuffle, self.rank, self.world = size, seed, shuffle, rank, world
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -42,6 +51,9 @@ class EpochShuffle(Sampler[int]):
     def order(self) -> Tensor:
         if not self.shuffle:
             order = torch.arange(self.size)
+        elif self.weights is not None:  # train.balance=sampler: draws with replacement, ∝ weights
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
         else:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = torch.randperm(self.size, generator=generator)
@@ -205,14 +217,17 @@ def make_batches(
     rank: int = 0,
     world: int = 1,
     stream: bool = False,
+    weights: np.ndarray | None = None,
 ) -> ArrayBatches | FileBatches | PackedBatches | StreamBatches:
     """Pick the fastest path that can serve `split` with the requested per-image transform.
 
-    Prepared (packed) splits, and any split with `stream`, are served by data/stream.py."""
-    if (split.packed is not None or stream) and transform is None:
+    Prepared (packed) splits, and any split with `stream`, are served by data/stream.py.
+    `weights` (train.balance=sampler) draws each epoch's images with replacement, ∝ weights;
+    prepared splits are then read by index through SplitDataset instead."""
+    if (split.packed is not None or stream) and transform is None and weights is None:
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
-    sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world)
+    sampler = EpochShuffle(len(split), seed, shuffle=train, rank=rank, world=world, weights=weights)
     batches = EpochBatches(sampler, batch_size, merge_tail=train)
     if split.images is not None and transform is None:
         return ArrayBatches(split, batches)

@@ -36,7 +36,18 @@ import numpy as np
 
 from yingshe._version import __version__
 from yingshe.data.decode import decode_many
-from yingshe.data.shards import FORMAT, MANIFEST, PROGRESS, VERSION, fsync_dir, load_manifest, read_prepared
+from yingshe.data.shards import (
+    FORMAT,
+    MANIFEST,
+    PROGRESS,
+    VERSION,
+    fsync_dir,
+    is_unfinished,
+    load_manifest,
+    read_prepared,
+    slice_journal,
+    slice_journals,
+)
 from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
 from yingshe.runs import atomic_file, atomic_write_json, atomic_write_text
@@ -222,9 +233,9 @@ def _write_shard(out: Path, buffer: _ShardBuffer, split: Split) -> dict:
 # --- resuming ---------------------------------------------------------------------------------
 
 
-def _read_journal(out: Path, plan_id: str) -> dict[str, dict]:
+def _read_journal(out: Path, plan_id: str, journal: str = PROGRESS) -> dict[str, dict]:
     """Shards a previous prepare of the same plan finished, by stem, whose files are intact."""
-    path = out / PROGRESS
+    path = out / journal
     if not path.is_file():
         return {}
     lines = path.read_text().splitlines()
@@ -252,8 +263,11 @@ def _intact(out: Path, entry: dict) -> bool:
         return False
 
 
-def _clear_strays(out: Path, splits: Iterable[str], done: dict[str, dict]) -> None:
-    """Delete everything in the shard folders that no finished shard owns."""
+def _clear_strays(
+    out: Path, splits: Iterable[str], done: dict[str, dict], stems: set[str] | None = None
+) -> None:
+    """Delete everything in the shard folders that no finished shard owns; with `stems` (a
+    slice's shards), only those shards' files: other slices may be writing theirs meanwhile."""
     keep = {
         (out / rec[k]["path"]).resolve() for rec in done.values() for k in ("images", "labels") if k in rec
     }
@@ -261,15 +275,28 @@ def _clear_strays(out: Path, splits: Iterable[str], done: dict[str, dict]) -> No
         folder = out / split
         if not folder.is_dir():
             continue
+        mine = None
+        if stems is not None:
+            mine = tuple(f"{s.partition('/')[2]}." for s in stems if s.startswith(f"{split}/"))
         for path in folder.iterdir():
-            ours = path.name.startswith((".shard-", "shard-", ".labels.", "labels.npy"))
+            if mine is None:
+                ours = path.name.startswith((".shard-", "shard-", ".labels.", "labels.npy"))
+            else:  # a shard's files and its temporary files: shard-00003.… and .shard-00003.…
+                ours = path.name.lstrip(".").startswith(mine)
             if ours and path.resolve() not in keep:
                 path.unlink()
 
 
-def _append_journal(out: Path, record: dict) -> None:
-    with open(out / PROGRESS, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+def _append_journal(out: Path, record: dict, journal: str = PROGRESS) -> None:
+    """Append one record as a line. A line torn by a kill is ended first, so that the record
+    after it is not glued to it (and lost with it)."""
+    with open(out / journal, "ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        torn = False
+        if handle.tell():
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
+        handle.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -289,6 +316,7 @@ def prepare(
     force: bool = False,
     progress: ProgressFn | None = None,
     decoder: str = "auto",
+    part: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Decode every image of `source` once into uint8 shards in `out`; returns the manifest.
 
@@ -296,10 +324,50 @@ def prepare(
     unreadable image is left out and listed, with its reason, under the split's `skipped`. A
     folder already prepared from the same source and settings is returned as it is; an
     interrupted prepare of them is resumed.
+
+    With `part=(i, n)` only slice i of n is made: every n-th shard of the plan from the i-th on,
+    journalled in its own `progress.slice-…jsonl`, so n machines can prepare into one shared
+    folder at once. No manifest is written; `merge_slices` writes it once every slice is done.
+    Returns the slice's summary then (or the manifest, when the folder is merged already).
     """
     started = time.perf_counter()
     out = Path(out)
     shape = (image_size, image_size, channels)
+    identity, plans, plan_id = _plan(source, shape, shard_mb, decoder)
+    journal, mine = PROGRESS, plans
+    if part is not None:
+        journal, mine = slice_journal(*part), plans[part[0] :: part[1]]
+
+    _claim_folder(out, plan_id, force)
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        return load_manifest(out)  # already prepared from this source with these settings
+    done = _read_journal(out, plan_id, journal)
+    _clear_strays(out, source.splits, done, None if part is None else {p.stem for p in mine})
+    if not done:
+        atomic_write_text(out / journal, json.dumps({"plan": plan_id, "slice": part}) + "\n")
+    else:
+        log.info("resuming the prepare in %s: %d of %d shards are done", out, len(done), len(mine))
+    resumed = len(done)
+
+    total = sum(p.stop - p.start for p in mine)
+    finished = sum(p.stop - p.start for p in mine if p.stem in done)
+    if progress:
+        progress(finished, total)
+    pending = [p for p in mine if p.stem not in done]
+    counts = (finished, total)
+    _make_shards(source, out, shape, pending, done, journal, workers, chunk, decoder, progress, counts)
+    seconds = time.perf_counter() - started
+    if part is not None:
+        log.info("prepared slice %d of %d into %s in %.1f s", part[0], part[1], out, seconds)
+        return _slice_summary(part, mine, done)
+    manifest = _finish(out, source, plans, done, shape, identity, plan_id)
+    log.info("prepared %d images into %s in %.1f s (%d shards resumed)", total, out, seconds, resumed)
+    return manifest
+
+
+def _plan(source: SourceData, shape: tuple[int, int, int], shard_mb: float, decoder: str):
+    """(source identity, shard plans, plan id): the same on every machine for the same source."""
     for name, split in source.splits.items():
         fitted = split.images.shape[1:] if split.images is not None else None
         fitted = split.packed.image_shape if split.packed is not None else fitted
@@ -323,24 +391,25 @@ def prepare(
             ]
         ).encode()
     ).hexdigest()
+    return identity, plans, plan_id
 
-    _claim_folder(out, plan_id, force)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
-        return load_manifest(out)  # already prepared from this source with these settings
-    done = _read_journal(out, plan_id)
-    _clear_strays(out, source.splits, done)
-    if not done:
-        atomic_write_text(out / PROGRESS, json.dumps({"plan": plan_id}) + "\n")
-    else:
-        log.info("resuming the prepare in %s: %d of %d shards are done", out, len(done), len(plans))
-    resumed = len(done)
 
-    total = sum(len(s) for s in source.splits.values())
-    finished = sum(p.stop - p.start for p in plans if p.stem in done)
-    if progress:
-        progress(finished, total)
-    pending = [p for p in plans if p.stem not in done]
+def _make_shards(
+    source: SourceData,
+    out: Path,
+    shape: tuple[int, int, int],
+    pending: list[ShardPlan],
+    done: dict[str, dict],
+    journal: str,
+    workers: int | None,
+    chunk: int,
+    decoder: str,
+    progress: ProgressFn | None,
+    counts: tuple[int, int],
+) -> None:
+    """Decode and write the pending shards, journalling each one when its files are in place."""
+    image_size, channels = shape[0], shape[2]
+    finished, total = counts
     needs_pool = any(source.splits[p.split].files is not None for p in pending)
     workers = (os.cpu_count() or 1) if workers is None else workers
     with decoding_pool(workers if needs_pool else 1) as pool:
@@ -366,16 +435,87 @@ def prepare(
             finished += b - a
             if b == plan.stop:
                 record = _write_shard(out, buffer, source.splits[plan.split])
-                _append_journal(out, record)
+                _append_journal(out, record, journal)
                 done[plan.stem] = record
                 buffer = None
             if progress:
                 progress(finished, total)
 
+
+def _slice_summary(part: tuple[int, int], mine: list[ShardPlan], done: dict[str, dict]) -> dict[str, Any]:
+    records = [done[p.stem] for p in mine]
+    return {
+        "slice": list(part),
+        "shards": len(mine),
+        "images": sum(r["count"] for r in records),
+        "skipped": [s["reason"] for r in records for s in r["skipped"]],
+    }
+
+
+def merge_slices(
+    source: SourceData,
+    out: str | Path,
+    image_size: int,
+    channels: int,
+    *,
+    shard_mb: float = DEFAULT_SHARD_MB,
+    decoder: str = "auto",
+) -> dict[str, Any]:
+    """Turn a folder that slices (`prepare(part=...)`) filled into one prepared dataset: check
+    that every planned shard is journalled with intact files, then write the labels and the
+    manifest exactly as a single prepare would. Refuses, naming the slices to run, while any
+    shard is missing; decodes nothing itself."""
+    out = Path(out)
+    shape = (image_size, image_size, channels)
+    identity, plans, plan_id = _plan(source, shape, shard_mb, decoder)
+    journals = slice_journals(out)
+    if (out / MANIFEST).is_file():
+        _claim_folder(out, plan_id, force=False)  # refuses a folder of another source or size
+        _remove(journals, out)
+        return load_manifest(out)
+    if not journals:
+        raise YingsheError(
+            f"{out} holds no prepared slices to merge",
+            "prepare the slices first: `yingshe data prepare SPEC --out DIR --num-shards N --shard-index I`",
+        )
+    done: dict[str, dict] = {}
+    for path in journals:
+        header = _journal_header(path)
+        if header.get("plan") != plan_id:
+            raise YingsheError(
+                f"{path} was prepared from another source, image size, channel count or --shard-mb",
+                "prepare every slice and the merge with the same SPEC and options (or delete that slice)",
+            )
+        done.update(_read_journal(out, plan_id, path.name))
+    missing = [p for p in plans if p.stem not in done]
+    if missing:
+        counts = sorted({tuple(_journal_header(j).get("slice") or ()) for j in journals} - {()})
+        n = counts[0][1] if counts else 1
+        which = sorted({plans.index(p) % n for p in missing})
+        raise YingsheError(
+            f"{out}: {len(missing)} of {len(plans)} shards are not prepared yet "
+            f"(slice(s) {', '.join(map(str, which))} of {n} unfinished or not run)",
+            f"run `yingshe data prepare SPEC --out {out} --num-shards {n} --shard-index I` for those slices, "
+            "then merge again",
+        )
     manifest = _finish(out, source, plans, done, shape, identity, plan_id)
-    seconds = time.perf_counter() - started
-    log.info("prepared %d images into %s in %.1f s (%d shards resumed)", total, out, seconds, resumed)
+    _remove(journals, out)
     return manifest
+
+
+def _journal_header(path: Path) -> dict:
+    try:
+        with open(path) as handle:
+            header = json.loads(handle.readline())
+        return header if isinstance(header, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remove(paths: list[Path], out: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+    fsync_dir(out)
 
 
 def _bounded(tasks: Iterator, submit: Callable, in_flight: deque, limit: int) -> Iterator:
@@ -408,7 +548,7 @@ def _claim_folder(out: Path, plan_id: str, force: bool) -> None:
         (out / PROGRESS).unlink(missing_ok=True)
         fsync_dir(out)
         return
-    if out.is_dir() and any(out.iterdir()) and not (out / PROGRESS).is_file() and not force:
+    if out.is_dir() and any(out.iterdir()) and not is_unfinished(out) and not force:
         raise YingsheError(
             f"{out} is not empty and holds no prepared data",
             "prepare into a new or empty folder (or pass --force to write into this one)",

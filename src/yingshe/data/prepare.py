@@ -32,8 +32,15 @@ def prepare_source(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    part: tuple[int, int] | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """Write `source` as shards and return the summary `api.prepare_data` reports."""
+    """Write `source` as shards and return the summary `api.prepare_data` reports.
+
+    `part=(i, n)` prepares slice i of n (every n-th packed shard) into the shared folder, and
+    `merge` writes the manifest once all slices are there (pack.merge_slices): n machines
+    prepare one dataset in parallel, byte for byte the one a single prepare writes."""
+    check_part(part, merge, fmt)
     if fmt == "webdataset":
         if out is None or image_size:
             raise YingsheError(
@@ -45,7 +52,8 @@ def prepare_source(
         raise YingsheError(f"unknown format {fmt!r}", f"use one of {', '.join(PREPARE_FORMATS)}")
     train = source.splits["train"]
     channels = channels or source.channels or detect_channels(train)
-    size = image_size or native_size(train)
+    native = native_size(train)  # the size a training run on the spec picks unless told otherwise
+    size = image_size or native
     if channels not in (1, 3):
         raise YingsheError(f"channels must be 1 or 3, got {channels}", "pass --channels 1 or 3")
     source.splits = {name: fit_split(split, size, channels) for name, split in source.splits.items()}
@@ -54,9 +62,13 @@ def prepare_source(
         folder, linked = pack.cache_root(cache_dir) / name, False
     else:
         folder, linked = Path(out), pack.has_encoded_files(source)
-    manifest = pack.prepare(
-        source, folder, size, channels, workers=workers, shard_mb=shard_mb, force=force, progress=progress
-    )
+    if merge:
+        manifest = pack.merge_slices(source, folder, size, channels, shard_mb=shard_mb)
+    else:
+        options = dict(workers=workers, shard_mb=shard_mb, force=force, progress=progress, part=part)
+        manifest = pack.prepare(source, folder, size, channels, **options)
+    if "splits" not in manifest:  # one slice, written; the folder is valid once merged
+        return {"format": fmt, "out": str(folder), "description": source.description, **manifest}
     if linked:  # training on the same spec with data.prepared=auto finds the shards through the cache
         pack.register_prepared(folder, source, manifest, cache_dir)
     return {
@@ -65,6 +77,8 @@ def prepare_source(
         "description": source.description,
         "image_size": size,
         "channels": channels,
+        "training_image_size": native,  # with native_channels: what `yingshe train --data SPEC` uses
+        "native_channels": source.channels or detect_channels(train),
         "content_sha256": manifest["source"]["content_sha256"],
         "picked_up": pack.has_encoded_files(
             source
@@ -78,3 +92,31 @@ def prepare_source(
             for name, entry in manifest["splits"].items()
         },
     }
+
+
+def check_part(part: tuple[int, int] | None, merge: bool, fmt: str) -> None:
+    if part is None and not merge:
+        return
+    if fmt != "packed":
+        raise YingsheError(
+            "--num-shards/--shard-index/--merge prepare packed shards in slices",
+            "leave out --format webdataset (or write the WebDataset shards in one go)",
+        )
+    if part is not None and merge:
+        raise YingsheError("--merge joins the slices; it prepares none itself", "leave out --shard-index")
+    if part is not None and not (part[1] >= 1 and 0 <= part[0] < part[1]):
+        raise YingsheError(
+            f"--shard-index {part[0]} is not one of the {part[1]} slices (--num-shards)",
+            "give --num-shards N >= 1 and --shard-index 0 … N-1 (e.g. $SLURM_ARRAY_TASK_ID)",
+        )
+
+
+def slice_of(num_shards: int | None, shard_index: int | None) -> tuple[int, int] | None:
+    """(index, count) of the slice `--num-shards N --shard-index I` asks for; None for all."""
+    if num_shards is None and shard_index is None:
+        return None
+    if num_shards is None or shard_index is None:
+        raise YingsheError(
+            "--num-shards and --shard-index go together", "give both, e.g. --num-shards 8 --shard-index 3"
+        )
+    return (shard_index, num_shards)

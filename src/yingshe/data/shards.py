@@ -33,7 +33,22 @@ FORMAT = "yingshe-prepared"
 VERSION = 1
 MANIFEST = "index.json"
 PROGRESS = "progress.jsonl"  # present only while a prepare is unfinished: its journal
+SLICE_JOURNAL = "progress.slice-{index:05d}-of-{count:05d}.jsonl"  # one per slice (data prepare --num-shards)
 MAX_OPEN_SHARDS = 8  # memory maps a view keeps open for random access (least recently used go)
+
+
+def slice_journal(index: int, count: int) -> str:
+    return SLICE_JOURNAL.format(index=index, count=count)
+
+
+def slice_journals(root: Path) -> list[Path]:
+    """The journals of the slices prepared into `root` (`data prepare --num-shards N`)."""
+    return sorted(Path(root).glob("progress.slice-*-of-*.jsonl"))
+
+
+def is_unfinished(root: Path) -> bool:
+    """A prepare (or slices of one) has begun in `root` and no manifest says it is done."""
+    return (Path(root) / PROGRESS).is_file() or bool(slice_journals(root))
 
 
 def load_manifest(root: Path, verify: bool = False) -> dict[str, Any]:
@@ -42,10 +57,11 @@ def load_manifest(root: Path, verify: bool = False) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
-        unfinished = (root / PROGRESS).is_file()
+        unfinished = is_unfinished(root)
         raise YingsheError(
             f"{root} is {'an unfinished' if unfinished else 'not a'} prepared dataset (no {MANIFEST})",
-            "run `yingshe data prepare SPEC --out DIR` again: it resumes from the shards already written"
+            "run `yingshe data prepare SPEC --out DIR` again: it resumes from the shards already written "
+            "(prepared in slices: finish them, then `yingshe data prepare SPEC --out DIR --merge`)"
             if unfinished
             else "prepare one with `yingshe data prepare SPEC --out DIR`",
         )

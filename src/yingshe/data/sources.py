@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from yingshe.data.images import LIMITS, is_image_name, printable_path
-from yingshe.data.shards import MANIFEST, PROGRESS, read_prepared
+from yingshe.data.shards import MANIFEST, is_unfinished, read_prepared
 from yingshe.data.splits import BlobImages, FileImages, SourceData, Split, stat_line
 from yingshe.data.webdataset import is_webdataset_dir, is_webdataset_tar, read_webdataset
 from yingshe.errors import YingsheError
@@ -673,7 +673,7 @@ def _is_tar(path: Path) -> bool:
 
 # Folders: a prepared folder (also an unfinished one, which read_prepared refuses with the fix),
 # IDX files, CIFAR batches, WebDataset shards, and last any tree of class folders.
-register_format("prepared", lambda p: p.is_dir() and ((p / MANIFEST).is_file() or (p / PROGRESS).is_file()))(
+register_format("prepared", lambda p: p.is_dir() and ((p / MANIFEST).is_file() or is_unfinished(p)))(
     lambda p, o: read_prepared(p)
 )
 register_format("idx", lambda p: p.is_dir() and has_idx(p))(lambda p, o: read_idx(p, o.classes))

@@ -13,16 +13,19 @@ line, in index order) names the classes; without it they are named by index.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from yingshe.data.images import IMAGE_SUFFIXES
+from yingshe.data.images import IMAGE_SUFFIXES, UnreadableImage, open_image
+from yingshe.data.remote import is_url, open_shard, read_bytes, shard_identity, shard_list
 from yingshe.data.shards import fsync_dir
 from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
@@ -50,35 +53,35 @@ class WdsImages:
         return len(self.keys)
 
     def read(self, index: int) -> bytes:
-        with open(self.archives[self.archive_ids[index]], "rb") as handle:
-            handle.seek(int(self.offsets[index]))
-            return handle.read(int(self.sizes[index]))
+        offset = int(self.offsets[index])
+        return read_bytes(self.archives[self.archive_ids[index]], offset, offset + int(self.sizes[index]))
 
     def read_range(self, start: int, stop: int) -> list[bytes | None]:
-        """Images [start, stop), opening each archive once and reading forward."""
+        """Images [start, stop): one read (one range request for a URL) per run of images in the
+        same archive, spanning them; an unreachable shard's images come back as None."""
         blobs: list[bytes | None] = []
-        handle, current = None, -1
-        try:
-            for i in range(start, stop):
-                archive = int(self.archive_ids[i])
-                if archive != current:
-                    if handle is not None:
-                        handle.close()
-                    handle, current = open(self.archives[archive], "rb"), archive  # noqa: SIM115
-                handle.seek(int(self.offsets[i]))
-                blobs.append(handle.read(int(self.sizes[i])))
-        except OSError:
-            blobs += [None] * (stop - start - len(blobs))
-        finally:
-            if handle is not None:
-                handle.close()
+        ids = self.archive_ids[start:stop]
+        cuts = [0, *(np.flatnonzero(np.diff(ids)) + 1).tolist(), stop - start]
+        for a, b in itertools.pairwise(cuts):
+            if a == b:
+                continue
+            offsets, sizes = self.offsets[start + a : start + b], self.sizes[start + a : start + b]
+            lo, hi = int(offsets.min()), int((offsets + sizes).max())
+            try:
+                data = read_bytes(self.archives[int(ids[a])], lo, hi)
+            except (OSError, YingsheError):
+                blobs += [None] * (b - a)
+                continue
+            blobs += [
+                data[o - lo : o - lo + n] for o, n in zip(offsets.tolist(), sizes.tolist(), strict=True)
+            ]
         return blobs
 
     def name(self, index: int) -> str:
         return f"{self.archives[self.archive_ids[index]]}:{self.keys[index]}"
 
     def fingerprint(self) -> Iterator[str]:
-        return (stat_line(a) for a in self.archives)
+        return (shard_identity(a) if is_url(a) else stat_line(a) for a in self.archives)
 
     def subset(self, indices: np.ndarray) -> WdsImages:
         indices = np.asarray(indices, dtype=np.int64)
@@ -147,8 +150,9 @@ def is_webdataset_dir(path: Path) -> bool:
     return bool(shards) and is_webdataset_tar(next(iter(shards.values()))[0])
 
 
-def index_shard(path: Path) -> list[tuple[str, int, int, int]]:
-    """(key, offset, size, label) of every sample in one shard, in order."""
+def index_shard(path: Path | str) -> list[tuple[str, int, int, int]]:
+    """(key, offset, size, label) of every sample in one shard, in order. A local shard is
+    indexed by seeking from header to header; a URL is read once front to back (a tar stream)."""
     samples: list[tuple[str, int, int, int]] = []
     key, image, label = None, None, None
 
@@ -164,7 +168,7 @@ def index_shard(path: Path) -> list[tuple[str, int, int, int]]:
         samples.append((key, image[0], image[1], label))
 
     try:
-        with tarfile.open(path, "r:") as archive:
+        with _open_index(path) as archive:
             for member in archive:
                 if not member.isfile():
                     continue
@@ -184,7 +188,7 @@ def index_shard(path: Path) -> list[tuple[str, int, int, int]]:
                 elif ext in IMAGE_EXTS and image is None:
                     image = (member.offset_data, member.size)
             close_sample()
-    except (tarfile.TarError, OSError) as err:
+    except (tarfile.TarError, OSError, ValueError) as err:
         raise YingsheError(
             f"{path} is not a readable tar shard ({err})",
             "WebDataset shards must be plain (uncompressed) .tar files; gunzip compressed ones",
@@ -192,16 +196,58 @@ def index_shard(path: Path) -> list[tuple[str, int, int, int]]:
     return samples
 
 
+@contextmanager
+def _open_index(path: Path | str) -> Iterator[tarfile.TarFile]:
+    if not is_url(str(path)):
+        with tarfile.open(path, "r:") as archive:
+            yield archive
+        return
+    with open_shard(str(path)) as handle, tarfile.open(fileobj=handle, mode="r|") as archive:
+        yield archive
+
+
 def read_webdataset(path: Path) -> SourceData:
     """A WebDataset (one shard or a folder of them) as a source of encoded images."""
     shards = find_shards(path)
     if not shards:
         raise YingsheError(f"{path} holds no .tar shards", "point at a shard or a folder of .tar shards")
+    folder = path if path.is_dir() else path.parent
+    listed = folder / CLASSES_FILE
+    classes = _class_lines(listed.read_text()) if listed.is_file() else None
+    return _read_shards(str(path), {k: [str(p) for p in v] for k, v in shards.items()}, classes, str(listed))
+
+
+def read_shard_list(spec: str) -> SourceData:
+    """WebDataset shards named by a brace range, glob or URL (data/remote.py), split by their
+    file names; classes.txt is read from beside the first shard when it is there."""
+    shards: dict[str, list[str]] = {}
+    for location in shard_list(spec):
+        shards.setdefault(split_of(Path(location.rsplit("/", 1)[-1])), []).append(location)
+    first = next(iter(shards.values()))[0]
+    listed = first.rsplit("/", 1)[0] + "/" + CLASSES_FILE if "/" in first else CLASSES_FILE
+    classes = None
+    try:
+        with open_shard(listed) as handle:
+            classes = _class_lines(handle.read().decode("utf-8"))
+    except (OSError, YingsheError, UnicodeDecodeError):
+        pass  # no classes.txt: classes are named by index
+    data = _read_shards(spec, shards, classes, listed)
+    data.origin = spec
+    return data
+
+
+def _class_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _read_shards(
+    where: str, shards: dict[str, list[str]], classes: list[str] | None, listed: str
+) -> SourceData:
     splits, top = {}, 0
     for split, paths in shards.items():
         archives, ids, offsets, sizes, keys, labels = [], [], [], [], [], []
         for number, shard in enumerate(paths):
-            archives.append(str(shard))
+            archives.append(shard)
             for key, offset, size, label in index_shard(shard):
                 ids.append(number), offsets.append(offset), sizes.append(size)
                 keys.append(key), labels.append(label)
@@ -217,20 +263,16 @@ def read_webdataset(path: Path) -> SourceData:
         splits[split] = Split(np.array(labels, dtype=np.int64), files=files)
         top = max(top, max(labels) + 1)
     if "train" not in splits:
-        raise YingsheError(f"{path} has no train shards", "name shards train-000000.tar, test-000000.tar, …")
-    folder = path if path.is_dir() else path.parent
-    listed = folder / CLASSES_FILE
-    if listed.is_file():
-        classes = [line.strip() for line in listed.read_text().splitlines() if line.strip()]
-    else:
+        raise YingsheError(f"{where} has no train shards", "name shards train-000000.tar, test-000000.tar, …")
+    if classes is None:
         classes = [str(i) for i in range(top)]
     if top > len(classes) or min(int(s.labels.min()) for s in splits.values()) < 0:
         raise YingsheError(
-            f"{path}: class indices run to {top - 1} but {listed} names {len(classes)} classes",
+            f"{where}: class indices run to {top - 1} but {listed} names {len(classes)} classes",
             f"list every class in {listed}, one per line, in index order",
         )
     total = sum(len(s) for s in splits.values())
-    return SourceData(f"WebDataset {path} ({total} samples)", classes, splits)
+    return SourceData(f"WebDataset {where} ({total} samples)", classes, splits)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -253,21 +295,26 @@ def sniff_ext(data: bytes) -> str | None:
     return None
 
 
-def encoded_sample(split: Split, i: int) -> tuple[bytes, str] | None:
+def encoded_sample(split: Split, i: int) -> tuple[bytes, str]:
     """(bytes, extension) of image i as stored in a WebDataset: encoded images as they are,
-    decoded ones as lossless PNG; None for a file that is neither readable nor an image."""
+    decoded ones as lossless PNG. A file that cannot be read or fully decoded (a truncated JPEG
+    among them) raises UnreadableImage with the reason, as the packed writer skips it."""
     if split.files is None:
         array = split.images[i] if split.images is not None else split.packed.take(np.array([i]))[0]
         out = io.BytesIO()
         Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array).save(out, format="PNG")
         return out.getvalue(), "png"
+    name = split.name(i)
     try:
         data = split.files.read(i)
-    except OSError:
-        return None
-    suffix = Path(split.name(i)).suffix.lower().lstrip(".")
+    except OSError as err:
+        raise UnreadableImage(f"{name}: {err.strerror or err}") from err
+    suffix = Path(name).suffix.lower().lstrip(".")
     ext = sniff_ext(data) or (suffix if suffix in IMAGE_EXTS else None)
-    return (data, ext) if ext else None
+    if ext is None:
+        raise UnreadableImage(f"{name}: not an image file")
+    open_image(data, name).close()  # decodes every pixel: a copy of a broken file helps nobody
+    return data, ext
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -304,9 +351,10 @@ def write_webdataset(
                 tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as archive,
             ):
                 for i in range(start, min(start + maxcount, len(split))):
-                    sample = encoded_sample(split, i)
-                    if sample is None:
-                        summary["skipped"].append(f"{split.name(i)}: not a readable image file")
+                    try:
+                        sample = encoded_sample(split, i)
+                    except UnreadableImage as err:
+                        summary["skipped"].append(str(err))
                         continue
                     key = f"{i:0{width}d}"
                     _add(archive, f"{key}.{sample[1]}", sample[0])

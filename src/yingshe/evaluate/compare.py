@@ -16,10 +16,12 @@ from typing import Any
 from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
 from yingshe.evaluate.metrics import METRICS, format_value
+from yingshe.outputs import check_report_folder, claim_report_folder, releases_claims
 from yingshe.runs import atomic_write_json, atomic_write_text, read_metrics_csv
 from yingshe.schema import check_report
 
 CURVES = "curves.png"
+COMPARISON_FILES = ("report.json", "report.md", CURVES)
 
 COLUMNS = [spec for spec in METRICS if spec.compact]  # the metric table's narrow selection
 
@@ -100,14 +102,19 @@ def run_row(run: RunSummary) -> dict[str, Any]:
     }
 
 
+@releases_claims
 def compare_runs(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
-    """Write report.json, report.md and curves.png comparing the runs into `out`."""
+    """Write report.json, report.md and curves.png comparing the runs into `out`.
+
+    `out` may be new, or hold anything but a run and files of those names; an earlier
+    comparison there is replaced."""
     if not run_dirs:
         raise YingsheError("no runs to compare", "pass one or more run folders")
+    folder = Path(out)
+    check_report_folder(folder, COMPARISON_FILES, is_comparison, "comparison")
     runs = [read_run(path) for path in run_dirs]
     unique_names(runs)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    claim_report_folder(folder, COMPARISON_FILES, is_comparison, "comparison")
     rows = [run_row(run) for run in runs]
     notes = []
     if len({(row["data"], row["split"], row["images"]) for row in rows}) > 1:
@@ -130,6 +137,11 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     atomic_write_text(folder / "report.md", comparison_markdown(report))
     report["report_dir"] = str(folder)
     return report
+
+
+def is_comparison(report: dict[str, Any]) -> bool:
+    """A report.json this module wrote (which a new comparison into the same folder replaces)."""
+    return isinstance(report.get("runs"), list) and "best" in report and "accuracy" not in report
 
 
 def _cell(key: str, value: Any, best: dict[str, float]) -> str:

@@ -2,8 +2,10 @@
 
 Grad-CAM (Selvaraju et al. 2017) weights the channels of a spatial feature map by the mean
 gradient of the class score and keeps the positive part. The map is taken at the outermost module
-that ends with the last spatial convolution's output size, found with forward hooks rather than
-by model name, so built-in nets, timm and torchvision models all work. A model whose last
+that ends with the last spatial convolution's output size inside `forward_features`, found with
+forward hooks rather than by model name; the class score is `forward_head` of those features.
+Every model yingshe builds answers that interface (built-ins, timm, torchvision through its
+adapter), so all of them work. A model whose last
 spatial convolution is only a patch embedding followed by attention (a ViT) has no such stage;
 it gets the gradient of the class score with respect to the input pixels (Simonyan et al. 2014).
 Hand-written because the one library that does this (pytorch-grad-cam) is not a dependency and
@@ -70,7 +72,7 @@ def _exit_order(model: nn.Module, sample: Tensor) -> list[tuple[str, nn.Module, 
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(sample)
+            model.forward_features(sample)
     finally:
         for handle in handles:
             handle.remove()
@@ -150,7 +152,7 @@ def gradcam(model: nn.Module, layer: CamLayer, inputs: Tensor, targets: Tensor) 
     handle = layer.module.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(inputs.detach().requires_grad_(True))
+            logits = model.forward_head(model.forward_features(inputs.detach().requires_grad_(True)))
             score = logits.gather(1, targets.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, captured["features"])
     finally:

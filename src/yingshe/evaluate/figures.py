@@ -78,7 +78,8 @@ def report_figures(
     image_size, channels = report["data"]["image_size"], report["data"]["channels"]
     names: list[str] = []
     if history:
-        plots.training_curves(history, folder / CURVES, report.get("title", ""))
+        best = (report.get("training") or {}).get("best_epoch")
+        plots.training_curves(history, folder / CURVES, report.get("title", ""), best)
         names.append(CURVES)
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION)
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION_NORMALISED, True)

@@ -57,6 +57,7 @@ class MetricSpec:
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("accuracy", "accuracy", True, "percent"),
     MetricSpec("top5_accuracy", "top-5 accuracy", True, "percent"),
+    MetricSpec("balanced_accuracy", "balanced accuracy", True, "percent"),
     MetricSpec("f1_macro", "F1 (macro)", True, "percent"),
     MetricSpec("f1_weighted", "F1 (weighted)", True, "percent"),
     MetricSpec("precision_macro", "precision (macro)", True, "percent"),
@@ -190,6 +191,12 @@ class CalibrationBins(Metric):
         }
 
 
+def imbalance_figures(num_classes: int) -> dict[str, Metric]:
+    """Rows for imbalanced data: balanced accuracy is the mean per-class recall over the classes
+    present (scikit-learn's balanced_accuracy_score); per-class recall is `per_class[i]["recall"]`."""
+    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0)}
+
+
 class SplitMetrics:
     """All report figures for one split: `update` per batch (any device), `compute` once.
 
@@ -205,11 +212,13 @@ class SplitMetrics:
             figures["top5_accuracy"] = MulticlassAccuracy(k, top_k=5, average="micro", **LOCAL)
         for average in ("macro", "weighted", "none"):
             suffix = "per_class" if average == "none" else average
-            options = dict(average=average, zero_division=0, **LOCAL)
-            figures[f"precision_{suffix}"] = MulticlassPrecision(k, **options)
-            figures[f"recall_{suffix}"] = MulticlassRecall(k, **options)
-            figures[f"f1_{suffix}"] = MulticlassF1Score(k, **options)
-        figures["confusion_matrix"] = MulticlassConfusionMatrix(k, **LOCAL)
+            figures[f"precision_{suffix}"] = MulticlassPrecision(k, average=average, zero_division=0)
+            figures[f"recall_{suffix}"] = MulticlassRecall(k, average=average, zero_division=0)
+            figures[f"f1_{suffix}"] = MulticlassF1Score(k, average=average, zero_division=0)
+        figures["confusion_matrix"] = MulticlassConfusionMatrix(k)
+        figures.update(imbalance_figures(k))
+        for figure in figures.values():  # the predictions are whole already (see `LOCAL`)
+            figure.sync_on_compute = False
         self.num_classes = k
         self.figures = MetricCollection(figures)
         self.loss = MeanMetric(**LOCAL).set_dtype(torch.float64)

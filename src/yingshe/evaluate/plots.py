@@ -58,8 +58,11 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[float], l
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def training_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Loss and accuracy (train dashed, validation solid) and the learning rate, per epoch."""
+def training_curves(
+    history: Sequence[dict[str, Any]], path: str | Path, title: str = "", best_epoch: int | None = None
+) -> Path:
+    """Loss and accuracy (train dashed, validation solid) and the learning rate, per epoch, with
+    a marker on every point (one epoch is a point, not an empty axis) and the best epoch marked."""
     fig = new_figure(13, 3.8)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
     for split, style in (("train", TRAIN_STYLE), ("val", {})):
@@ -71,13 +74,29 @@ def training_curves(history: Sequence[dict[str, Any]], path: str | Path, title: 
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     lr_ax.set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="learning rate")
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    epochs = [row["epoch"] for row in history]
     for ax in (loss_ax, acc_ax, lr_ax):
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    loss_ax.legend(), acc_ax.legend()
+        epoch_axis(ax, epochs)
+        if best_epoch is not None:
+            ax.axvline(
+                best_epoch, color="0.4", linestyle=":", linewidth=1, label=f"best (epoch {best_epoch})"
+            )
+    loss_ax.legend(fontsize=8), acc_ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     return save(fig, path)
+
+
+def epoch_axis(ax: Any, epochs: Sequence[int]) -> None:
+    """Whole-epoch ticks and half an epoch of margin, so a one- or two-epoch run reads sanely."""
+    ax.grid(alpha=0.3)
+    if epochs:
+        first, last = int(min(epochs)), int(max(epochs))  # metrics.csv gives floats
+        ax.set_xlim(first - 0.5, last + 0.5)
+        if last - first < 12:
+            ax.set_xticks(range(first, last + 1))
+            return
+    ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], path: str | Path) -> Path:
@@ -91,15 +110,16 @@ def compare_curves(histories: dict[str, Sequence[dict[str, Any]]], path: str | P
             ax.plot(
                 *_series(history, f"train_{metric}"),
                 color=colour,
+                marker=".",
                 **TRAIN_STYLE,
                 label=f"{short(name)} train",
             )
     loss_ax.set(title="Loss", xlabel="epoch", ylabel="mean loss")
     acc_ax.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
     acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    epochs = [row["epoch"] for history in histories.values() for row in history]
     for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        epoch_axis(ax, epochs)
     handles, labels = loss_ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8)
     return save(fig, path)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from yingshe.models.layers import FeaturesHead, child_stages
+
 BN_MOMENTUM = 1 - 0.6  # torch's convention (weight of the new batch), as airbench94 passes it
 
 
@@ -48,7 +50,7 @@ class ConvGroup(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class AirbenchNet(nn.Module):
+class AirbenchNet(FeaturesHead):
     """whiten (2×2, frozen) → 3 ConvGroups → global max-pool → linear (no bias) × scale.
 
     With `whiten=False` the stem is an ordinary learnt 2×2 conv: `init_from_data` leaves it as
@@ -82,7 +84,7 @@ class AirbenchNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(c_in, num_classes, bias=False)
         self.scale = scale
-        self.feature_dim = c_in
+        self.num_features = c_in
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m is not self.whiten:
                 nn.init.dirac_(m.weight[: m.in_channels])  # identity-initialised where shapes allow
@@ -115,6 +117,18 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.copy_(weight)
         self.whiten.bias.zero_()
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(self.stem_act(self.whiten(x)))
-        return self.head(self.pool(x).flatten(1)) * self.scale
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(self.stem_act(self.whiten(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        pooled = self.pool(x).flatten(1)
+        return pooled if pre_logits else self.head(pooled) * self.scale
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.num_features, num_classes, bias=False)
+
+    def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [("whiten", ("whiten",)), *child_stages("features", self.features)]

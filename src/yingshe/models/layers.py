@@ -46,3 +46,51 @@ class ClassifierHead(nn.Sequential):
             nn.Dropout(dropout),
             nn.Linear(features, num_classes),
         )
+
+    def pooled(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The pooled vector (pre_logits) or the logits."""
+        x = self[1](self[0](x))
+        return x if pre_logits else self[3](self[2](x))
+
+    def reset(self, num_classes: int) -> None:
+        self[3] = nn.Linear(self[3].in_features, num_classes)
+
+
+class FeaturesHead(nn.Module):
+    """The feature/head interface every yingshe model answers (timm's convention), so Grad-CAM,
+    fine-tuning and embeddings never need to know a model's layout.
+
+    `forward_features(x)` is the body's last map: (B, C, h, w) for conv nets, (B, N, D) tokens for
+    transformers; `forward_head(f, pre_logits=True)` pools it into the (B, num_features) vector the
+    classifier reads; `reset_classifier(k)` swaps in a fresh k-class classifier; `stages()` lists the
+    body's parameter-name prefixes from input to output (what `gradual` unfreezes from the top).
+    """
+
+    num_features: int
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def child_stages(prefix: str, module: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """One stage per child of `module` that holds parameters, named `prefix.i`."""
+    return [
+        (f"{prefix}.{name}", (f"{prefix}.{name}",))
+        for name, child in module.named_children()
+        if any(True for _ in child.parameters())
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from yingshe.models.layers import ClassifierHead, ConvBNAct, SqueezeExcite
+from yingshe.models.layers import ClassifierHead, ConvBNAct, FeaturesHead, SqueezeExcite, child_stages
 
 
 class BasicBlock(nn.Module):
@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(FeaturesHead):
     """stem → stages of BasicBlocks (stride 2 between stages) → pooled linear head."""
 
     def __init__(
@@ -53,10 +53,22 @@ class ResNet(nn.Module):
             c_in = width
         self.features = nn.Sequential(*stages)
         self.head = ClassifierHead(c_in, num_classes, dropout)
-        self.feature_dim = c_in
+        self.num_features = c_in
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(self.stem(x)))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(self.stem(x))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head.pooled(x, pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head[3]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+
+    def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [("stem", ("stem",)), *child_stages("features", self.features)]
 
 
 def cifar_resnet(

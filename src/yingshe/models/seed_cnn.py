@@ -6,10 +6,10 @@ import math
 
 from torch import Tensor, nn
 
-from yingshe.models.layers import ClassifierHead, ConvBNAct
+from yingshe.models.layers import ClassifierHead, ConvBNAct, FeaturesHead, child_stages
 
 
-class SeedCNN(nn.Module):
+class SeedCNN(FeaturesHead):
     """Four blocks of (conv–BN–ReLU ×2, 2×2 max-pool); pooling stops once the map is 2×2, so the
     same net runs on 8×8 digits, 28×28 Fashion-MNIST and 32×32 CIFAR."""
 
@@ -32,7 +32,19 @@ class SeedCNN(nn.Module):
             c_in = width
         self.features = nn.Sequential(*blocks)
         self.head = ClassifierHead(c_in, num_classes, dropout)
-        self.feature_dim = c_in
+        self.num_features = c_in
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head.pooled(x, pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head[3]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)
+
+    def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        return child_stages("features", self.features)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from yingshe.models.layers import FeaturesHead, child_stages
 
-class ViT(nn.Module):
+
+class ViT(FeaturesHead):
     """Patch embedding → pre-norm transformer encoder → mean-pooled tokens → linear head.
 
     Mean pooling instead of a class token trains better on small data (Beyer et al. 2022).
@@ -43,11 +45,25 @@ class ViT(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
-        self.feature_dim = dim
+        self.num_features = dim
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
         tokens = self.patchify(x).flatten(2).transpose(1, 2) + self.position  # (B, N, D)
-        return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
+        return self.norm(self.encoder(tokens))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        pooled = x.mean(dim=1)
+        return pooled if pre_logits else self.head(pooled)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def stages(self) -> list[tuple[str, tuple[str, ...]]]:
+        embed = ("embed", ("patchify", "position"))
+        return [embed, *child_stages("encoder.layers", self.encoder.layers), ("norm", ("norm",))]
 
 
 def default_patch(image_size: int, max_grid: int = 8) -> int:

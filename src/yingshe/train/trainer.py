@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from yingshe.config import RunConfig
@@ -24,6 +23,7 @@ from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
 from yingshe.train import distributed
+from yingshe.train.balance import build_loss
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.ema import WeightEMA
 from yingshe.train.optim import SchedulePlan, build_optimizer, build_schedule, set_lr
@@ -88,8 +88,8 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
     stem): up to `limit` augmented, normalised training images (N, C, H, W) are passed to
     `model.init_from_data`, which decides what to do with them (an airbench net built with
     `whiten=False` does nothing). A resumed run overwrites the result with its checkpoint."""
-    if not hasattr(model, "init_from_data"):
-        return
+    if not hasattr(model, "init_from_data") or getattr(model, "weights_loaded", False):
+        return  # pretrained weights (fine-tuning) are kept
     seen, count = [], 0
     for inputs, _, _ in batches:
         seen.append(inputs.float())
@@ -135,6 +135,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
+        self.loss_fn = build_loss(
+            cfg.train.balance, train.split.labels, self.num_classes, cfg.optim.label_smoothing
+        )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         distributed.broadcast_state(unwrap(model))  # each rank initialised from its own shard
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
@@ -229,7 +232,7 @@ class Trainer:
             self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
         ):
             logits = self.model(inputs)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.optim.label_smoothing)
+            loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip:

@@ -24,6 +24,7 @@ from yingshe.config import RunConfig, save_yaml
 from yingshe.errors import YingsheError
 from yingshe.evaluate import plots
 from yingshe.evaluate.metrics import METRICS, format_value, headline
+from yingshe.outputs import claim_run_folder, releases_claims
 from yingshe.runs import atomic_write_json, atomic_write_text, default_run_dir, read_metrics_csv
 from yingshe.train.callbacks import Callback
 
@@ -81,6 +82,7 @@ def cv_folder(config: RunConfig, out: str | Path | None) -> Path:
     return default.with_name(f"cv-{default.name}")
 
 
+@releases_claims
 def cross_validate(
     config: RunConfig,
     folds: int = 5,
@@ -102,7 +104,7 @@ def cross_validate(
             f"{cv_dir} already holds a cross-validation",
             "choose another --out, or set train.exist_ok=true to overwrite it",
         )
-    cv_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_folder(cv_dir, exist_ok=config.train.exist_ok, purpose="cv")  # locked until the last fold
     base = RunConfig.from_dict(config.to_dict())
     base.data.cv_folds, base.train.out = folds, str(cv_dir)
     atomic_write_text(cv_dir / "config.yaml", save_yaml(base))
