@@ -383,7 +383,7 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     time out (torchrun waits for rank 0 before it exits)."""
     if not distributed.active():
         return write_training_report(session, state, started)
-    distributed.barrier()  # every rank's training is over and rank 0's checkpoints are on disk
+    distributed.part()  # every rank's training is over and rank 0's checkpoints are on disk
     if distributed.is_main():
         return write_training_report(session, state, started)
     return TrainResult(session.run.root, {})  # type: ignore[typeddict-item]

@@ -207,6 +207,22 @@ def barrier() -> None:
         dist.barrier()
 
 
+def part(key: str = "trained") -> None:
+    """The last synchronisation of a run: every rank arrives, and none leaves before rank 0 has
+    left the barrier too. (A rank that exits right after a Gloo barrier can close its sockets
+    while rank 0 still completes it, which rank 0 sees as a lost peer; so the others wait for
+    rank 0's word in torchrun's key-value store, which outlives the workers.)"""
+    if not active():
+        return
+    dist.barrier()
+    store = dist.distributed_c10d._get_default_store()
+    name = f"yingshe/{key}/{restart_count()}"
+    if is_main():
+        store.set(name, "1")
+    else:
+        store.wait([name])
+
+
 def kill_hook(step: int) -> None:
     """Fault injection for the tests: the rank named in YINGSHE_DEBUG_KILL_AT dies by SIGKILL
     before that step, on torchrun's first attempt only (so an elastic restart can finish)."""
