@@ -194,7 +194,7 @@ class CalibrationBins(Metric):
 def imbalance_figures(num_classes: int) -> dict[str, Metric]:
     """Rows for imbalanced data: balanced accuracy is the mean per-class recall over the classes
     present (scikit-learn's balanced_accuracy_score); per-class recall is `per_class[i]["recall"]`."""
-    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0)}
+    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0, **LOCAL)}
 
 
 class SplitMetrics:
@@ -212,13 +212,12 @@ class SplitMetrics:
             figures["top5_accuracy"] = MulticlassAccuracy(k, top_k=5, average="micro", **LOCAL)
         for average in ("macro", "weighted", "none"):
             suffix = "per_class" if average == "none" else average
-            figures[f"precision_{suffix}"] = MulticlassPrecision(k, average=average, zero_division=0)
-            figures[f"recall_{suffix}"] = MulticlassRecall(k, average=average, zero_division=0)
-            figures[f"f1_{suffix}"] = MulticlassF1Score(k, average=average, zero_division=0)
-        figures["confusion_matrix"] = MulticlassConfusionMatrix(k)
+            options = dict(average=average, zero_division=0, **LOCAL)
+            figures[f"precision_{suffix}"] = MulticlassPrecision(k, **options)
+            figures[f"recall_{suffix}"] = MulticlassRecall(k, **options)
+            figures[f"f1_{suffix}"] = MulticlassF1Score(k, **options)
+        figures["confusion_matrix"] = MulticlassConfusionMatrix(k, **LOCAL)
         figures.update(imbalance_figures(k))
-        for figure in figures.values():  # the predictions are whole already (see `LOCAL`)
-            figure.sync_on_compute = False
         self.num_classes = k
         self.figures = MetricCollection(figures)
         self.loss = MeanMetric(**LOCAL).set_dtype(torch.float64)

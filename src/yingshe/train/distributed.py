@@ -114,7 +114,12 @@ def setup(device_setting: str, timeout_s: float) -> tuple[DistContext, torch.dev
             "set train.device=cpu or run on CUDA GPUs",
         )
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        # a key prefix per torchrun attempt: a restarted group must not read the addresses the
+        # dead attempt's ranks published (seen as "Gloo connectFullMesh failed ... refused")
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"yingshe/attempt-{restart_count()}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return ctx, device
 
 
