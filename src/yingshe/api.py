@@ -43,6 +43,7 @@ from yingshe.evaluate.figures import (
     run_history,
 )
 from yingshe.evaluate.metrics import Predictions, full_metrics, headline, predict_batches
+from yingshe.evaluate.multilabel import tune_thresholds
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
@@ -55,11 +56,12 @@ from yingshe.outputs import (
     claim_run_folder,
     releases_claims,
 )
-from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint
+from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint, save_checkpoint
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train import distributed
 from yingshe.train.balance import check_balance, sample_weights
+from yingshe.train.budget import attach_budget, find_budget, parse_duration
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.progress import ProgressBar, log_header
 from yingshe.train.trainer import FitState, Trainer, autocast_dtype, unwrap
@@ -90,6 +92,7 @@ def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> CheckpointMeta:
         std=list(data.std),
         flip_invariant=data.flip_invariant,
         data=DataRecord(cfg.data.spec, data.description, splits_fingerprint(data)),
+        task=data.task,
     )
 
 
@@ -181,8 +184,14 @@ def train(
     cfg.train.out = str(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name))
     if distributed.env_context().is_main:  # under torchrun rank 0 alone creates the folder
         check_run_folder(cfg.train.out, resumed is not None, cfg.train.exist_ok)  # creates nothing
+    budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
     try:
         session = build_training(cfg, resumed, callbacks, progress)
+        if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
+            test_and_val = len(session.data.test) + (
+                len(session.data.val) if session.data.val is not None else 0
+            )
+            attach_budget(session.trainer, budget, started, test_and_val)
         state = fit_training(session, resumed)
         return report_training(session, state, started)
     except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
@@ -254,6 +263,9 @@ def build_training(
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
         check_same_splits(resumed.meta, data, str(cfg.train.out))
+    if data.multilabel and cfg.train.monitor == "val_accuracy":  # the default: subset accuracy at 0.5
+        cfg.train.monitor = "val_map"  # is a coarse pick of the best epoch; mAP ranks, thresholds aside
+        log.info("multi-label data: train.monitor=val_map chooses the best epoch")
     ctx, device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     if ctx.enabled:
         distributed.check_sync_bn(cfg.train.sync_bn, device)
@@ -391,20 +403,25 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
 
 def write_training_report(session: TrainingSession, state: FitState, started: float) -> TrainResult:
     cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
-    best = load_checkpoint(run.best if run.best.is_file() else run.last)
+    best_path = run.best if run.best.is_file() else run.last
+    best = load_checkpoint(best_path)
     model.load_state_dict(best.state_dict)
     log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
     test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
     tta = session.trainer.tta_flip
     pred = predict_batches(model, test_batches, amp, tta)
-    validation = None
-    if data.val is not None:  # the held-out figures cross-validation and tuning read
+    thresholds, validation, val_pred = None, None, None
+    if data.multilabel or data.val is not None:
         val_batches = session.val_batches  # under torchrun only this rank's share: take all of it
         if distributed.active():
-            val_batches = eval_batches(data.val, data, cfg, device, session.normalize, session.channels_last)
+            val_split = data.val if data.val is not None else data.test
+            val_batches = eval_batches(val_split, data, cfg, device, session.normalize, session.channels_last)
         val_pred = predict_batches(model, val_batches, amp, tta)
-        validation = headline(full_metrics(val_pred, data.classes))
+    if data.multilabel:
+        thresholds = store_thresholds(best, best_path, val_pred)
+    if data.val is not None:  # the held-out figures cross-validation and tuning read
+        validation = headline(full_metrics(val_pred, data.classes, thresholds))
     skipped = {
         **data.skipped,
         **session.train_batches.skipped,
@@ -420,6 +437,7 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
         skipped,
         data_summary(cfg.data, data),
         {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
+        thresholds,
     )
     report["training"] = TrainingSummary(
         epochs_run=state.epoch,
@@ -434,6 +452,8 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     report["config"] = cfg.to_dict()
     if validation is not None:
         report["validation"] = validation
+    if (budget := find_budget(session.trainer)) is not None:
+        report["time_budget"] = budget.summary(time.perf_counter() - started)
     publish_report(
         run.root,
         report,
@@ -445,10 +465,24 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     return TrainResult(run.root, report)
 
 
+def store_thresholds(best: Checkpoint, path: Path, val_pred: Predictions) -> list[float]:
+    """Multi-label: per-label thresholds that maximise each label's F1 on the validation split
+    (the split that chose the epoch: the test split where data.val_fraction=0), written into the
+    best checkpoint so evaluate, predict and serve decide as tuned."""
+    best.meta.thresholds = tune_thresholds(val_pred.logits.float().sigmoid(), val_pred.labels)
+    save_checkpoint(path, best)
+    return best.meta.thresholds
+
+
 def balanced_sampling(cfg: RunConfig, data: DatasetSpec) -> np.ndarray | None:
     """Per-image draw probabilities for train.balance=sampler, else None (a plain shuffle)."""
     if check_balance(cfg.train.balance) != "sampler":
         return None
+    if data.multilabel:
+        raise YingsheError(
+            "train.balance=sampler draws by one class per image; multi-label images have several",
+            "use train.balance=weights (per-label positive weights) or none for multi-label data",
+        )
     return sample_weights(data.train.labels, data.num_classes)
 
 
@@ -473,12 +507,14 @@ def split_report(
     skipped: dict[str, str],
     data: dict[str, Any],
     model: dict[str, Any],
+    thresholds: list[float] | None = None,
 ) -> Report:
-    """The report body `train` and `evaluate` share: metrics of one split plus what it was."""
+    """The report body `train` and `evaluate` share: metrics of one split plus what it was
+    (a multi-label split's at its per-label `thresholds`)."""
     return {
         "title": title,
         "split": split,
-        **full_metrics(pred, classes),
+        **full_metrics(pred, classes, thresholds),
         "classes": classes,
         "num_train": sizes[0],
         "num_val": sizes[1],
@@ -570,6 +606,7 @@ def evaluate(
             "parameters": count_parameters(model),
             "checkpoint": str(checkpoint),
         },
+        meta.thresholds,
     )
     history = run_history(checkpoint, loaded)
     publish_report(
@@ -634,6 +671,10 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
             f"evaluate on data whose class folders are among {model_classes[:20]}",
         )
     mapping = np.array([index[c] for c in data_classes])
+    if split.labels.ndim == 2:  # multi-hot columns move to the model's label order
+        labels = np.zeros((len(split), len(model_classes)), dtype=np.int64)
+        labels[:, mapping] = split.labels
+        return Split(labels, images=split.images, files=split.files, packed=split.packed)
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
@@ -762,12 +803,14 @@ def prepare_data(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    jpeg_quality: int | None = None,
     num_shards: int | None = None,
     shard_index: int | None = None,
     merge: bool = False,
 ) -> dict[str, Any]:
     """Decode a dataset once into uint8 shards at the training size (`fmt="packed"`), or write it
-    as WebDataset tar shards (`fmt="webdataset"`).
+    as WebDataset tar shards (`fmt="webdataset"`; with `jpeg_quality`, re-encoded as
+    `image_size` square JPEGs at that quality).
 
     Packed shards go to the cache when `out` is None, where training on `spec` finds them; with
     `out`, the cache is pointed at `out`, so data.prepared=auto finds them there too. An
@@ -777,7 +820,14 @@ def prepare_data(
     """
     started = time.perf_counter()
     cfg = DataConfig(spec=spec, data_dir=data_dir, image_size=image_size, channels=channels)
-    options = dict(fmt=fmt, cache_dir=cache_dir, workers=workers, shard_mb=shard_mb, force=force)
+    options = dict(
+        fmt=fmt,
+        cache_dir=cache_dir,
+        workers=workers,
+        shard_mb=shard_mb,
+        force=force,
+        jpeg_quality=jpeg_quality,
+    )
     merging_all = merge and shard_index is None  # --merge may repeat the slices' --num-shards
     options.update(part=None if merging_all else slice_of(num_shards, shard_index), merge=merge)
     summary = prepare_source(read_spec(cfg), out, image_size, channels, progress=progress, **options)

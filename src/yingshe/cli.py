@@ -36,6 +36,7 @@ TRAIN_FLAGS = {
     "model": "model.name",
     "epochs": "train.epochs",
     "max_steps": "train.max_steps",
+    "time_budget": "train.time_budget",
     "limit_train": "data.limit_train",
     "limit_test": "data.limit_test",
     "batch_size": "train.batch_size",
@@ -314,6 +315,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             counts["failed"] += p.error is not None
             if out is None:
                 text = p.error or "  ".join(f"{name} {100 * prob:.1f}%" for name, prob in p.top)
+                if p.labels is not None and not p.error:  # multi-label: the labels above threshold
+                    text = f"labels: {'|'.join(p.labels) or '(none)'}  {text}"
                 bar.write(f"{p.source}\t{text}", file=sys.stdout)
             yield p
 
@@ -322,16 +325,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for _ in shown(bar):
             pass
     else:
-        write_predictions(out, shown(bar), k)
+        write_predictions(out, shown(bar), k, getattr(classifier, "multilabel", False))
     bar.close()
     if out is not None:
         print(f"{counts['done']} predictions written to {out} ({counts['failed']} unreadable)")
     return 1 if counts["failed"] == counts["done"] else 0
 
 
-def write_predictions(path: Path, predictions, k: int) -> None:
+def write_predictions(path: Path, predictions, k: int, multilabel: bool = False) -> None:
     """Stream predictions into a CSV or JSON file, one row at a time (atomically: the file appears
-    complete or not at all), so a folder of 100 k images never sits in memory."""
+    complete or not at all), so a folder of 100 k images never sits in memory. A multi-label
+    model's rows also carry `labels` (a list in JSON, `|`-separated in the CSV's second column)."""
     from yingshe.runs import atomic_file
 
     with atomic_file(path) as raw:
@@ -340,16 +344,22 @@ def write_predictions(path: Path, predictions, k: int) -> None:
             handle.write("[")
             for i, p in enumerate(predictions):
                 item = {"path": p.source, "top": [{"class": c, "probability": v} for c, v in p.top]}
+                if multilabel:
+                    item["labels"] = p.labels
                 handle.write(("," if i else "") + "\n  " + json.dumps({**item, "error": p.error}))
             handle.write("\n]\n")
         else:
             writer = csv.writer(handle)
+            labels_column = ["labels"] if multilabel else []
             writer.writerow(
-                ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")] + ["error"]
+                ["path", *labels_column]
+                + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("class", "prob")]
+                + ["error"]
             )
             for p in predictions:
                 cells = [x for c, v in p.top for x in (c, f"{v:.6f}")]
-                writer.writerow([p.source, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
+                labels = ["|".join(p.labels or [])] if multilabel else []
+                writer.writerow([p.source, *labels, *cells, *[""] * (2 * k - len(cells)), p.error or ""])
         handle.flush()
         handle.detach()  # atomic_file fsyncs and closes the raw handle itself
 
@@ -520,6 +530,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             **({} if args.shard_mb is None else {"shard_mb": args.shard_mb}),  # the library's default
             force=args.force,
             progress=progress,
+            jpeg_quality=args.jpeg_quality,
             num_shards=args.num_shards,
             shard_index=args.shard_index,
             merge=args.merge,
@@ -666,6 +677,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     t.add_argument("--model", help=config_help("model.name", "model name; see `yingshe models`"))
     t.add_argument("--epochs", type=int, help=config_help("train.epochs"))
     t.add_argument("--max-steps", type=int, help=config_help("train.max_steps"))
+    t.add_argument("--time-budget", help=config_help("train.time_budget"))
     t.add_argument("--limit-train", type=int, help=config_help("data.limit_train"))
     t.add_argument("--limit-test", type=int, help=config_help("data.limit_test"))
     t.add_argument("--batch-size", type=int, help=config_help("train.batch_size"))
@@ -865,6 +877,11 @@ def parser() -> argparse.ArgumentParser:
     dp.add_argument("--format", default="packed", choices=["packed", "webdataset"], help="what to write")
     dp.add_argument("--workers", type=at_least(0), help="decoding processes (default: one per core)")
     dp.add_argument("--shard-mb", type=float, help="size of a packed shard in MB (default: the library's)")
+    dp.add_argument(
+        "--jpeg-quality",
+        type=at_least(1),
+        help="with --format webdataset and --image-size: store square JPEGs at this quality (1-100)",
+    )
     dp.add_argument(
         "--data-dir", help="where dataset names are looked up (default: $YINGSHE_DATA or the cache)"
     )

@@ -28,7 +28,10 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["onecycle", "cosine", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
-Monitor = Literal["val_loss", "val_accuracy", "val_ece", "train_loss", "train_accuracy", "epoch"]
+Monitor = Literal[
+    "val_loss", "val_accuracy", "val_ece", "val_map", "train_loss", "train_accuracy", "epoch"
+]  # val_ece: single-label runs only; val_map: multi-label runs only
+MultilabelLoss = Literal["bce", "asymmetric"]
 
 
 @dataclass
@@ -125,6 +128,8 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
     dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
     balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+    time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
+    multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
 
 
 @dataclass

@@ -24,7 +24,15 @@ from torch import nn
 
 from yingshe.config import DEFAULT_TOP_K
 from yingshe.data.augment import Normalize
-from yingshe.data.images import UnreadableImage, decode_image, fit_square, is_image_name, to_mode
+from yingshe.data.images import (
+    UnreadableImage,
+    decode_image,
+    fit_square,
+    is_image_name,
+    printable_path,
+    read_file,
+    to_mode,
+)
 from yingshe.errors import YingsheError
 from yingshe.models import create_model
 from yingshe.models.tta import flip_tta_applies, tta_forward
@@ -37,11 +45,14 @@ ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 @dataclass
 class Prediction:
-    """Top-k classes of one image, or the reason it could not be read."""
+    """Top-k classes of one image, or the reason it could not be read. A multi-label model also
+    gives `labels`: every label whose sigmoid score reaches its tuned threshold (`top` then holds
+    the highest scores, each label's own probability)."""
 
     source: str
     top: list[tuple[str, float]] = field(default_factory=list)  # (class, probability), best first
     error: str | None = None
+    labels: list[str] | None = None  # multi-label models: the labels above their thresholds
 
     @property
     def label(self) -> str | None:
@@ -72,11 +83,13 @@ class ImageClassifier:
     image_size: int
     channels: int
     source: str = ""  # what was loaded, for `GET /v1/model` and messages
+    multilabel: bool = False  # sigmoid scores per label; `labels` are those above `thresholds`
+    thresholds: list[float] | None = None  # multi-label: one per class, tuned on validation
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Any accepted input → uint8 (size, size, channels), exactly as in evaluation."""
         if isinstance(image, (str, Path)):
-            return decode_image(Path(image).read_bytes(), self.image_size, self.channels, str(image))
+            return decode_image(read_file(image), self.image_size, self.channels, printable_path(image))
         if isinstance(image, bytes):
             return decode_image(image, self.image_size, self.channels)
         if isinstance(image, np.ndarray):
@@ -99,6 +112,14 @@ class ImageClassifier:
         return [
             [(self.classes[int(i)], float(v)) for v, i in zip(vrow, irow, strict=True)]
             for vrow, irow in zip(values, indices, strict=True)
+        ]
+
+    def above(self, probs: torch.Tensor) -> list[list[str]]:
+        """Multi-label: per row, every label whose score reaches its threshold (0.5 untuned)."""
+        limits = self.thresholds or [0.5] * len(self.classes)
+        return [
+            [name for name, p, t in zip(self.classes, row, limits, strict=True) if p >= t]
+            for row in probs.tolist()
         ]
 
     def predict(
@@ -131,9 +152,12 @@ class ImageClassifier:
     def _fill(self, results: list[Prediction], pending: list[tuple[int, np.ndarray]], top_k: int) -> None:
         if not pending:
             return
-        tops = self.top(self.probabilities(np.stack([array for _, array in pending])), top_k)
-        for (position, _), top in zip(pending, tops, strict=True):
+        probs = self.probabilities(np.stack([array for _, array in pending]))
+        tops = self.top(probs, top_k)
+        labels = self.above(probs) if self.multilabel else [None] * len(tops)
+        for (position, _), top, chosen in zip(pending, tops, labels, strict=True):
             results[position].top = top
+            results[position].labels = chosen
         pending.clear()
 
 
@@ -151,6 +175,8 @@ class Classifier(ImageClassifier):
         self.normalize = Normalize(meta.mean, meta.std).to(self.device)
         # served as the run was evaluated: with flip TTA where the run asked and the data allows
         self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
+        self.multilabel = meta.task == "multilabel"
+        self.thresholds = meta.thresholds
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Classifier:
@@ -165,7 +191,9 @@ class Classifier(ImageClassifier):
         return tta_forward(self.model, x, self.tta_flip).float().cpu()
 
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
-        return self.logits(arrays).softmax(1)
+        """Softmax over classes; per-label sigmoid scores for a multi-label model."""
+        logits = self.logits(arrays)
+        return logits.sigmoid() if self.multilabel else logits.softmax(1)
 
 
 def readable_reason(err: BaseException, name: str) -> str:

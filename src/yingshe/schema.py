@@ -93,6 +93,8 @@ class CheckpointMeta:
     std: list[float]
     flip_invariant: bool = True  # a mirror image is the same class (not so for digits)
     data: DataRecord | None = None
+    task: str = "multiclass"  # or "multilabel": sigmoid scores, every label above its threshold
+    thresholds: list[float] | None = None  # multi-label: per-label thresholds tuned on validation
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,8 @@ class CheckpointMeta:
             "std": list(self.std),
             "flip_invariant": self.flip_invariant,
             "data": self.data.to_dict() if self.data is not None else None,
+            "task": self.task,
+            "thresholds": list(self.thresholds) if self.thresholds is not None else None,
         }
 
     @classmethod
@@ -118,6 +122,8 @@ class CheckpointMeta:
             [float(v) for v in _need(d, "std", source)],
             bool(d.get("flip_invariant", True)),
             DataRecord.from_dict(data) if data else None,
+            str(d.get("task") or "multiclass"),  # checkpoints from before multi-label: single-label
+            [float(t) for t in d["thresholds"]] if d.get("thresholds") is not None else None,
         )
 
 
@@ -247,10 +253,13 @@ class Report(TypedDict, total=False):
     model: ModelSummary
     training: TrainingSummary  # train only
     validation: dict[str, float]  # train with a validation split: the metric table's figures on it
+    time_budget: dict[str, Any]  # train with train.time_budget: budget, spent, plan (train/budget.py)
     tuning: dict[str, Any]  # a tuning trial's run: {trial, state: complete|pruned, value|pruned_after_epoch}
     config: dict[str, Any]
     per_class: list[dict[str, Any]]
-    confusion_matrix: list[list[int]]
+    confusion_matrix: list[list[int]]  # single-label only
+    task: str  # "multilabel" where the split is multi-label (absent: single-label)
+    thresholds: list[float]  # multi-label: the per-label thresholds the figures were measured at
     calibration: dict[str, list[float]]
     confused_pairs: list[dict[str, Any]]
     plots: list[str]

@@ -46,6 +46,15 @@ def csv_of(root: Path) -> Path:
     return root / "m.csv"
 
 
+def json_manifest_of(root: Path) -> Path:
+    import json
+
+    tree = folder(root)
+    items = [{"path": str(p), "labels": sorted({p.parent.name, "b"})} for p in sorted(tree.rglob("*.png"))]
+    (root / "m.json").write_text(json.dumps(items))
+    return root / "m.json"
+
+
 def idx(root: Path) -> Path:
     out = root / "idx"
     out.mkdir()
@@ -101,6 +110,7 @@ SAMPLES: dict[str, Callable[[Path], Path]] = {
     "webdataset-folder": webdataset_dir,
     "folder": folder,
     "csv": csv_of,
+    "json-manifest": json_manifest_of,
     "webdataset-tar": webdataset_tar,
     "cifar-tar": cifar_tar,
     "tar": tar_of,

@@ -140,8 +140,10 @@ def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> 
     """Mixup or cutmix (one, chosen at random when both are on) with the reversed batch.
 
     Returns soft targets (B, K): the loss takes class probabilities, so label smoothing composes.
+    Multi-hot targets (multi-label, y (B, K)) are mixed the same way: each label's target is the
+    share of it in the mixed image.
     """
-    target = F.one_hot(y, num_classes).float()
+    target = y.float() if y.ndim == 2 else F.one_hot(y, num_classes).float()
     use_cutmix = cutmix > 0 and (mixup <= 0 or torch.rand(()) < 0.5)
     alpha = cutmix if use_cutmix else mixup
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
@@ -158,3 +160,52 @@ def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> 
     else:
         x = lam * x + (1 - lam) * partner
     return x, lam * target + (1 - lam) * target.flip(0)
+
+
+def random_resized_crop(
+    x: Tensor,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = False,
+) -> Tensor:
+    """Inception-style random-resized-crop of a whole batch: (B, C, H, W) → (B, C, size, size) of
+    the same dtype (uint8 stays uint8: normalise afterwards, on fewer pixels).
+
+    Each image gets a box of `scale` × its area with an aspect ratio log-uniform in `ratio`,
+    clamped to the image (torchvision instead redraws up to 10 times, then falls back to a centre
+    crop; clamping makes boxes near the full image slightly squarer), placed uniformly. The boxes
+    are drawn for the batch at once; each is resized by `F.interpolate` (bilinear, antialiased,
+    torch's uint8 channels-last fast path: 1.1 ms an image on one loaded core, against 2.9 ms
+    channels-first and 11 ms for one float `grid_sample` over the batch, which does not
+    antialias either). With `flip`, half are mirrored. The result is channels-first.
+    """
+    b, _, h, w = x.shape
+    area = torch.empty(b).uniform_(*scale) * (h * w)
+    aspect = torch.exp(torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1])))
+    bw = (area * aspect).sqrt().round().clamp(1, w).long()
+    bh = (area / aspect).sqrt().round().clamp(1, h).long()
+    left = (torch.rand(b) * (w - bw + 1)).long()
+    top = (torch.rand(b) * (h - bh + 1)).long()
+    mirrored = (torch.rand(b) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
+    out = torch.empty((b, x.shape[1], size, size), dtype=x.dtype, device=x.device)
+    x = x.contiguous(memory_format=torch.channels_last)  # free for HWC shards; 2.7× faster resizes
+    for i, (t, le, hh, ww, m) in enumerate(
+        zip(top.tolist(), left.tolist(), bh.tolist(), bw.tolist(), mirrored.tolist(), strict=True)
+    ):
+        box = x[i : i + 1, :, t : t + hh, le : le + ww]
+        resized = F.interpolate(box, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i] = resized[0].flip(-1) if m else resized[0]
+    return out
+
+
+class ResizedCropAugment:
+    """Training augmentation for photos prepared at a short side above the crop size (256 for a
+    224 crop): a batch random-resized-crop to `size` with a flip, then normalisation. Same
+    interface as `BatchAugment`, so `DeviceBatches` takes either."""
+
+    def __init__(self, size: int, hflip: bool = True, scale: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.size, self.hflip, self.scale = size, hflip, scale
+
+    def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
+        return normalize(random_resized_crop(x, self.size, self.scale, flip=self.hflip)), y

@@ -51,6 +51,11 @@ class DatasetSpec:
     flip_invariant: bool = True
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # refused while reading the source
+    task: str = "multiclass"  # or "multilabel" (labels are (N, K) multi-hot rows)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +112,7 @@ def build_dataset(
         flip_invariant=data.flip_invariant,
         notes=data.notes + notes,
         skipped=dict(data.skipped),
+        task=data.task,
     )
 
 
@@ -114,7 +120,9 @@ def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
     """A file dataset's prepared shards in its place (data.prepared: `auto` uses shards the cache
     holds, `always` prepares them on first use, `off` never). Size and channels are decided here,
     on the whole train split, because they are part of the cache key."""
-    if cfg.prepared == "off" or all(s.files is None for s in data.splits.values()):
+    if cfg.prepared == "off" or data.task != "multiclass":  # shards hold one class per image
+        return data
+    if all(s.files is None for s in data.splits.values()):
         return data
     train = data.splits["train"]
     channels = cfg.channels or data.channels or detect_channels(train)
@@ -150,6 +158,11 @@ def choose_splits(
         notes.append(f"no test split in the source: held out {cfg.test_fraction:.0%} of train")
     if cfg.limit_train:
         train = train.subset(stratified_subset(train.labels, cfg.limit_train, stage_rng(seed, "limit_train")))
+    if cfg.imbalance and data.task != "multiclass":
+        raise YingsheError(
+            "data.imbalance builds a long-tailed split by class, which multi-label data does not have",
+            "leave data.imbalance unset for a multi-label manifest",
+        )
     if cfg.imbalance:
         train = long_tail(train, len(data.classes), cfg.imbalance, stage_rng(seed, "imbalance"))
         notes.append(f"data.imbalance={cfg.imbalance:g}: a long-tailed train split of {len(train)} images")
@@ -179,7 +192,8 @@ def choose_splits(
 def missing_test_classes(test: Split, classes: list[str]) -> list[str]:
     """A note (and a warning) naming the classes the test split has no image of: their accuracy
     cannot be measured, and the report says so instead of averaging over them silently."""
-    counts = np.bincount(test.labels, minlength=len(classes))
+    multi = test.labels.ndim == 2  # multi-label: the images that carry each label
+    counts = test.labels.sum(0) if multi else np.bincount(test.labels, minlength=len(classes))
     missing = [classes[i] for i in np.flatnonzero(counts == 0)]
     if not missing:
         return []

@@ -76,8 +76,15 @@ def read_files(split: Split, entry: dict, by_hash: dict, done: int, total: int, 
     return done
 
 
+def label_counts(split: Split, classes: list[str]) -> np.ndarray:
+    """Images per class (per label for multi-label data, where an image counts once per label)."""
+    if split.labels.ndim == 2:
+        return split.labels.sum(0)
+    return np.bincount(split.labels, minlength=len(classes))
+
+
 def per_class(split: Split, classes: list[str]) -> dict[str, int]:
-    counts = np.bincount(split.labels, minlength=len(classes))
+    counts = label_counts(split, classes)
     return dict(zip(classes, counts.tolist(), strict=True))
 
 
@@ -100,7 +107,7 @@ def imbalance(source: SourceData) -> dict[str, Any]:
     """Images per class over all splits, and the ratio of the largest class to the smallest."""
     counts = np.zeros(len(source.classes), dtype=np.int64)
     for split in source.splits.values():
-        counts += np.bincount(split.labels, minlength=len(source.classes))
+        counts += label_counts(split, source.classes)
     if not len(counts):
         return {"ratio": None, "largest": None, "smallest": None, "warn": False}
     big, small = int(counts.argmax()), int(counts.argmin())

@@ -118,7 +118,7 @@ class SplitDataset(Dataset):
                 ok = False
         if self.transform is not None and ok:
             image = self.transform(image)
-        return image.contiguous(), int(self.split.labels[index]), index, ok
+        return image.contiguous(), self.split.labels[index], index, ok  # int64, or a multi-hot row
 
     def __getitems__(self, indices: list[int]) -> Batch | list[tuple[Tensor, int, int, bool]]:
         """A whole batch (DataLoader calls this with a batch sampler): files are decoded together,
@@ -144,7 +144,8 @@ def _collate(items: list[tuple[Tensor, int, int, bool]] | Batch) -> Batch:
     if isinstance(items, Batch):  # decoded as a batch by SplitDataset.__getitems__
         return items
     images, labels, index, ok = zip(*items, strict=True)
-    return Batch(torch.stack(images), torch.tensor(labels), torch.tensor(index), torch.tensor(ok))
+    labels = torch.from_numpy(np.stack(labels).astype(np.int64))  # (B,) or multi-label (B, K)
+    return Batch(torch.stack(images), labels, torch.tensor(index), torch.tensor(ok))
 
 
 class ArrayBatches:
@@ -241,6 +242,7 @@ class DeviceBatches:
     """Moves batches to the device, drops undecodable images, augments and normalises.
 
     Yields (inputs float (B, C, H, W), targets (B,) int or (B, K) soft, labels (B,) int).
+    Multi-label splits yield labels (B, K) 0/1 and targets (B, K) float multi-hot (mixed or not).
     Names of dropped files accumulate in `skipped`.
     """
 
@@ -285,6 +287,8 @@ class DeviceBatches:
                 inputs, targets = self.augment(images, labels, self.normalize)
             else:
                 inputs, targets = self.normalize(images), labels
+            if labels.ndim == 2:
+                targets = targets.float()
             yield inputs.contiguous(memory_format=self.memory_format), targets, labels
 
     def record_bad(self, indices: Tensor) -> None:

@@ -32,22 +32,38 @@ def prepare_source(
     shard_mb: float = pack.DEFAULT_SHARD_MB,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    jpeg_quality: int | None = None,
     part: tuple[int, int] | None = None,
     merge: bool = False,
 ) -> dict[str, Any]:
     """Write `source` as shards and return the summary `api.prepare_data` reports.
 
+    `jpeg_quality` (WebDataset only) re-encodes every image as an `image_size` square JPEG at that
+    quality: a fraction of packed uint8's disk, paid for by a decode per image when training.
     `part=(i, n)` prepares slice i of n (every n-th packed shard) into the shared folder, and
     `merge` writes the manifest once all slices are there (pack.merge_slices): n machines
     prepare one dataset in parallel, byte for byte the one a single prepare writes."""
     check_part(part, merge, fmt)
     if fmt == "webdataset":
-        if out is None or image_size:
+        if out is None or (image_size and not jpeg_quality) or (jpeg_quality and not image_size):
             raise YingsheError(
-                "WebDataset shards need --out and keep the images as they are encoded",
-                "give --out DIR and leave out --image-size (it applies to packed shards)",
+                "WebDataset shards need --out and keep the images as they are encoded, unless "
+                "re-encoded at --image-size with --jpeg-quality",
+                "give --out DIR, and --image-size only together with --jpeg-quality",
             )
-        return {**webdataset.write_webdataset(source, out, progress=progress), "format": fmt}
+        if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
+            raise YingsheError(
+                f"--jpeg-quality must be 1-100; got {jpeg_quality}", "use e.g. --jpeg-quality 90"
+            )
+        channels = channels or source.channels or detect_channels(source.splits["train"])
+        reencode = (image_size, jpeg_quality, channels) if jpeg_quality else None
+        written = webdataset.write_webdataset(source, out, progress=progress, reencode=reencode)
+        return {**written, "format": fmt, "jpeg_quality": jpeg_quality}
+    if jpeg_quality is not None:
+        raise YingsheError(
+            "--jpeg-quality applies to WebDataset shards (packed shards hold raw pixels)",
+            "add --format webdataset, or leave out --jpeg-quality",
+        )
     if fmt != "packed":
         raise YingsheError(f"unknown format {fmt!r}", f"use one of {', '.join(PREPARE_FORMATS)}")
     train = source.splits["train"]

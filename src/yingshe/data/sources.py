@@ -1,7 +1,8 @@
 """One reader per on-disk format, each returning a `SourceData`; `read_source` picks the reader.
 
 Formats: an image folder tree, a .tar/.tar.gz of one, MNIST-family IDX files, CIFAR-10/100's
-python pickles (folder or the original .tar.gz), a CSV manifest `path,label[,split]`, and the
+python pickles (folder or the original .tar.gz), a CSV manifest `path,label[,split]` (or the
+multi-label `path,labels[,split]` and its JSON form, data/multilabel.py), and the
 built-in `digits` that ships inside scikit-learn. Two more live in their own modules and are
 registered here: prepared folders (data/shards.py) and WebDataset tar shards (data/webdataset.py).
 
@@ -29,6 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from yingshe.data import multilabel
 from yingshe.data.images import LIMITS, is_image_name, printable_path
 from yingshe.data.shards import MANIFEST, is_unfinished, read_prepared
 from yingshe.data.splits import BlobImages, FileImages, SourceData, Split, stat_line
@@ -510,7 +512,10 @@ def read_csv(path: Path, options: ReadOptions | None = None) -> SourceData:
             f"data.manifest_duplicates={options.manifest_duplicates!r} is not a choice",
             f"use one of {', '.join(MANIFEST_DUPLICATES)}",
         )
+    header = _csv_header(path)
     rows = _csv_rows(path)
+    if multilabel.is_multilabel_header(header):  # `path,labels[,split]`: a multi-label manifest
+        return multilabel.build_source(path, multilabel.csv_rows(path, rows, _csv_split), options)
     first: dict[str, tuple[int, str, str, str]] = {}  # resolved path → (line, split, label, file)
     repeats: list[str] = []
     entries: dict[str, list[tuple[str, str]]] = {}
@@ -562,6 +567,15 @@ def read_csv(path: Path, options: ReadOptions | None = None) -> SourceData:
         for split, items in entries.items()
     }
     return SourceData(f"CSV manifest {printable_path(path)}", classes, splits, notes=notes)
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The CSV's first row when it is a header (its path cell is not an image file name)."""
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        for row in csv.reader(handle):
+            if row and not row[0].startswith("#"):
+                return None if is_image_name(row[0].strip()) else row
+    return None
 
 
 def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -686,6 +700,9 @@ register_format("webdataset-folder", lambda p: p.is_dir() and is_webdataset_dir(
 register_format("folder", Path.is_dir)(read_folder)
 # Files: a CSV manifest, a WebDataset shard, the CIFAR python archive, any tar of a class tree.
 register_format("csv", lambda p: p.is_file() and p.suffix.lower() == ".csv")(read_csv)
+register_format("json-manifest", lambda p: p.is_file() and p.suffix.lower() == ".json")(
+    multilabel.read_json_manifest
+)
 register_format("webdataset-tar", lambda p: _is_tar(p) and is_webdataset_tar(p))(
     lambda p, o: read_webdataset(p)
 )

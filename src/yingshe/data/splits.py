@@ -8,6 +8,7 @@ kinds of `Split` subset and split the same way, so limits and hold-outs work on 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from yingshe.data.images import printable_path, read_file
+
+log = logging.getLogger(__name__)
 
 
 def stat_line(path: str) -> str:
@@ -115,7 +118,7 @@ class Split:
     `packed` is a prepared dataset's memory-mapped shards (data/shards.PackedImages): decoded and
     fitted already, like `images`, but never loaded whole."""
 
-    labels: np.ndarray  # (N,) int64 class indices
+    labels: np.ndarray  # (N,) int64 class indices, or (N, K) 0/1 multi-hot rows for multi-label
     images: np.ndarray | None = None
     files: EncodedImages | None = None
     packed: ImageArrays | None = None
@@ -169,6 +172,18 @@ class SourceData:
     notes: list[str] = field(default_factory=list)
     origin: str | None = None  # the path it was read from; part of the prepared-data cache key
     skipped: dict[str, str] = field(default_factory=dict)  # name → reason, refused while reading
+    task: str = "multiclass"  # or "multilabel": labels are (N, K) multi-hot rows
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """The class index each image is stratified by. Multi-hot rows (multi-label data) have no one
+    class, so they all fall in one stratum: the hold-out is then a seeded random cut (iterative
+    stratification is not implemented), and a warning says so."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        log.warning("multi-label data: hold-outs and subsets are seeded random, not stratified by label")
+        return np.zeros(len(labels), dtype=np.int64)
+    return labels
 
 
 def stratified_split(
@@ -176,6 +191,7 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, held out) with `fraction` of every class held out, at least one where a
     class has two or more members, so small classes stay represented on both sides."""
+    labels = strata(labels)
     kept, held = [], []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
@@ -191,6 +207,7 @@ def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) 
     """`count` indices keeping the class proportions (largest-remainder rounding)."""
     if count >= len(labels):
         return np.arange(len(labels))
+    labels = strata(labels)
     classes, sizes = np.unique(labels, return_counts=True)
     quotas = sizes * count / len(labels)
     take = np.floor(quotas).astype(int)
@@ -211,5 +228,6 @@ def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> li
     """
     if k < 2 or k > len(labels):
         raise ValueError(f"cannot make {k} folds of {len(labels)} images; use 2 <= k <= {len(labels)}")
+    labels = strata(labels)
     order = np.concatenate([rng.permutation(np.flatnonzero(labels == cls)) for cls in np.unique(labels)])
     return [np.sort(order[fold::k]) for fold in range(k)]

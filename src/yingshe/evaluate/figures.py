@@ -81,6 +81,8 @@ def report_figures(
         best = (report.get("training") or {}).get("best_epoch")
         plots.training_curves(history, folder / CURVES, report.get("title", ""), best)
         names.append(CURVES)
+    if report.get("task") == "multilabel":  # no confusion matrix, calibration or argmax errors
+        return {"plots": names, "confident_errors": []}
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION)
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION_NORMALISED, True)
     plots.reliability_diagram(report["calibration"], report["ece"], folder / RELIABILITY)

@@ -31,6 +31,7 @@ from torchmetrics.classification import (
 )
 
 from yingshe.errors import YingsheError
+from yingshe.evaluate import multilabel
 from yingshe.models.tta import tta_forward
 
 ECE_BINS = 15
@@ -66,6 +67,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("recall_weighted", "recall (weighted)", True, "percent", compact=False),
     MetricSpec("ece", "expected calibration error", False, "decimal"),
     MetricSpec("loss", "mean loss", False, "decimal"),
+    # multi-label splits (evaluate/multilabel.py); `accuracy` is then subset accuracy too
+    MetricSpec("map", "mAP (macro average precision)", True, "percent"),
+    MetricSpec("subset_accuracy", "subset accuracy (exact match)", True, "percent"),
+    MetricSpec("hamming_loss", "Hamming loss", False, "decimal"),
 )
 METRIC_BY_KEY = {spec.key: spec for spec in METRICS}
 EPOCH_FIGURES = ("loss", "accuracy", "ece")  # what `summary_metrics` measures on validation
@@ -84,7 +89,9 @@ def metric(key: str) -> MetricSpec:
 
 def monitor_choices() -> list[str]:
     """The values `train.monitor` accepts: a per-epoch figure of the validation or training split."""
-    return [f"val_{key}" for key in EPOCH_FIGURES] + [f"train_{key}" for key in TRAIN_FIGURES] + ["epoch"]
+    single = [f"val_{key}" for key in EPOCH_FIGURES]
+    multi = [f"val_{key}" for key in multilabel.EPOCH_FIGURES if f"val_{key}" not in single]
+    return single + multi + [f"train_{key}" for key in TRAIN_FIGURES] + ["epoch"]
 
 
 def monitor_metric(monitor: str) -> MetricSpec:
@@ -108,7 +115,7 @@ class Predictions:
     """Everything evaluation needs from one pass over a split."""
 
     logits: Tensor  # (N, K) float32 on the CPU
-    labels: Tensor  # (N,) int64
+    labels: Tensor  # (N,) int64, or (N, K) 0/1 for a multi-label split
 
 
 @torch.no_grad()
@@ -137,9 +144,12 @@ def predict_batches(
 
 
 def summary_metrics(pred: Predictions, num_classes: int) -> dict[str, float]:
-    """The per-epoch numbers (`EPOCH_FIGURES`): loss, accuracy and calibration error, each cheap."""
+    """The per-epoch numbers (`EPOCH_FIGURES`): loss, accuracy and calibration error, each cheap.
+    A multi-label split has its own (`multilabel.EPOCH_FIGURES`: loss, subset accuracy, mAP)."""
     if len(pred.labels) == 0:
         return {key: float("nan") for key in EPOCH_FIGURES}
+    if multilabel.is_multilabel(pred.labels):
+        return multilabel.summary(pred.logits, pred.labels)
     calibration = CalibrationBins(**LOCAL)
     calibration.update(pred.logits.float().softmax(1), pred.labels)
     return {
@@ -256,13 +266,18 @@ class SplitMetrics:
         return out
 
 
-def full_metrics(pred: Predictions, classes: list[str]) -> dict[str, Any]:
-    """Everything for a report: averages, top-5, calibration, per-class table, confusion matrix."""
+def full_metrics(
+    pred: Predictions, classes: list[str], thresholds: list[float] | None = None
+) -> dict[str, Any]:
+    """Everything for a report: averages, top-5, calibration, per-class table, confusion matrix.
+    A multi-label split gets `multilabel.full` at the per-label `thresholds` instead."""
     if len(pred.labels) == 0:
         raise YingsheError(
             "no image of the split could be evaluated",
             "check the images with `yingshe data inspect`; unreadable files are listed there",
         )
+    if multilabel.is_multilabel(pred.labels):
+        return multilabel.full(pred.logits, pred.labels, classes, thresholds)
     metrics = SplitMetrics(len(classes))
     metrics.update(pred.logits, pred.labels)
     return metrics.compute(classes)

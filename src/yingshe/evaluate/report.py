@@ -81,6 +81,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"by {training['monitor']}"
             + (f"; {training['stop_reason']}" if training.get("stop_reason") else "")
         )
+    budget = report.get("time_budget")
+    if budget:
+        lines.append(
+            f"- time budget: {budget['budget_seconds']:.1f} s, spent {budget['spent_seconds']:.1f} s "
+            f"to the report ({'within' if budget['within_budget'] else 'OVER'} budget); "
+            f"{budget['planned_steps']} steps planned at {budget['step_seconds']} s a step"
+        )
     validation = report.get("validation")
     if validation:
         lines.append(
@@ -104,6 +111,15 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | "
                 f"{_pct(row['f1'])} | {row['support']} |"
             )
+        if report.get("task") == "multilabel":  # per label: AP and the tuned threshold too
+            lines[-len(report["per_class"]) - 2 :] = [
+                "| label | precision | recall | F1 | AP | threshold | images |",
+                "|---|---|---|---|---|---|---|",
+            ] + [
+                f"| {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | {_pct(row['f1'])} | "
+                f"{_pct(row['average_precision'])} | {row['threshold']:.3f} | {row['support']} |"
+                for row in report["per_class"]
+            ]
     if report.get("confused_pairs"):
         lines += [
             "",

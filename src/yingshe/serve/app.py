@@ -222,12 +222,15 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         good = [array for _, array, _ in decoded if array is not None]
         probs = await batcher.submit(np.stack(good)) if good else np.zeros((0, len(classifier.classes)))
         tops = iter(classifier.top(torch.from_numpy(probs), top_k) if good else [])
+        multilabel = getattr(classifier, "multilabel", False)  # every label above its threshold too
+        chosen = iter(classifier.above(torch.from_numpy(probs)) if good and multilabel else [])
         out = []
         for name, array, error in decoded:
             top = next(tops) if array is not None else []
-            out.append(
-                {"file": name, "top": [{"class": c, "probability": p} for c, p in top], "error": error}
-            )
+            item = {"file": name, "top": [{"class": c, "probability": p} for c, p in top], "error": error}
+            if multilabel:
+                item["labels"] = next(chosen) if array is not None else []
+            out.append(item)
         return out
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="top-k classes of one image")
@@ -235,7 +238,8 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         k = cfg_top_k(top_k)
         named = await uploads(request, cfg, "file", many=False)
         (result,) = await classify(named, k)
-        return {"top": result["top"], "model": classifier.source}
+        labels = {"labels": result["labels"]} if "labels" in result else {}  # multi-label models
+        return {"top": result["top"], **labels, "model": classifier.source}
 
     @app.post("/v1/predict/batch", openapi_extra=BATCH_BODY, summary="top-k classes of several images")
     async def predict_batch(request: Request, top_k: int | None = TOP_K) -> dict[str, Any]:

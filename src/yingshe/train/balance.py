@@ -8,6 +8,12 @@
 - `logit-adjust`: the logit-adjusted loss of Menon et al. 2021: cross-entropy on logits + log π
   (π the training class prior), trained on the raw data; prediction uses the raw logits, which
   then estimate the balanced (prior-free) posterior.
+
+Multi-label data (labels (N, K) multi-hot) trains each label as its own yes/no with a sigmoid:
+`train.multilabel_loss=bce` (binary cross-entropy on logits) or `asymmetric` (ASL, Ridnik et al.
+2021: negatives' easy, confident cases are down-weighted, which suits images with few of many
+labels). `weights` then weighs each label's positives by negatives/positives (`pos_weight`);
+`sampler` and `logit-adjust` are per-class ideas and are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from torch import Tensor
 from yingshe.errors import YingsheError, close_matches
 
 BALANCE = ("none", "weights", "sampler", "logit-adjust")
+MULTILABEL_LOSSES = ("bce", "asymmetric")
+ASL_GAMMA_NEG, ASL_GAMMA_POS, ASL_CLIP = 4.0, 1.0, 0.05  # the paper's defaults
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -51,9 +59,18 @@ def check_balance(mode: str) -> str:
     return mode
 
 
-def build_loss(mode: str, labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0) -> LossFn:
-    """The training loss for `mode`; targets may be class indices or soft (mixup/cutmix) rows."""
+def build_loss(
+    mode: str,
+    labels: np.ndarray,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    multilabel_loss: str = "bce",
+) -> LossFn:
+    """The training loss for `mode`; targets may be class indices or soft (mixup/cutmix) rows.
+    Multi-hot `labels` (N, K) get the multi-label loss `multilabel_loss` instead."""
     check_balance(mode)
+    if np.ndim(labels) == 2:
+        return build_multilabel_loss(mode, labels, multilabel_loss, label_smoothing)
     if mode == "weights":
         weight = torch.tensor(class_weights(labels, num_classes), dtype=torch.float32)
 
@@ -81,3 +98,41 @@ def build_loss(mode: str, labels: np.ndarray, num_classes: int, label_smoothing:
         return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
 
     return plain
+
+
+def build_multilabel_loss(mode: str, labels: np.ndarray, kind: str, label_smoothing: float = 0.0) -> LossFn:
+    """Sigmoid losses for (B, K) float targets in [0, 1] (multi-hot, or mixed by mixup/cutmix)."""
+    if kind not in MULTILABEL_LOSSES:
+        raise YingsheError(
+            f"train.multilabel_loss {kind!r} is not known", close_matches(kind, MULTILABEL_LOSSES)
+        )
+    if mode in ("sampler", "logit-adjust"):
+        raise YingsheError(
+            f"train.balance={mode} draws or shifts by one class per image; multi-label images have several",
+            "use train.balance=weights (per-label positive weights) or none for multi-label data",
+        )
+    pos_weight = None
+    if mode == "weights":
+        positives = np.asarray(labels, dtype=np.float64).sum(0)
+        ratio = (len(labels) - positives) / np.maximum(positives, 1)
+        pos_weight = torch.tensor(np.where(positives > 0, ratio, 1.0), dtype=torch.float32)
+
+    def smooth(targets: Tensor) -> Tensor:
+        targets = targets.float()
+        return targets * (1 - label_smoothing) + label_smoothing / 2 if label_smoothing else targets
+
+    def bce(logits: Tensor, targets: Tensor) -> Tensor:
+        weight = pos_weight.to(logits.device) if pos_weight is not None else None
+        return F.binary_cross_entropy_with_logits(logits, smooth(targets), pos_weight=weight)
+
+    def asymmetric(logits: Tensor, targets: Tensor) -> Tensor:
+        y = smooth(targets)
+        p = logits.sigmoid()
+        shifted = (p - ASL_CLIP).clamp(min=0)  # probability shifting: very easy negatives count 0
+        positive = y * (1 - p).pow(ASL_GAMMA_POS) * F.logsigmoid(logits)
+        negative = (1 - y) * shifted.pow(ASL_GAMMA_NEG) * torch.log((1 - shifted).clamp(min=1e-8))
+        if pos_weight is not None:
+            positive = positive * pos_weight.to(logits.device)
+        return -(positive + negative).mean()
+
+    return asymmetric if kind == "asymmetric" else bce

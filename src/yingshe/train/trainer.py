@@ -18,7 +18,16 @@ from torch import nn
 
 from yingshe.config import RunConfig
 from yingshe.data.loader import DeviceBatches
-from yingshe.evaluate.metrics import Predictions, monitor_metric, predict_batches, summary_metrics
+from yingshe.errors import YingsheError
+from yingshe.evaluate import multilabel
+from yingshe.evaluate.metrics import (
+    EPOCH_FIGURES,
+    Predictions,
+    monitor_metric,
+    predict_batches,
+    summary_metrics,
+)
+from yingshe.evaluate.multilabel import batch_correct
 from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
@@ -100,6 +109,17 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
         model.init_from_data(torch.cat(seen)[:limit])
 
 
+def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
+    """`val_map` exists for multi-label runs only, `val_ece` for single-label runs only."""
+    figures = multilabel.EPOCH_FIGURES if is_multilabel else EPOCH_FIGURES
+    if monitor.startswith("val_") and monitor[4:] not in figures:
+        kind = "multi-label" if is_multilabel else "single-label"
+        raise YingsheError(
+            f"train.monitor={monitor} is not measured on {kind} data",
+            f"use one of {', '.join('val_' + f for f in figures)}, train_loss, train_accuracy or epoch",
+        )
+
+
 def cuda_rng_states() -> list[torch.Tensor]:
     return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
 
@@ -131,12 +151,20 @@ class Trainer:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.plan = SchedulePlan(self.total_steps)
         self.schedule = build_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
+        self.max_epochs = cfg.train.epochs  # a time budget (train/budget.py) re-plans both
+        self.step_limit: int | None = None
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
+        self.multilabel = checkpoint_meta.task == "multilabel"
+        check_monitor_task(cfg.train.monitor, self.multilabel)
         self.loss_fn = build_loss(
-            cfg.train.balance, train.split.labels, self.num_classes, cfg.optim.label_smoothing
+            cfg.train.balance,
+            train.split.labels,
+            self.num_classes,
+            cfg.optim.label_smoothing,
+            getattr(cfg.train, "multilabel_loss", "bce"),
         )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         distributed.broadcast_state(unwrap(model))  # each rank initialised from its own shard
@@ -165,7 +193,7 @@ class Trainer:
     def fit(self) -> FitState:
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        while self.state.epoch < self.cfg.train.epochs and not self.done():
+        while self.state.epoch < self.max_epochs and not self.done():
             epoch = self.state.epoch + 1
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
@@ -186,7 +214,16 @@ class Trainer:
 
     def done(self) -> bool:
         max_steps = self.cfg.train.max_steps
+        if self.step_limit is not None and self.state.step >= self.step_limit:
+            return True
         return self.state.should_stop or (max_steps is not None and self.state.step >= max_steps)
+
+    def plan_steps(self, total: int) -> None:
+        """End the run after `total` steps in all, on a complete schedule: the part of the plan not
+        yet run is stretched (or shrunk) onto the steps left (`SchedulePlan.extended`)."""
+        self.plan = self.plan.extended(self.state.step, total)
+        self.step_limit = self.total_steps = total
+        self.max_epochs = max(self.state.epoch + 1, math.ceil(total / self.steps_per_epoch))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -208,10 +245,15 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
             loss_sum += loss * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
+            if self.multilabel:
+                correct += batch_correct(logits, labels)
+            else:
+                correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
             self.state.step += 1
             distributed.log_step_loss(self.state.step, loss)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
                 self.report_progress(steps, loss_sum, correct, seen, started)
         seen_all = torch.tensor(float(seen), device=self.device)

@@ -1,0 +1,252 @@
+"""Input-pipeline throughput on photo-sized JPEGs: images per second delivered as normalised,
+random-resized-cropped (224×224) and flipped training batches, in one run:
+
+  (a) seed        torchvision ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize,
+                  DataLoader(num_workers=2), the whole photo decoded per image
+  (b) jpeg        yingshe on the JPEG folder (data/photo.py): 2 DataLoader workers decode a batch
+                  and random-resized-crop each photo as it is decoded (box drawn from the JPEG
+                  header; DCT-scaled decode via Pillow's draft when the box is >= 2x the crop,
+                  else torchvision's libjpeg-turbo), uint8 224 px to the main process, which
+                  only normalises
+  (c) packed      yingshe on prepared uint8 shards at 256 px: memory-mapped, one gather per batch,
+                  no workers, one batch random-resized-crop (augment.random_resized_crop) in the
+                  main process; (c') the same shards read and cropped in 2 workers (data/photo.py).
+                  packed_ips is the faster of the two
+  (d) jpeg-shards yingshe on WebDataset shards re-encoded as 256 px JPEGs at --quality (FFCV's
+                  trade-off), read as (b) reads the folder
+
+plus the time and disk of each prepared form, as GB per 100,000 images.
+
+    python bench/make_photo_corpus.py            # once: bench/.photo-corpus (git-ignored)
+    python bench/photo_throughput.py [--corpus bench/.photo-corpus] [--short-side 256] [--quality 90]
+
+The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
+shard_gb_per_100k packed_main_ips packed_workers_ips jpeg_shards_ips jpeg_shards_ratio jpeg_shard_gb_per_100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CROP = 224
+
+
+def timed(epochs, count, min_images: int, min_seconds: float) -> float:
+    """Images per second after the first batch (start-up is not throughput), until both minimums."""
+    seen, started = 0, None
+    while True:
+        for batch in epochs():
+            if started is None:
+                started = time.perf_counter()
+                continue
+            seen += count(batch)
+            elapsed = time.perf_counter() - started
+            if seen >= min_images and elapsed >= min_seconds:
+                return seen / elapsed
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+# --- the pipelines, each in its own process ---------------------------------------------------
+
+
+def run_seed(args) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    transform = T.Compose(
+        [T.RandomResizedCrop(CROP), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]
+    )
+    train = datasets.ImageFolder(str(args.corpus), transform=transform)
+    loader = DataLoader(
+        train, batch_size=args.batch_size, shuffle=True, num_workers=2, persistent_workers=True
+    )
+    ips = timed(lambda: loader, lambda b: len(b[1]), args.images, args.seconds)
+    inputs = next(iter(loader))[0]
+    assert inputs.shape[1:] == (3, CROP, CROP) and inputs.dtype == torch.float32
+    return {"ips": ips}
+
+
+def run_yingshe(args, spec: str, prepared: str) -> dict:
+    import torch
+
+    from yingshe.config import DataConfig
+    from yingshe.data.augment import Normalize, ResizedCropAugment
+    from yingshe.data.dataset import build_dataset
+    from yingshe.data.loader import DeviceBatches, make_batches
+    from yingshe.data.photo import PhotoBatches
+
+    cfg = DataConfig(
+        spec=spec,
+        prepared=prepared,
+        cache_dir=str(args.work / "cache"),
+        image_size=args.short_side,
+        val_fraction=0,
+        workers=2,
+    )
+    data = build_dataset(cfg, stats=(list(MEAN), list(STD)))
+    args.packed_workers = getattr(args, "packed_workers", False)
+    kind = "packed" if data.train.packed is not None else "files"
+    normalize = Normalize(list(MEAN), list(STD))
+    if kind == "files":  # decode + random-resized-crop in the workers (data/photo.py)
+        batches = PhotoBatches(data.train, CROP, 3, args.batch_size, workers=2)
+        device_batches = DeviceBatches(batches, data.train, torch.device("cpu"), normalize)
+    else:  # memory-mapped uint8 at the short side, cropped as one batch (augment.random_resized_crop)
+        batches = make_batches(data.train, args.short_side, 3, args.batch_size, train=True, workers=2)
+        device_batches = DeviceBatches(
+            batches, data.train, torch.device("cpu"), normalize, ResizedCropAugment(CROP)
+        )
+    epoch = [0]
+
+    def epochs():
+        epoch[0] += 1
+        device_batches.set_epoch(epoch[0])
+        return iter(device_batches)
+
+    ips = timed(epochs, lambda b: len(b[2]), args.images, args.seconds)
+    inputs = next(iter(device_batches))[0]
+    assert inputs.shape[1:] == (3, CROP, CROP) and inputs.dtype == torch.float32
+    return {"ips": ips, "kind": kind, "images": len(data.train)}
+
+
+def run_prepare(args, fmt: str) -> dict:
+    from yingshe.api import prepare_data
+
+    started = time.perf_counter()
+    if fmt == "packed":
+        summary = prepare_data(
+            str(args.corpus), image_size=args.short_side, cache_dir=str(args.work / "cache")
+        )
+        out, count = Path(summary["out"]), sum(s["images"] for s in summary["splits"].values())
+    else:
+        out = args.work / f"jpeg-shards-q{args.quality}"
+        shutil.rmtree(out, ignore_errors=True)
+        summary = prepare_data(
+            str(args.corpus), str(out), args.short_side, fmt="webdataset", jpeg_quality=args.quality
+        )
+        count = sum(s["samples"] for s in summary["splits"].values())
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "out": str(out), "gb_per_100k": folder_bytes(out) / count * 1e5 / 1e9}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    jobs = {
+        "seed": lambda: run_seed(args),
+        "jpeg": lambda: run_yingshe(args, str(args.corpus), "off"),
+        "packed": lambda: run_yingshe(args, str(args.corpus), "auto"),
+        "packed-workers": lambda: run_yingshe(
+            argparse.Namespace(**vars(args), packed_workers=True), str(args.corpus), "auto"
+        ),
+        "jpeg-shards": lambda: run_yingshe(args, args.prepared, "off"),
+        "prepare-packed": lambda: run_prepare(args, "packed"),
+        "prepare-jpeg": lambda: run_prepare(args, "jpeg"),
+    }
+    print("RESULT " + json.dumps(jobs[args.only]()), flush=True)
+
+
+def spawn(args, only: str, *extra: str) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        only,
+        "--corpus",
+        str(args.corpus),
+        "--work",
+        str(args.work),
+    ]
+    for flag in ("batch_size", "images", "seconds", "threads", "short_side", "quality"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    done = subprocess.run([*command, *extra], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        sys.exit(f"{only} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=REPO / "bench" / ".photo-corpus")
+    parser.add_argument(
+        "--work", type=Path, default=REPO / "runs" / "bench-photo", help="git-ignored scratch"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=1000, help="images measured per pipeline (at least)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="seconds measured per pipeline (at least)"
+    )
+    parser.add_argument("--short-side", type=int, default=256, help="side the prepared images are stored at")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the JPEG shards")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per pipeline process")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--prepared", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.work, args.corpus = args.work.resolve(), args.corpus.resolve()
+    if args.only:
+        child(args)
+        return
+    if not args.corpus.is_dir():
+        sys.exit(f"{args.corpus} is missing: run bench/make_photo_corpus.py first")
+    args.work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.work / "cache", ignore_errors=True)  # a fresh prepare each run
+    photos = sum(1 for _ in args.corpus.rglob("*.jpg"))
+    corpus_gb = folder_bytes(args.corpus) / photos * 1e5 / 1e9
+    print(
+        f"{photos} photo JPEGs in {args.corpus} ({corpus_gb:.2f} GB per 100k); crop {CROP}, prepared at "
+        f"{args.short_side} px; batch {args.batch_size}; {os.cpu_count()} CPU cores; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    seed = spawn(args, "seed")
+    print(f"(a) seed        ImageFolder + PIL transforms, 2 workers: {seed['ips']:>8,.0f} img/s")
+    jpeg = spawn(args, "jpeg")
+    print(f"(b) jpeg        yingshe, JPEG folder, 2 workers:         {jpeg['ips']:>8,.0f} img/s")
+    prep = spawn(args, "prepare-packed")
+    print(f"    prepare packed: {prep['seconds']:.1f} s, {prep['gb_per_100k']:.1f} GB per 100k images")
+    packed = spawn(args, "packed")
+    print(
+        f"(c) packed      yingshe, uint8 shards, batch crop in the main process: {packed['ips']:>8,.0f} img/s"
+    )
+    packed_w = spawn(args, "packed-workers")
+    print(f"(c') packed     yingshe, uint8 shards, crop in 2 workers:  {packed_w['ips']:>8,.0f} img/s")
+    prep_j = spawn(args, "prepare-jpeg")
+    print(
+        f"    prepare JPEG shards q{args.quality}: {prep_j['seconds']:.1f} s, "
+        f"{prep_j['gb_per_100k']:.2f} GB per 100k images"
+    )
+    shards = spawn(args, "jpeg-shards", "--prepared", prep_j["out"])
+    print(f"(d) jpeg-shards yingshe, JPEG shards, 2 workers:         {shards['ips']:>8,.0f} img/s")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    line = {
+        "seed_ips": f"{seed['ips']:.0f}",
+        "jpeg_ips": f"{jpeg['ips']:.0f}",
+        "packed_ips": f"{max(packed['ips'], packed_w['ips']):.0f}",
+        "jpeg_ratio": f"{jpeg['ips'] / seed['ips']:.2f}",
+        "packed_ratio": f"{max(packed['ips'], packed_w['ips']) / seed['ips']:.1f}",
+        "packed_main_ips": f"{packed['ips']:.0f}",
+        "packed_workers_ips": f"{packed_w['ips']:.0f}",
+        "shard_gb_per_100k": f"{prep['gb_per_100k']:.1f}",
+        "jpeg_shards_ips": f"{shards['ips']:.0f}",
+        "jpeg_shards_ratio": f"{shards['ips'] / seed['ips']:.2f}",
+        "jpeg_shard_gb_per_100k": f"{prep_j['gb_per_100k']:.2f}",
+    }
+    print(" ".join(f"{k}={v}" for k, v in line.items()))
+
+
+if __name__ == "__main__":
+    main()

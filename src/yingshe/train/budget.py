@@ -1,0 +1,218 @@
+"""Training to a wall-clock budget (`train.time_budget`, `--time-budget 30m`), not to an epoch count.
+
+airbench's habit: a run is given a time, and the number of steps and the learning-rate schedule
+are fitted to it, so the run still ends on a complete schedule (the final, lowest rate) and a full
+evaluation inside the budget, instead of being cut off mid-schedule.
+
+How: after a few warm-up steps the step time is measured, and the cost of evaluation is measured
+on a few validation batches. The total number of steps is then the largest that fits in
+
+    budget - spent - final evaluation (test + validation) - margin
+
+counting one validation pass (and checkpoint) per epoch. The schedule is re-planned with
+`SchedulePlan.extended`, which stretches or shrinks the part not yet run, so the rate stays
+continuous. The plan is revised at every epoch start (with the measured epoch overhead) and every
+`REPLAN_EVERY` steps, because on a shared machine the step time drifts; a run that falls behind
+ends early, still at the schedule's end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from yingshe.errors import YingsheError
+from yingshe.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from yingshe.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+WARMUP_STEPS = 5  # steps timed before the first plan (the first is dropped: allocation, start-up)
+WARMUP_SHARE = 0.05  # ... or fewer, once they have taken this share of the budget
+EVAL_PROBE_BATCHES = 3  # validation batches timed to estimate the cost of an evaluation
+REPLAN_EVERY = 25  # steps between revisions of the plan
+MARGIN = 0.05  # share of the budget kept free for what is not measured (report, figures, jitter)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: Any, key: str = "train.time_budget") -> float | None:
+    """Seconds from 90, "90", "90s", "30m", "1.5h" or "1h30m"; None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    elif re.fullmatch(r"(\d+(\.\d+)?[hms])+", text):
+        seconds = sum(float(n) * _UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)([hms])", text))
+    else:
+        raise YingsheError(
+            f"{key} must be a duration such as 90s, 30m, 1h or a number of seconds; got {value!r}",
+            f"write e.g. {key}=30m",
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise YingsheError(f"{key} must be more than 0 seconds; got {value!r}", f"write e.g. {key}=30m")
+    return seconds
+
+
+@dataclass
+class BudgetPlan:
+    """What the budget decided and measured; goes into report.json as `time_budget`."""
+
+    budget_s: float
+    planned_steps: int | None = None
+    step_s: float | None = None
+    eval_s_per_image: float | None = None
+    eval_startup_s: float = 0.0  # start-up of an evaluation pass (loader workers, first batch)
+    epoch_overhead_s: float | None = None
+    final_eval_reserve_s: float | None = None
+    revisions: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TimeBudget(Callback):
+    """Fits the run's total steps and schedule to `seconds` of wall time counted from `started`
+    (a `time.perf_counter()` value: `api.train` passes its own start, so data loading counts)."""
+
+    def __init__(self, seconds: float, started: float, final_images: int, val_images: int) -> None:
+        self.plan = BudgetPlan(seconds)
+        self.started, self.final_images, self.val_images = started, final_images, val_images
+        self.window_start: tuple[int, float] | None = None  # (step, time) the step clock counts from
+        self.last_step_end: float | None = None
+        self.last_plan_step = 0
+
+    # --- hooks ------------------------------------------------------------------------------------
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:
+        self.window_start = None  # the first step of an epoch carries the loader's start-up
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        now, step = time.perf_counter(), trainer.state.step
+        boundary = self.window_start is None
+        if boundary and self.last_step_end is not None and self.plan.step_s is not None:
+            gap = now - self.last_step_end - self.plan.step_s  # validation, checkpoint, loader restart
+            self.plan.epoch_overhead_s = max(0.0, gap)
+        self.last_step_end = now
+        if boundary:
+            self.window_start = (step, now)
+            if self.plan.planned_steps is not None:
+                self.replan(trainer, now)
+            return
+        counted = step - self.window_start[0]
+        if self.plan.planned_steps is None:
+            slow = now - self.window_start[1] >= WARMUP_SHARE * self.plan.budget_s  # few, slow steps
+            if counted >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1:
+                self.plan.step_s = (now - self.window_start[1]) / counted
+                self.plan.eval_s_per_image = self.probe_eval(trainer)
+                self.window_start = (step, time.perf_counter())  # the probe is not step time
+                self.replan(trainer, time.perf_counter())
+        elif step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
+            self.plan.step_s = (now - self.window_start[1]) / counted
+            self.replan(trainer, now)
+
+    # --- measuring and planning -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def probe_eval(self, trainer: Trainer) -> float:
+        """Seconds per image of evaluation, from a few validation batches (after one warm-up)."""
+        model = trainer.eval_model()
+        was_training = model.training
+        model.eval()
+        seen, started, opened = 0, None, time.perf_counter()
+        try:
+            for i, (inputs, _, _) in enumerate(trainer.val):
+                model(inputs)
+                if i == 0:
+                    started = time.perf_counter()
+                    self.plan.eval_startup_s = started - opened  # paid again by every pass
+                    continue
+                seen += len(inputs)
+                if (
+                    i >= EVAL_PROBE_BATCHES
+                    or time.perf_counter() - opened >= WARMUP_SHARE * self.plan.budget_s
+                ):
+                    break
+        finally:
+            model.train(was_training)
+        if started is None or seen == 0:  # one batch only: its time, start-up included, is the rate
+            return self.plan.step_s / max(1, trainer.cfg.train.batch_size) if self.plan.step_s else 0.0
+        return (time.perf_counter() - started) / seen * (2 if trainer.tta_flip else 1)
+
+    def replan(self, trainer: Trainer, now: float) -> None:
+        """Choose the total steps that fit what is left, and stretch the schedule onto them."""
+        plan, step, per_epoch = self.plan, trainer.state.step, trainer.steps_per_epoch
+        eval_rate = plan.eval_s_per_image or 0.0
+        # the final evaluation: the test and validation passes, each with its start-up
+        plan.final_eval_reserve_s = eval_rate * self.final_images + 2 * plan.eval_startup_s
+        overhead = plan.epoch_overhead_s
+        if overhead is None:  # until an epoch boundary has been measured: one validation pass
+            overhead = eval_rate * self.val_images + plan.eval_startup_s
+        left = plan.budget_s * (1 - MARGIN) - (now - self.started) - plan.final_eval_reserve_s
+
+        def cost(total: int) -> float:
+            epochs_left = math.ceil(total / per_epoch) - trainer.state.epoch
+            return (total - step) * (plan.step_s or 0.0) + epochs_left * overhead
+
+        low, high = step + 1, step + 1 + int(max(0.0, left) / max(plan.step_s or 1e-9, 1e-9))
+        if trainer.cfg.train.max_steps:
+            high = min(high, max(low, trainer.cfg.train.max_steps))
+        while low < high:  # the largest total whose cost fits (cost grows with total)
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
+        total = low
+        self.last_plan_step = step
+        if total == plan.planned_steps:
+            return
+        first = plan.planned_steps is None
+        plan.planned_steps, plan.revisions = total, plan.revisions + (0 if first else 1)
+        plan.history.append({"at_step": step, "total_steps": total, "step_s": round(plan.step_s or 0.0, 5)})
+        trainer.plan_steps(total)
+        log.info(
+            "time budget: %.0f s left, %.3f s a step: %d steps in all (%d epochs)",
+            left,
+            plan.step_s or 0.0,
+            total,
+            math.ceil(total / per_epoch),
+        )
+
+    def summary(self, spent_s: float) -> dict[str, Any]:
+        """report.json's `time_budget`: the budget, what was spent, and what it was planned on."""
+        plan = self.plan
+        return {
+            "budget_seconds": round(plan.budget_s, 2),
+            "spent_seconds": round(spent_s, 2),
+            "within_budget": spent_s <= plan.budget_s,
+            "planned_steps": plan.planned_steps,
+            "step_seconds": None if plan.step_s is None else round(plan.step_s, 5),
+            "eval_seconds_per_image": None
+            if plan.eval_s_per_image is None
+            else round(plan.eval_s_per_image, 6),
+            "epoch_overhead_seconds": None
+            if plan.epoch_overhead_s is None
+            else round(plan.epoch_overhead_s, 3),
+            "eval_startup_seconds": round(plan.eval_startup_s, 3),
+            "final_eval_reserve_seconds": None
+            if plan.final_eval_reserve_s is None
+            else round(plan.final_eval_reserve_s, 3),
+            "revisions": plan.revisions,
+        }
+
+
+def attach_budget(trainer: Trainer, seconds: float, started: float, final_images: int) -> TimeBudget:
+    """Add a `TimeBudget` to `trainer`'s callbacks and let the loop run as many epochs as it plans."""
+    budget = TimeBudget(seconds, started, final_images, len(trainer.val.split))
+    trainer.callbacks.append(budget)
+    trainer.max_epochs = 10**9  # the budget's plan, not train.epochs, decides the length
+    return budget
+
+
+def find_budget(trainer: Trainer) -> TimeBudget | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, TimeBudget)), None)

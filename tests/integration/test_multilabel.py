@@ -1,0 +1,230 @@
+"""Multi-label manifests on real CIFAR-10 photos: each image carries its class and its
+superclass (vehicle or animal), so the labels are learnable in a tiny run. Metrics are held to
+scikit-learn's on the same probabilities; thresholds live in the checkpoint; predict returns
+every label above its threshold."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    hamming_loss,
+    precision_score,
+    recall_score,
+)
+
+import yingshe
+from yingshe.cli import main
+from yingshe.config import RunConfig, apply_overrides
+from yingshe.data.sources import read_source
+from yingshe.errors import YingsheError
+from yingshe.evaluate import multilabel
+from yingshe.runs import load_checkpoint
+
+VEHICLES = {"airplane", "automobile", "ship", "truck"}
+NO_LABELS = 4  # train images listed with an empty labels cell
+
+
+def labels_of(cls: str) -> str:
+    return f"{cls}|{'vehicle' if cls in VEHICLES else 'animal'}"
+
+
+def manifest_rows(cifar_folder: Path) -> list[tuple[str, str, str]]:
+    """(relative path, labels cell, split) for every image of the CIFAR slice."""
+    rows = []
+    for split in ("train", "test"):
+        for image in sorted((cifar_folder / split).glob("*/*.jpg")):
+            rows.append((str(image.relative_to(cifar_folder)), labels_of(image.parent.name), split))
+    return [(p, "" if i < NO_LABELS else cell, s) for i, (p, cell, s) in enumerate(rows)]
+
+
+@pytest.fixture(scope="module")
+def manifest(cifar_folder: Path) -> Path:
+    path = cifar_folder / "multilabel.csv"
+    lines = ["path,labels,split"] + [f"{p},{cell},{s}" for p, cell, s in manifest_rows(cifar_folder)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(manifest: Path, tmp_path_factory) -> yingshe.TrainResult:
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={manifest}",
+            "data.workers=0",
+            "data.val_fraction=0.25",
+            "train.epochs=2",
+            "train.batch_size=32",
+            "train.device=cpu",
+            "augment.mixup=0.2",  # mixing must keep multi-hot targets
+            "train.plots=false",
+            "model.kwargs={widths: [8, 16, 32, 64]}",
+            f"train.out={tmp_path_factory.mktemp('multilabel-run')}",
+        ],
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-stable and fastest on a shared box, as the session runs
+    try:
+        return yingshe.train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_manifest_reads_multi_hot_rows_and_json_agrees(manifest: Path, cifar_folder: Path, tmp_path: Path):
+    data = read_source(manifest)
+    assert data.task == "multilabel" and len(data.classes) == 12
+    train = data.splits["train"].labels
+    assert train.shape == (400, 12) and set(np.unique(train)) == {0, 1}
+    assert (train[:NO_LABELS].sum(1) == 0).all() and (train[NO_LABELS:].sum(1) == 2).all()
+    items = [
+        {"path": str(cifar_folder / p), "labels": cell.split("|") if cell else [], "split": s}
+        for p, cell, s in manifest_rows(cifar_folder)
+    ]
+    as_json = tmp_path / "m.json"
+    as_json.write_text(json.dumps(items))
+    other = read_source(as_json)
+    assert other.classes == data.classes
+    for split in ("train", "test"):
+        assert np.array_equal(other.splits[split].labels, data.splits[split].labels)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("cat||animal", "empty label"),
+        ("cat|", "empty label"),
+        ('"cat,animal"', "contains ','"),
+        ("cat;animal", "contains ';'"),
+    ],
+)
+def test_bad_label_cells_name_the_line_and_the_fix(cifar_folder: Path, tmp_path: Path, cell, message):
+    images = sorted((cifar_folder / "train" / "cat").glob("*.jpg"))[:3]
+    path = tmp_path / "bad.csv"
+    path.write_text(f"path,labels\n{images[0]},cat|animal\n{images[1]},dog\n{images[2]},{cell}\n")
+    with pytest.raises(YingsheError, match=f"line 4.*{message}") as caught:
+        read_source(path)
+    assert "'|'" in caught.value.fix
+
+
+def test_bad_manifest_rows(cifar_folder: Path, tmp_path: Path):
+    images = sorted((cifar_folder / "train" / "cat").glob("*.jpg"))[:3]
+    path = tmp_path / "bad.csv"
+    path.write_text(f"path,labels\n{images[0]},cat|animal\n ,dog\n")
+    with pytest.raises(YingsheError, match="line 3 has an empty path"):
+        read_source(path)
+    path.write_text(f"path,labels\n{images[0]},cat|animal\n{images[0]},cat\n{images[1]},dog\n")
+    with pytest.raises(YingsheError, match="two label sets"):
+        read_source(path)
+    path.write_text(f"path,labels\n{images[0]},cat|animal\n{images[0]},animal|cat\n{images[1]},dog\n")
+    with pytest.raises(YingsheError, match="more than once"):
+        read_source(path)
+    path.write_text(json.dumps([{"path": str(images[0]), "labels": "cat|animal"}]))
+    json_path = path.with_suffix(".json")
+    json_path.write_text(path.read_text())
+    with pytest.raises(YingsheError, match="must be a list of strings"):
+        read_source(json_path)
+
+
+def test_tuned_thresholds_maximise_each_labels_f1():
+    rng = np.random.default_rng(0)
+    truth = rng.random((200, 4)) < [0.1, 0.3, 0.5, 0.0]
+    scores = np.clip(truth * 0.3 + rng.random((200, 4)) * 0.7, 0, 1)
+    tuned = multilabel.tune_thresholds(torch.tensor(scores), torch.tensor(truth.astype(np.int64)))
+
+    def f1(y: np.ndarray, decided: np.ndarray) -> float:
+        return 2 * (y & decided).sum() / (y.sum() + decided.sum())
+
+    for j in range(3):
+        y, s = truth[:, j], scores[:, j]
+        best = max(f1(y, s >= t) for t in np.unique(s))  # every distinct cut
+        assert f1(y, s >= tuned[j]) == pytest.approx(best, abs=1e-12)
+        assert f1(y, s >= tuned[j]) == pytest.approx(f1_score(y, s >= tuned[j]), abs=1e-12)
+    assert tuned[3] == 0.5  # no positive image: nothing to tune
+
+
+def test_multilabel_run_metrics_match_sklearn(multilabel_run, manifest: Path, cifar_folder: Path):
+    report = multilabel_run.report
+    checkpoint = load_checkpoint(multilabel_run.run_dir)
+    meta = checkpoint.meta
+    assert meta.task == "multilabel" and len(meta.thresholds) == 12
+    assert report["task"] == "multilabel" and report["thresholds"] == meta.thresholds
+    assert "confusion_matrix" not in report and "map" in report["validation"]
+    assert report["training"]["monitor"] == "val_map"
+    assert [row["threshold"] for row in report["per_class"]] == meta.thresholds
+    rows = [(p, cell) for p, cell, s in manifest_rows(cifar_folder) if s == "test"]
+    classes = meta.classes
+    truth = np.array([[int(c in cell.split("|")) for c in classes] for _, cell in rows])
+    classifier = yingshe.load(multilabel_run.run_dir, device="cpu")
+    arrays = np.stack([classifier.preprocess(cifar_folder / p) for p, _ in rows])
+    with torch.no_grad():
+        x = classifier.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+        logits = classifier.model(x).float()
+    ours = multilabel.full(logits, torch.from_numpy(truth), classes, meta.thresholds)
+    probs = logits.sigmoid().double().numpy()
+    predicted = (probs >= np.array(meta.thresholds)).astype(int)
+    assert ours["map"] == pytest.approx(average_precision_score(truth, probs, average="macro"), abs=1e-6)
+    assert ours["subset_accuracy"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-6)
+    assert ours["hamming_loss"] == pytest.approx(hamming_loss(truth, predicted), abs=1e-6)
+    for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        per_label = fn(truth, predicted, average=None, zero_division=0)
+        assert [row[name] for row in ours["per_class"]] == pytest.approx(per_label.tolist(), abs=1e-6)
+        assert ours[f"{name}_macro"] == pytest.approx(
+            fn(truth, predicted, average="macro", zero_division=0), abs=1e-6
+        )
+    for key in ("map", "subset_accuracy", "hamming_loss", "f1_macro", "loss"):  # the report's own pass
+        assert report[key] == pytest.approx(ours[key], abs=1e-4), key
+    assert report["map"] > 0.2  # learnt something: chance mAP is the mean label frequency, 2/12 here
+
+
+def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_folder: Path, tmp_path: Path):
+    classifier = yingshe.load(multilabel_run.run_dir, device="cpu")
+    images = sorted((cifar_folder / "test").glob("*/*.jpg"))[::10]
+    predictions = classifier.predict(images, top_k=3)
+    probs = classifier.probabilities(np.stack([classifier.preprocess(p) for p in images]))
+    for row, p in zip(probs.tolist(), predictions, strict=True):
+        expected = [
+            c for c, s, t in zip(classifier.classes, row, classifier.thresholds, strict=True) if s >= t
+        ]
+        assert p.labels == expected and len(p.top) == 3
+    assert max(len(p.labels) for p in predictions) >= 2
+    run = str(multilabel_run.run_dir)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["predict", run, str(images[0])]) == 0
+    assert f"labels: {'|'.join(predictions[0].labels) or '(none)'}" in printed.getvalue()
+    out = tmp_path / "p.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["predict", run, *map(str, images[:3]), "--output", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert [w["labels"] for w in written] == [p.labels for p in predictions[:3]]
+    csv_out = tmp_path / "p.csv"
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["predict", str(multilabel_run.run_dir), str(images[0]), "--output", str(csv_out)])
+    header, first = csv_out.read_text().splitlines()[:2]
+    assert header.startswith("path,labels,") and first.split(",")[1] == "|".join(predictions[0].labels)
+
+
+def test_serve_returns_the_labels_above_threshold(multilabel_run, cifar_folder: Path):
+    from fastapi.testclient import TestClient
+
+    from yingshe.serve import ServeConfig
+    from yingshe.serve.app import create_app
+
+    classifier = yingshe.load(multilabel_run.run_dir, device="cpu")
+    image = sorted((cifar_folder / "test").glob("*/*.jpg"))[0]
+    expected = classifier.predict([image])[0].labels
+    cfg = ServeConfig(model=str(multilabel_run.run_dir / "best.pt"), max_wait_ms=1)
+    with TestClient(create_app(cfg, classifier)) as client:
+        answer = client.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes(), "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["labels"] == expected and len(answer.json()["top"]) >= 1

@@ -1,0 +1,77 @@
+"""`train.time_budget`: steps and schedule fitted to the wall time, finished inside it."""
+
+import json
+import time
+
+import pytest
+
+import yingshe
+from yingshe.config import RunConfig, apply_overrides
+from yingshe.errors import YingsheError
+from yingshe.train.budget import parse_duration
+from yingshe.train.callbacks import Callback
+
+
+class RecordStepLR(Callback):
+    """The learning rate each step ran at, and the peak rate."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.peak = 0.0
+
+    def on_step_end(self, trainer) -> None:
+        group = trainer.optimizer.param_groups[0]
+        self.lrs.append(group["lr"])
+        self.peak = group["peak_lr"]
+
+
+def budget_config(out, data, budget: str) -> RunConfig:
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={data}",
+            f"train.out={out}",
+            "train.epochs=1",  # the budget, not the epoch count, decides the length
+            "train.batch_size=32",
+            "train.plots=false",
+            "model.kwargs={widths: [8, 8, 8, 8]}",
+            "optim.schedule=onecycle",
+            f"train.time_budget={budget}",
+        ],
+    )
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("30m", 1800.0), ("1h", 3600.0), ("1h30m", 5400.0)]
+)
+def test_durations_parse(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "-5", "0", "10 minutes", "1d"])
+def test_a_bad_budget_is_refused_before_any_work(tmp_path, cifar_folder, text):
+    with pytest.raises(YingsheError, match="train.time_budget"):
+        yingshe.train(budget_config(tmp_path / "run", cifar_folder, text))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_20_second_budget_finishes_inside_it_on_a_complete_schedule(tmp_path, cifar_folder):
+    lrs = RecordStepLR()
+    started = time.perf_counter()
+    result = yingshe.train(budget_config(tmp_path, cifar_folder, "20s"), callbacks=[lrs], progress=False)
+    wall = time.perf_counter() - started
+    report = json.loads((tmp_path / "report.json").read_text())
+    budget, training = report["time_budget"], report["training"]
+    assert budget["budget_seconds"] == 20
+    # a shared 2-core machine's step time swings within a run: the plan is revised, with a margin
+    assert wall <= 20 * 1.3, f"took {wall:.1f} s on a 20 s budget"
+    assert budget["spent_seconds"] <= wall and budget["within_budget"] == (budget["spent_seconds"] <= 20)
+    assert training["steps"] == budget["planned_steps"] == len(lrs.lrs)
+    assert training["epochs_run"] > 1  # more than train.epochs=1: the budget decided
+    assert wall >= 20 * 0.5, "the budget was used, not left idle"
+    assert lrs.lrs[-1] <= 0.01 * lrs.peak  # the last step ran at the one-cycle's end
+    assert max(lrs.lrs) == pytest.approx(lrs.peak, rel=0.05)  # and the peak was reached on the way
+    assert "time budget: 20.0 s" in (tmp_path / "report.md").read_text()
+    assert result.accuracy > 0
