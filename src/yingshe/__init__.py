@@ -12,8 +12,6 @@ and the CLI's `--help` do not pay for torch, torchvision and matplotlib until so
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from yingshe._version import __version__ as __version__
@@ -21,12 +19,10 @@ from yingshe._version import __version__ as __version__
 # public name → the module that defines it; one table, read by __getattr__ and __dir__
 _EXPORTS = {
     "TrainResult": "yingshe.api",
-    "evaluate": "yingshe.api",
     "explain": "yingshe.api",
     "inspect_data": "yingshe.api",
     "load": "yingshe.api",
     "prepare_data": "yingshe.api",
-    "train": "yingshe.api",
     "AugmentConfig": "yingshe.config",
     "DataConfig": "yingshe.config",
     "ModelConfig": "yingshe.config",
@@ -48,6 +44,9 @@ _EXPORTS = {
     "lr_find": "yingshe.tune.lr_find",
     "TuneResult": "yingshe.tune.tuner",
 }
+# names that are callable subpackages (yingshe/_callable.py): `yingshe.train(config)` runs
+# yingshe.api.train, and `import yingshe.train.trainer as t` still finds the subpackage
+_PACKAGES = ("evaluate", "export", "train", "tune")
 
 __all__ = [
     "AugmentConfig",
@@ -79,26 +78,11 @@ __all__ = [
     "recipe_config",
     "train",
     "tune",
-]  # the keys of _EXPORTS (a test checks)
-
-
-class _Package(types.ModuleType):
-    """`yingshe.train` and `yingshe.evaluate` are functions, yet also the names of subpackages.
-    Importing a subpackage sets it as an attribute of its parent, which would replace the lazy
-    function with the module; this keeps the function (the subpackage stays in sys.modules, where
-    `import yingshe.train.trainer` and `from yingshe.train import ...` find it)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+]  # the keys of _EXPORTS and the names in _PACKAGES (a test checks)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("tune", "export"):  # callable packages: yingshe.tune(config, space), yingshe.export(run)
+    if name in _PACKAGES:  # importing the subpackage also binds it here
         return importlib.import_module(f"yingshe.{name}")
     module = _EXPORTS.get(name)
     if module is None:
@@ -109,7 +93,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"tune", "export"})
+    return sorted(set(globals()) | set(_EXPORTS) | set(_PACKAGES))
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yingshe.config import DataConfig, RunConfig, save_yaml, set_value, validate
+from yingshe.config import DataConfig, RunConfig, load_config, save_yaml, set_value, validate
 from yingshe.data import pack
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
 from yingshe.data.dataset import (
@@ -56,7 +56,14 @@ from yingshe.outputs import (
     claim_run_folder,
     releases_claims,
 )
-from yingshe.runs import RunDir, atomic_write_text, default_run_dir, load_checkpoint, save_checkpoint
+from yingshe.runs import (
+    RunDir,
+    atomic_write_text,
+    default_run_dir,
+    load_checkpoint,
+    load_resume_checkpoint,
+    save_checkpoint,
+)
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train import distributed
@@ -211,8 +218,7 @@ def resolve_training(
     if resume is not None:
         resume = Path(resume)
         folder = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
-        resumed = load_checkpoint(folder.last)
-        cfg = RunConfig.from_dict(resumed.config, source=str(folder.last))
+        resumed, cfg = resume_point(folder)
         cfg.train.out = str(folder.root)
     else:
         cfg = config or RunConfig()
@@ -238,6 +244,24 @@ def elastic_resume(config: RunConfig | None) -> Path | None:
         log.warning("torchrun restart %d: resuming %s", distributed.restart_count(), last)
         return Path(out)
     return None
+
+
+def resume_point(folder: RunDir) -> tuple[Checkpoint | None, RunConfig]:
+    """The checkpoint to continue from (last.pt, or last.prev.pt when last.pt is damaged; the
+    reason becomes a note of the report) and its config. A run killed before its first
+    checkpoint starts again from its config.yaml: the same run, from the beginning."""
+    resumed, notes = load_resume_checkpoint(folder)
+    if resumed is not None:
+        resumed.notes = notes
+        return resumed, RunConfig.from_dict(resumed.config, source=str(folder.last))
+    if not folder.config.is_file():
+        raise YingsheError(
+            f"{folder.root} holds no last.pt or config.yaml to resume from",
+            "pass the folder of a run `yingshe train` started",
+        )
+    cfg = load_config(folder.config)
+    cfg.train.exist_ok = True  # its own folder, which holds its config.yaml (and maybe metrics.csv)
+    return None, cfg
 
 
 def build_training(
@@ -439,6 +463,7 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
         {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
         thresholds,
     )
+    notes = session.trainer.resume_notes
     report["training"] = TrainingSummary(
         epochs_run=state.epoch,
         steps=state.step,
@@ -448,6 +473,7 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
         stop_reason=state.stop_reason,
         seconds=round(time.perf_counter() - started, 2),
         device=str(device),
+        notes=notes,
     )
     report["config"] = cfg.to_dict()
     if validation is not None:

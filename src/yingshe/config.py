@@ -8,6 +8,7 @@ A key may be dotted (`optim.lr=0.01`) or a bare field name when that name is uni
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -130,6 +131,7 @@ class TrainConfig:
     balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
+    checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
 
 
 @dataclass
@@ -310,9 +312,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             same = (type(option) is type(value) and option == value) or str(option) == str(value) != ""
             if same and not isinstance(value, bool):
                 return option
+        key = where.rsplit(": ", 1)[-1]
+        near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
         raise YingsheError(
             f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}",
-            f"write e.g. {where.rsplit(': ', 1)[-1]}={allowed[0]}",
+            f"write e.g. {key}={near[0] if near else allowed[0]}",
         )
     if origin is dict:
         if isinstance(value, dict):
@@ -392,6 +396,7 @@ RANGES: dict[str, Range] = {
     "optim.grad_clip": POSITIVE,
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.eval_batch_size": AT_LEAST_1,
     "train.patience": AT_LEAST_1,

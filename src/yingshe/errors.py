@@ -7,7 +7,9 @@ traceback while library callers still get an ordinary exception to catch.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
+from types import ModuleType
 
 
 class YingsheError(Exception):
@@ -26,3 +28,16 @@ def close_matches(word: str, choices: Iterable[str], n: int = 3) -> str:
     if near:
         return "did you mean " + " or ".join(repr(c) for c in near) + "?"
     return "choose one of: " + ", ".join(choices)
+
+
+def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
+    """Import the optional `module`, or raise a YingsheError naming the extra that installs it,
+    instead of a ModuleNotFoundError traceback; `purpose` says what needed it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.partition(".")[0]
+        raise YingsheError(
+            f"{purpose or top} needs the {top} package, which is not installed",
+            f"pip install 'yingshe[{extra}]'",
+        ) from err

@@ -368,6 +368,17 @@ def claim_run_folder(
     """Create `folder`, lock it and check it again (another run may have started meanwhile).
     Inside `@releases_claims` the lock lasts until that function ends. If the claim fails, a
     folder this call created is removed again."""
+    return _claim(
+        folder, purpose, lambda f: check_run_folder(f, resuming, exist_ok, locked=True), ("config.yaml",)
+    )
+
+
+def _claim(
+    folder: str | Path, purpose: str, check: Callable[[Path], None], disposable: tuple[str, ...] = ()
+) -> Path:
+    """Create `folder`, lock it for `purpose`, then `check` it under the lock; on failure release
+    the lock and remove the folder if this call created it. `disposable`: files the lock's release
+    may remove with a folder it created."""
     folder = Path(folder)
     created = not os.path.lexists(folder)
     try:
@@ -377,13 +388,13 @@ def claim_run_folder(
     lock = RunLock(folder)
     try:
         lock.acquire(purpose)
-        check_run_folder(folder, resuming, exist_ok, locked=True)
+        check(folder)
     except BaseException:
         lock.release()
         if created:
             _remove_if_empty(folder)
         raise
-    lock.created, lock.disposable = created, ("config.yaml",)
+    lock.created, lock.disposable = created, disposable
     _hold(lock)
     return folder
 
@@ -432,24 +443,7 @@ def claim_report_folder(
     what: str,
 ) -> Path:
     """`check_report_folder`, then create and lock the folder as `claim_run_folder` does."""
-    folder = Path(folder)
-    created = not os.path.lexists(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise write_error(folder, err, "create") from err
-    lock = RunLock(folder)
-    try:
-        lock.acquire(what)
-        check_report_folder(folder, writes, same_kind, what, locked=True)
-    except BaseException:
-        lock.release()
-        if created:
-            _remove_if_empty(folder)
-        raise
-    lock.created = created
-    _hold(lock)
-    return folder
+    return _claim(folder, what, lambda f: check_report_folder(f, writes, same_kind, what, locked=True))
 
 
 def _earlier_report(folder: Path, same_kind: Callable[[dict[str, Any]], bool]) -> bool:

@@ -3,16 +3,22 @@
 Every file is written to a temporary name in the same folder, flushed to disk and renamed over
 the target, so a crash or Ctrl-C leaves either the old file or the new one, never half of one.
 Checkpoints hold tensors and plain data only and load with `torch.load(weights_only=True)`;
-their fields are declared once, in `schema.Checkpoint`.
+their fields are declared once, in `schema.Checkpoint`. Each carries a SHA-256 of its contents
+(`integrity.payload_digest`) that the reader checks; `last.pt` keeps its previous version as
+`last.prev.pt`, so `--resume` falls back to it when `last.pt` is damaged.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
+import logging
 import os
+import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,10 +30,20 @@ from typing import Any, BinaryIO
 import torch
 
 from yingshe.errors import YingsheError
+from yingshe.integrity import ALGORITHM, payload_digest
 from yingshe.outputs import write_error
 from yingshe.schema import Checkpoint
 
+log = logging.getLogger(__name__)
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write failed, never a read
+
+CHECKSUM_KEY = "checksum"  # {"sha256": hex} over the rest of the payload
+KILL_IN_WRITE_ENV = "YINGSHE_TEST_KILL_IN_WRITE"  # test hook, see `write_checkpoint_bytes`
+_checkpoint_writes = 0  # checkpoint files this process has written (for the test hook)
+
+
+class DamagedCheckpoint(YingsheError):
+    """A checkpoint file that does not load or does not match its checksum."""
 
 
 @contextmanager
@@ -89,16 +105,62 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
-    """Write a checkpoint atomically, in the flat plain-data form `Checkpoint.to_dict` gives."""
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint, keep_previous: bool = False) -> None:
+    """Write a checkpoint atomically, in the flat plain-data form `Checkpoint.to_dict` gives, with
+    the checksum of its contents. With `keep_previous`, the file it replaces is first kept as
+    `previous_path(path)` (last.pt → last.prev.pt), so a checkpoint is always there to fall back to."""
+    payload = checkpoint.to_dict()
+    payload[CHECKSUM_KEY] = {ALGORITHM: payload_digest(payload)}
     buffer = io.BytesIO()
-    torch.save(checkpoint.to_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    torch.save(payload, buffer)
+    path = Path(path)
+    if keep_previous and path.is_file():
+        keep_copy(path, previous_path(path))
+    write_checkpoint_bytes(path, buffer.getvalue())
+
+
+def previous_path(path: Path) -> Path:
+    """Where the version of `path` before the latest is kept: last.pt → last.prev.pt."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def keep_copy(path: Path, copy: Path) -> None:
+    """Make `copy` hold `path`'s content, atomically: a hard link renamed over `copy` (no bytes
+    copied; the next atomic write of `path` gives `path` a new inode and leaves `copy` alone),
+    or a byte copy where the file system has no hard links."""
+    fd, name = tempfile.mkstemp(prefix=f".{copy.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()
+    try:
+        os.link(path, tmp)
+        os.replace(tmp, copy)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        with atomic_file(copy) as handle, path.open("rb") as source:
+            shutil.copyfileobj(source, handle)
+
+
+def write_checkpoint_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_bytes`, plus a fault-injection hook for the crash tests: with the environment
+    variable YINGSHE_TEST_KILL_IN_WRITE=N, this process SIGKILLs itself in its Nth checkpoint
+    write, after half of the bytes reached the temporary file (the target is never touched)."""
+    global _checkpoint_writes
+    _checkpoint_writes += 1
+    kill_at = os.environ.get(KILL_IN_WRITE_ENV)
+    with atomic_file(path) as handle:
+        if kill_at and int(kill_at) == _checkpoint_writes:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        handle.write(data)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """The one reader of checkpoints: a run folder (its best.pt, else last.pt) or a .pt file,
-    loaded without unpickling code and checked for format and version by `Checkpoint.from_dict`."""
+    loaded without unpickling code, checked against its checksum (files written before
+    checksums have none) and for format and version by `Checkpoint.from_dict`."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_in(path)
@@ -107,12 +169,61 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated zip, foreign objects
-        raise YingsheError(
+        raise DamagedCheckpoint(
             f"{path} is not a loadable yingshe checkpoint ({type(err).__name__}: {err})"[:600],
             "pass best.pt or last.pt from a yingshe run folder; other files are not loaded, "
             "since unpickling arbitrary objects would run their code",
         ) from err
+    if isinstance(payload, dict) and CHECKSUM_KEY in payload:
+        check_digest(payload, path)
     return Checkpoint.from_dict(payload, str(path))
+
+
+def check_digest(payload: dict[str, Any], path: Path) -> None:
+    stored = payload.pop(CHECKSUM_KEY)
+    expected = stored.get(ALGORITHM) if isinstance(stored, dict) else None
+    try:
+        actual = payload_digest(payload)
+    except TypeError:
+        actual = None
+    if expected is None or actual != expected:
+        raise DamagedCheckpoint(
+            f"{path} fails its {ALGORITHM} checksum: the file is damaged",
+            "resume from its last.prev.pt, or retrain; do not use this file",
+        )
+
+
+def load_resume_checkpoint(run: RunDir) -> tuple[Checkpoint | None, list[str]]:
+    """The checkpoint `--resume` continues from, and notes for the report: `last.pt`, else
+    `last.prev.pt` when `last.pt` is missing or damaged. A damaged `last.pt` is logged by name and
+    moved aside to `last.damaged.pt`, so the next rotation cannot replace the good copy with it.
+    None when the run was stopped before its first checkpoint; an error when every checkpoint
+    there is damaged."""
+    remove_stale_temporaries(run.root)
+    notes: list[str] = []
+    for path in (run.last, previous_path(run.last)):
+        if not path.is_file():
+            continue
+        try:
+            return load_checkpoint(path), notes
+        except DamagedCheckpoint as err:
+            note = f"{path.name} was damaged and not used: {err.problem}"
+            log.warning("%s", note)
+            notes.append(note)
+            if path == run.last:
+                os.replace(path, run.root / "last.damaged.pt")
+    if notes:
+        raise YingsheError(
+            f"no usable checkpoint in {run.root}: " + "; ".join(notes),
+            "start the run again with --out and train.exist_ok=true",
+        )
+    return None, notes
+
+
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete the temporary files of checkpoint writes a kill interrupted (.last.pt.*.tmp)."""
+    for tmp in root.glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def checkpoint_in(run_dir: Path) -> Path:
@@ -181,3 +292,13 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
             {key: float(value) for key, value in row.items() if value not in ("", None)}
             for row in csv.DictReader(handle)
         ]
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """The SHA-256 of a file, read in blocks: the one checksum every module uses (downloads,
+    prepared shards, exported and served models, pretrained weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

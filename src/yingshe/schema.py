@@ -145,6 +145,7 @@ class Checkpoint:
     rng: dict[str, Any] | None = None  # {"cpu": tensor, "cuda": [tensor, ...]}
     raw_state_dict: dict[str, Any] | None = None  # the trained weights under an EMA
     version: int = CHECKPOINT_VERSION
+    notes: list[str] = field(default_factory=list)  # what loading found (not stored): a fallback
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -216,6 +217,7 @@ class TrainingSummary(TypedDict):
     stop_reason: str
     seconds: float
     device: str
+    notes: list[str]  # what the run met on the way, e.g. a damaged last.pt a resume did not use
 
 
 class ModelSummary(TypedDict):

@@ -200,3 +200,30 @@ def test_cv_makes_the_objective_the_mean_over_folds(tmp_path, datasets_dir):
     folds = [f["validation"]["f1_macro"] for f in report["folds"]]
     assert len(folds) == 2 and trial.value == pytest.approx(sum(folds) / 2)
     assert trial.user_attrs["epochs"] == 2, "one epoch in each of two folds"
+
+
+def test_sampler_seed_repeats_a_search_with_other_draws_on_the_same_split(tmp_path, datasets_dir):
+    cfg = base_config(datasets_dir, 1)
+    cfg.data.limit_train, cfg.train.max_steps = 100, 1  # one step: the draw is the point
+    low, high = 1e-4, 1.0
+
+    def first_draw(seed: int) -> float:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        return study.ask().suggest_float("optim.lr", low, high, log=True)
+
+    space = {"lr": {"type": "loguniform", "low": low, "high": high}}
+    with one_thread():
+        result = yingshe.tune(
+            cfg,
+            space,
+            sampler="random",
+            pruner="none",
+            trials=1,
+            out=tmp_path / "s",
+            progress=False,
+            plots=False,
+            sampler_seed=7,
+        )
+    drawn = result.study.trials[0].params["optim.lr"]
+    assert drawn == pytest.approx(first_draw(7)), "the sampler draws with sampler_seed"
+    assert drawn != pytest.approx(first_draw(0)), "not with train.seed (0)"

@@ -1,9 +1,12 @@
 """The CLI answers --help and --version without torch, and every key is documented (issue 9)."""
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 import yingshe
 from yingshe.config import config_markdown, describe
@@ -70,6 +73,40 @@ def test_package_names_resolve_lazily():
     import yingshe.evaluate.plots
     import yingshe.train.callbacks
 
-    assert yingshe.train.__module__ == "yingshe.api" and yingshe.evaluate.__module__ == "yingshe.api"
+    assert set(yingshe.__all__) == set(yingshe._EXPORTS) | set(yingshe._PACKAGES)
     assert set(yingshe.__all__) <= set(dir(yingshe))
     assert all(getattr(yingshe, name) is not None for name in yingshe.__all__)
+
+
+CALLABLE_PACKAGES = {  # name → (a submodule, the function a call lands in)
+    "train": ("trainer", "yingshe.api:train"),
+    "evaluate": ("metrics", "yingshe.api:evaluate"),
+    "tune": ("cv", "yingshe.tune.tuner:tune"),
+    "export": ("parity", "yingshe.export:export_model"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLABLE_PACKAGES))
+def test_callable_packages_import_every_way_and_call_their_function(name):
+    """`import yingshe.X.sub as m`, `from yingshe.X import sub`, `import yingshe.X.sub` and
+    `yingshe.X(...)` all work, in a fresh interpreter, whichever comes first."""
+    sub, target = CALLABLE_PACKAGES[name]
+    module, _, function = target.partition(":")
+    code = f"""
+import importlib, sys
+import yingshe.{name}.{sub} as first
+from yingshe.{name} import {sub} as second
+import yingshe.{name}.{sub}
+import pytest
+
+import yingshe
+assert first is second is yingshe.{name}.{sub} is sys.modules["yingshe.{name}.{sub}"]
+assert yingshe.{name} is sys.modules["yingshe.{name}"]
+setattr(importlib.import_module("{module}"), "{function}", lambda *a, **k: ("called", a, k))
+assert yingshe.{name}(1, key=2) == ("called", (1,), {{"key": 2}})
+from yingshe import {name} as bound
+assert bound(3) == ("called", (3,), {{}})
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(yingshe.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

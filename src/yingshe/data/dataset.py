@@ -88,7 +88,7 @@ def build_dataset(
     """`stats`: the normalisation a checkpoint already carries (resume, evaluate), so the training
     pixels are not sampled and decoded again to measure it."""
     if cfg.exclude or cfg.dedupe:  # lists name source images, so curate the source itself
-        data = curate(read_spec(cfg, progress), cfg.exclude, cfg.dedupe)
+        data = curate(skip_prepared(read_spec(cfg, progress), cfg), cfg.exclude, cfg.dedupe)
     else:
         data = use_prepared(read_spec(cfg, progress), cfg)
     train, val, test, notes = choose_splits(data, cfg, seed)
@@ -114,6 +114,22 @@ def build_dataset(
         skipped=dict(data.skipped),
         task=data.task,
     )
+
+
+def skip_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
+    """data.exclude / data.dedupe name source images, so the source is read instead of prepared
+    shards: an error with data.prepared=always, a warning with auto (for file datasets)."""
+    if cfg.prepared == "off" or all(s.files is None for s in data.splits.values()):
+        return data
+    option = "data.exclude" if cfg.exclude else "data.dedupe"
+    if cfg.prepared == "always":
+        raise YingsheError(
+            f"data.prepared=always cannot be combined with {option}: prepared shards hold every "
+            "source image, and the curated list needs the images themselves",
+            f"drop data.prepared=always (auto or off read the source images), or drop {option}",
+        )
+    log.warning("%s is set, so prepared shards are not used: the source images are decoded instead", option)
+    return data
 
 
 def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:

@@ -16,18 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from yingshe.errors import YingsheError
+from yingshe.runs import file_sha256
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(
@@ -38,7 +31,7 @@ def download(
     progress: ProgressFn | None = None,
 ) -> Path:
     """Fetch `url` to `target` unless a file with the right checksum is already there."""
-    if target.is_file() and sha256_of(target) == sha256:
+    if target.is_file() and file_sha256(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, target)

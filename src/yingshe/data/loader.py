@@ -11,6 +11,7 @@ Two paths yield the same `Batch`:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +25,8 @@ from yingshe.data.decode import decode_many
 from yingshe.data.images import UnreadableImage, decode_image
 from yingshe.data.splits import Split
 from yingshe.data.stream import PackedBatches, StreamBatches, shard_batches
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Batch", "BatchSource", "default_workers"]  # re-exported: older imports name loader
 
@@ -73,6 +76,7 @@ class EpochBatches(Sampler[list[int]]):
 
     def __init__(self, sampler: EpochShuffle, batch_size: int, merge_tail: bool) -> None:
         self.sampler, self.batch_size, self.merge_tail = sampler, batch_size, merge_tail
+        self.skip = 0  # batches of the epoch to leave out at the start (a resumed epoch)
 
     def bounds(self) -> list[tuple[int, int]]:
         n, size = len(self.sampler), self.batch_size
@@ -86,7 +90,7 @@ class EpochBatches(Sampler[list[int]]):
 
     def batches(self) -> Iterator[Tensor]:
         order = self.sampler.order()
-        for start, stop in self.bounds():
+        for start, stop in self.bounds()[self.skip :]:
             yield order[start:stop]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -160,6 +164,9 @@ class ArrayBatches:
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def skip_batches(self, count: int) -> None:
+        self.batch_sampler.skip = count
+
     def __len__(self) -> int:
         return len(self.batch_sampler)
 
@@ -185,7 +192,7 @@ class FileBatches:
         workers: int,
         transform=None,
     ):
-        self.sampler = batches.sampler
+        self.sampler, self.batch_sampler = batches.sampler, batches
         self.loader = DataLoader(
             SplitDataset(split, size, channels, transform),
             batch_sampler=batches,
@@ -193,10 +200,16 @@ class FileBatches:
             collate_fn=_collate,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
+            # its own generator for the workers' base seed: drawn from the global one, it would
+            # shift the augmentation's draws by one per epoch and a resumed run's with them
+            generator=torch.Generator().manual_seed(batches.sampler.seed),
         )
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        self.batch_sampler.skip = count
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -225,6 +238,14 @@ def make_batches(
     Prepared (packed) splits, and any split with `stream`, are served by data/stream.py.
     `weights` (train.balance=sampler) draws each epoch's images with replacement, ∝ weights;
     prepared splits are then read by index through SplitDataset instead."""
+    if stream and (transform is not None or weights is not None):
+        why = (
+            "train.balance=sampler draws images by index"
+            if weights is not None
+            else ("augment.policy transforms each decoded image")
+        )
+        log.warning("data.stream is ignored for this split: %s, which a streamed shard cannot serve", why)
+        stream = False
     if (split.packed is not None or stream) and transform is None and weights is None:
         options = dict(train=train, seed=seed, workers=workers, rank=rank, world=world, stream=stream)
         return shard_batches(split, size, channels, batch_size, **options)
@@ -261,9 +282,19 @@ class DeviceBatches:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict = strict
         self.skipped: dict[str, str] = {}
+        self.position = 0  # batches taken from the source this epoch: what a checkpoint records
+        self.pending_skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Start `epoch`; with `skip`, leave out its first `skip` source batches unaugmented (a
+        resumed epoch), by the source itself where it can (`skip_batches`), else by reading them."""
         self.batches.set_epoch(epoch)
+        skip_at_source = getattr(self.batches, "skip_batches", None)
+        if callable(skip_at_source):
+            skip_at_source(skip)
+            self.position, self.pending_skip = skip, 0
+        else:
+            self.position, self.pending_skip = 0, skip
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -272,7 +303,11 @@ class DeviceBatches:
         # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
         # is staged in page-locked memory first, so the copy overlaps with the previous step's work
         cuda = self.device.type == "cuda"
+        skip, self.pending_skip = self.pending_skip, 0
         for batch in self.batches:
+            self.position += 1
+            if self.position <= skip:
+                continue
             images, labels = batch.images, batch.labels
             if not bool(batch.ok.all()):
                 self.record_bad(batch.index[~batch.ok])

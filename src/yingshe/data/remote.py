@@ -7,8 +7,9 @@ small expander below (`{a..b}` zero-padded integer ranges and `{x,y}` alternativ
 `*`/`?` globs go to fsspec's own glob. Plain local paths are opened with `open`; everything else
 goes through `fsspec.open`. For http(s) fsspec's aiohttp filesystem is used when aiohttp is
 installed (the `fsspec[http]` extra), else fsspec's requests-based one: readers seek to each
-image's offset, so the server must answer HTTP range requests (object stores and static web
-servers do; `python -m http.server` does not).
+image's offset with an HTTP range request. Object stores and static web servers answer those;
+a server that ignores ranges (`python -m http.server`) sends the whole shard for every image,
+which `read_bytes` still reads correctly but at the cost of one full shard download per image.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import itertools
 import json
 import mmap
@@ -28,6 +27,7 @@ import numpy as np
 
 from yingshe.data.splits import SourceData, Split, stat_line
 from yingshe.errors import YingsheError
+from yingshe.runs import file_sha256
 
 FORMAT = "yingshe-prepared"
 VERSION = 1
@@ -100,14 +100,6 @@ def check_file(root: Path, entry: dict[str, Any], verify: bool) -> Path:
             "prepare the dataset again (with --force to replace the damaged folder)",
         )
     return path
-
-
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class MappedArray:

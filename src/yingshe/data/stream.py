@@ -369,6 +369,7 @@ class StreamBatches:
             num_workers=workers,
             prefetch_factor=4 if workers > 0 else None,
             persistent_workers=False,  # fresh workers each epoch see the new epoch number
+            generator=torch.Generator().manual_seed(stream.seed),  # not the global one: see FileBatches
         )
 
     def set_epoch(self, epoch: int) -> None:

@@ -1,18 +1,17 @@
 """Export a trained run to ONNX or TorchScript, proven to answer like PyTorch before it is written.
 
 `yingshe.export(run, "onnx")` and `yingshe export RUN --format onnx` both land in `export_model`.
-`yingshe.export` is this package and also callable: a package attribute of the same name as a
-function would be overwritten by the import system the moment a submodule is imported, so the
-module itself forwards calls to `export_model`.
+`yingshe.export` is this package and also callable, forwarding calls to `export_model` (see
+yingshe/_callable.py).
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from yingshe._callable import make_callable
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -96,6 +95,10 @@ def export_model(
 
 
 def _onnx(module, example, classifier, checkpoint, opset, dynamic_batch, exporter):
+    from yingshe.errors import require
+
+    for name in ("onnx", "onnxruntime"):  # before any work: the export and its parity check need both
+        require(name, "deploy", "ONNX export")
     from yingshe.export.metadata import export_metadata
     from yingshe.export.onnx import DEFAULT_OPSET, export_onnx, session, with_metadata
 
@@ -131,11 +134,4 @@ def _torchscript(module, example, classifier, checkpoint, dynamic_batch):
     return data, meta, candidate
 
 
-class _CallableModule(types.ModuleType):
-    """`yingshe.export(...)` calls `export_model(...)` (see the module docstring)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ExportResult:
-        return export_model(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "yingshe.export:export_model")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from yingshe.inference import Classifier
+from yingshe.models.tta import tta_forward
 
 INPUT_NAME = "image"  # uint8 (N, H, W, C), channels last, as decode_image returns it
 OUTPUT_NAME = "logits"  # float32 (N, K)
@@ -29,7 +30,4 @@ class DeployModule(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         x = self.normalize(image.permute(0, 3, 1, 2))
-        logits = self.model(x)
-        if self.tta_flip:
-            logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.float()
+        return tta_forward(self.model, x, self.tta_flip).float()

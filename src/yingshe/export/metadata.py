@@ -6,7 +6,6 @@ alone is enough, and as `<file>.json` beside it, for people and tools that do no
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,9 @@ import torch
 from yingshe._version import __version__
 from yingshe.export.graph import INPUT_NAME, OUTPUT_NAME
 from yingshe.inference import Classifier
+from yingshe.runs import file_sha256
 
 FORMAT = "yingshe-export"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra: Any) -> dict[str, Any]:
@@ -43,7 +35,7 @@ def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra:
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
         "tta_flip": classifier.tta_flip,
         "model": meta.model.name,
-        "checkpoint_sha256": sha256_file(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "yingshe_version": __version__,
         "torch_version": torch.__version__,
         **extra,

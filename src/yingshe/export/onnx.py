@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yingshe.errors import YingsheError
+from yingshe.errors import YingsheError, require
 from yingshe.export.graph import INPUT_NAME, OUTPUT_NAME, DeployModule
 from yingshe.export.metadata import FORMAT, from_props, to_props
 from yingshe.inference import ImageClassifier
@@ -85,8 +85,7 @@ def _legacy(module: DeployModule, example: torch.Tensor, opset: int, dynamic_bat
 
 def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
     """`model` with `meta` as its metadata_props (replacing any of the same keys)."""
-    import onnx
-
+    onnx = require("onnx", "deploy", "ONNX export")
     proto = onnx.load_model_from_string(model)
     props = to_props(meta)
     keep = [p for p in proto.metadata_props if p.key not in props]
@@ -99,12 +98,7 @@ def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
 
 def session(model: bytes | str | Path, threads: int = 0):
     """An ONNX Runtime CPU session (`threads` 0: its default)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise YingsheError(
-            "running a .onnx model needs onnxruntime", "pip install 'yingshe[deploy]'"
-        ) from err
+    ort = require("onnxruntime", "deploy", "running a .onnx model")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are noise here

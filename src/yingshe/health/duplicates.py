@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from yingshe.errors import YingsheError
+from yingshe.errors import require
 from yingshe.health.hashing import phash_bits
 
 RADIUS = 10  # pHash bits
@@ -33,11 +33,7 @@ class Pair:
 
 def faiss_module():
     """faiss, or an error that says how to install it (the `health` extra)."""
-    try:
-        import faiss
-    except ImportError as err:
-        raise YingsheError("`data check` needs faiss", "pip install 'yingshe[health]'") from err
-    return faiss
+    return require("faiss", "health", "`data check`")
 
 
 def exact_groups(hashes: list[str], usable: np.ndarray) -> list[list[int]]:

@@ -11,8 +11,10 @@ from yingshe.serve.config import ServeConfig
 
 def serve(cfg: ServeConfig) -> None:
     """Load the model (a clear error before anything listens), then run uvicorn until stopped."""
-    import uvicorn
+    from yingshe.errors import require
 
+    uvicorn = require("uvicorn", "deploy", "yingshe serve")
+    require("fastapi", "deploy", "yingshe serve")
     from yingshe.serve.app import CONFIG_ENV, create_app, load_model
 
     classifier = load_model(cfg)

@@ -8,7 +8,6 @@ Routes: POST /v1/predict (multipart field `file`, or a raw image body), POST /v1
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -72,15 +71,11 @@ def load_model(cfg: ServeConfig) -> ImageClassifier:
 
 def model_checksum(path: str | Path) -> str:
     """sha256 of the model file (for a run folder: its checkpoint), so clients can tell versions apart."""
-    from yingshe.runs import checkpoint_in
+    from yingshe.runs import checkpoint_in, file_sha256
 
     path = Path(path)
     path = checkpoint_in(path) if path.is_dir() else path
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> dict[str, Any]:
@@ -96,9 +91,7 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "classes": classifier.classes,
         "image_size": classifier.image_size,
         "channels": classifier.channels,
-        "tta_flip": bool(
-            getattr(classifier, "tta_flip", False) or getattr(classifier, "meta", {}).get("tta_flip")
-        ),
+        "tta_flip": tta_flip(classifier),
         "sha256": checksum,
         "versions": versions,
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},

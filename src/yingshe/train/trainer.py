@@ -34,6 +34,13 @@ from yingshe.schema import Checkpoint, CheckpointMeta
 from yingshe.train import distributed
 from yingshe.train.balance import build_loss
 from yingshe.train.callbacks import Callback, improved
+from yingshe.train.checkpointing import (
+    EpochProgress,
+    capture_rng,
+    check_every,
+    checkpoint_due,
+    restore_rng,
+)
 from yingshe.train.ema import WeightEMA
 from yingshe.train.optim import SchedulePlan, build_optimizer, build_schedule, set_lr
 
@@ -54,6 +61,7 @@ class FitState:
     should_stop: bool = False
     stop_reason: str = ""
     schedule: dict[str, Any] | None = None  # SchedulePlan.to_dict(): where the LR schedule stands
+    progress: dict[str, Any] | None = None  # EpochProgress.to_dict() of a mid-epoch checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,13 +70,24 @@ class FitState:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
+            "should_stop": self.should_stop,  # an early stop survives a kill before the report
+            "stop_reason": self.stop_reason,
             "schedule": self.schedule,
+            "progress": self.progress,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitState:
         return cls(
-            d["epoch"], d["step"], d["best"], d["best_epoch"], list(d["history"]), schedule=d.get("schedule")
+            d["epoch"],
+            d["step"],
+            d["best"],
+            d["best_epoch"],
+            list(d["history"]),
+            bool(d.get("should_stop", False)),
+            str(d.get("stop_reason", "")),
+            schedule=d.get("schedule"),
+            progress=d.get("progress"),
         )
 
 
@@ -120,10 +139,6 @@ def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
         )
 
 
-def cuda_rng_states() -> list[torch.Tensor]:
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-
-
 class Trainer:
     """Fits `model` on `train` batches, selecting the best epoch on `val` batches."""
 
@@ -142,7 +157,9 @@ class Trainer:
         self.device, self.run, self.meta = device, run, checkpoint_meta
         self.callbacks = callbacks or []
         monitor_metric(cfg.train.monitor)  # a typo in train.monitor fails now, not after an epoch
+        check_every(cfg.train.checkpoint_every)
         self.state = FitState()
+        self.resume_notes: list[str] = []  # from the checkpoint restored, for the report
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
         self.steps_per_epoch = distributed.min_int(max(1, len(train)))
@@ -227,16 +244,15 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        self.train.set_epoch(epoch)
+        progress = self.epoch_progress(epoch)
+        self.train.set_epoch(epoch, skip=progress.batches)  # a resumed epoch skips what it had
         set_model_epoch = getattr(unwrap(self.model), "set_epoch", None)
         if callable(set_model_epoch):  # per-epoch freezing, e.g. the airbench stem's bias
             set_model_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch, self.steps_per_epoch)
-        loss_sum = torch.zeros((), device=self.device)  # device accumulators: no sync per step
-        correct = torch.zeros((), device=self.device)
-        seen, started = 0, time.perf_counter()
-        for steps, (inputs, targets, labels) in enumerate(self.train, start=1):
+        started = time.perf_counter()
+        for steps, (inputs, targets, labels) in enumerate(self.train, start=progress.batches + 1):
             if self.done() or steps > self.steps_per_epoch:
                 break
             distributed.kill_hook(self.state.step + 1)
@@ -244,19 +260,29 @@ class Trainer:
             loss, logits = self.train_step(inputs, targets)
             if self.ema is not None:
                 self.ema.update()
-            loss_sum += loss * len(labels)
+            progress.loss_sum += loss * len(labels)
             if self.multilabel:
-                correct += batch_correct(logits, labels)
+                progress.correct += batch_correct(logits, labels)
             else:
-                correct += (logits.argmax(1) == labels).sum()
-            seen += len(labels)
+                progress.correct += (logits.argmax(1) == labels).sum()
+            progress.seen += len(labels)
+            progress.batches = getattr(self.train, "position", steps)
             self.state.step += 1
             distributed.log_step_loss(self.state.step, loss)
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
-                self.report_progress(steps, loss_sum, correct, seen, started)
-        seen_all = torch.tensor(float(seen), device=self.device)
+                self.report_progress(steps, progress.loss_sum, progress.correct, progress.seen, started)
+            if (
+                checkpoint_due(
+                    self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
+                )
+                and distributed.is_main()
+            ):  # under torchrun rank 0's position stands for all
+                self.save_progress(progress)
+        loss_sum = torch.as_tensor(progress.loss_sum, device=self.device).clone()
+        correct = torch.as_tensor(progress.correct, device=self.device).clone()
+        seen_all = torch.tensor(float(progress.seen), device=self.device)
         distributed.sum_tensors(loss_sum, correct, seen_all)  # the epoch's figures over every rank
         seen = int(seen_all)
         if seen == 0:
@@ -296,6 +322,22 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_progress(self, steps, stats)
 
+    # --- checkpoints within an epoch ------------------------------------------------------------
+
+    def epoch_progress(self, epoch: int) -> EpochProgress:
+        """The resumed checkpoint's position in `epoch`, else the epoch's start."""
+        saved, self.state.progress = self.state.progress, None
+        if saved is not None and saved["epoch"] == epoch:
+            return EpochProgress.from_dict(saved, self.device)
+        return EpochProgress.start(epoch, self.device)
+
+    def save_progress(self, progress: EpochProgress) -> None:
+        """A mid-epoch last.pt (`train.checkpoint_every`): the loop's state plus the epoch's position."""
+        self.state.progress = progress.to_dict()
+        row = self.state.history[-1] if self.state.history else {}
+        save_checkpoint(self.run.last, self.checkpoint(row), keep_previous=True)
+        self.state.progress = None
+
     # --- per-epoch bookkeeping ------------------------------------------------------------------
 
     def end_epoch(self, row: dict[str, Any]) -> None:
@@ -310,9 +352,10 @@ class Trainer:
         if distributed.is_main():  # only rank 0 writes the run folder; the others wait for it
             write_metrics_csv(self.run.metrics, self.state.history)
             checkpoint = self.checkpoint(row)
-            save_checkpoint(self.run.last, checkpoint)
             if is_best:  # best.pt: the evaluated (EMA) weights only, no optimiser state
+                # written before last.pt: a kill between the two redoes this epoch, and best.pt again
                 save_checkpoint(self.run.best, replace(checkpoint, raw_state_dict=None, optimizer=None))
+            save_checkpoint(self.run.last, checkpoint, keep_previous=True)
         distributed.barrier()
 
     def checkpoint(self, row: dict[str, Any]) -> Checkpoint:
@@ -329,7 +372,7 @@ class Trainer:
             metrics=row,
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
-            rng={"cpu": torch.get_rng_state(), "cuda": cuda_rng_states()},
+            rng=capture_rng(),
             raw_state_dict=raw,
         )
 
@@ -346,10 +389,9 @@ class Trainer:
         if checkpoint.scaler:
             self.scaler.load_state_dict(checkpoint.scaler)
         if checkpoint.rng:  # augmentation draws from the global generators
-            torch.set_rng_state(checkpoint.rng["cpu"])
-            if torch.cuda.is_available() and checkpoint.rng["cuda"]:
-                torch.cuda.set_rng_state_all(checkpoint.rng["cuda"])
+            restore_rng(checkpoint.rng)
         self.state = FitState.from_dict(checkpoint.fit_state)
+        self.resume_notes = list(checkpoint.notes)
         self.plan = self.saved_plan(checkpoint).extended(self.state.step, self.total_steps)
         self.schedule = build_schedule(self.cfg.optim, self.plan.total, self.steps_per_epoch)
         if self.ema is not None:

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from yingshe.errors import YingsheError
-
-
-def _bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, progress
 
 
 def add_transfer_parsers(
@@ -95,10 +82,10 @@ def cmd_finetune(args: argparse.Namespace, build_config: Callable, progress_cb: 
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from yingshe.cli import progress_bar
     from yingshe.transfer.features import embed
 
-    bar, progress = _bar("embed")
-    with bar:
+    with progress_bar("embed") as progress:
         summary = embed(
             args.run, args.data, args.split, args.out, args.batch_size, args.limit, args.device, progress
         )
@@ -131,10 +118,10 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
+    from yingshe.cli import progress_bar
     from yingshe.transfer.features import knn
 
-    bar, progress = _bar("embed")
-    with bar:
+    with progress_bar("embed") as progress:
         summary = knn(args.run, args.data, args.k, args.out, args.limit, progress)
     folder = Path(args.out) if args.out else Path(args.run) / "knn"
     print(

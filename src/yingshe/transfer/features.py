@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from yingshe.errors import YingsheError
+from yingshe.errors import YingsheError, require
 from yingshe.runs import atomic_file, atomic_write_json
 
 FAISS_ABOVE = 1_000_000  # rows: torch exact search won every size measured (docs/benchmarks.md); above
@@ -140,8 +140,7 @@ def search(
     """Top-k cosine similarities and row numbers of unit `queries` among unit `index` rows."""
     k = min(k, len(index))
     if len(index) > exact_limit:
-        import faiss
-
+        faiss = require("faiss", "transfer", f"searching more than {exact_limit} features")
         flat = faiss.IndexFlatIP(index.shape[1])
         flat.add(np.ascontiguousarray(index, dtype=np.float32))
         scores, rows = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
@@ -235,10 +234,7 @@ def project(
             x
         )
     elif method == "umap":
-        try:
-            import umap
-        except ImportError as err:
-            raise YingsheError("UMAP needs the umap-learn package", "pip install 'yingshe[umap]'") from err
+        umap = require("umap", "umap", "--method umap")
         points = umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     else:
         raise YingsheError(f"unknown projection {method!r}", "use pca, tsne or umap")

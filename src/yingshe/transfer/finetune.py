@@ -16,13 +16,12 @@ from torch import nn
 
 from yingshe.config import RunConfig
 from yingshe.errors import YingsheError
-from yingshe.runs import atomic_write_json, load_checkpoint
+from yingshe.runs import atomic_write_json, file_sha256, load_checkpoint
 from yingshe.transfer.freeze import FinetuneSchedule, mark_fixed_parameters, plan_stages
 from yingshe.transfer.weights import (
     LoadReport,
     load_body_weights,
     read_weights,
-    sha256_file,
     timm_weights,
     torchvision_weights,
 )
@@ -49,7 +48,7 @@ class Source:
 
     @property
     def sha256(self) -> str | None:
-        return sha256_file(self.weights_path) if self.weights_path else None
+        return file_sha256(self.weights_path) if self.weights_path else None
 
 
 def resolve_source(spec: str, weights: str | None = None) -> Source:

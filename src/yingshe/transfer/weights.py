@@ -10,7 +10,6 @@ fails too, the error says which file to place where.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,14 +27,6 @@ log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
 CHECKPOINT_KEYS = ("state_dict", "model", "state_dict_ema", "model_state_dict", "model_state")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

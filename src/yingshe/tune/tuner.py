@@ -83,6 +83,7 @@ def tune(
     callbacks: list[Callback] | None = None,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     tpe_startup: int | None = None,
+    sampler_seed: int | None = None,
 ) -> TuneResult:
     """Run `trials` trials of a study (this worker's share) and write the study's results.
 
@@ -120,6 +121,8 @@ def tune(
     name = study_name or study_dir.resolve().name
     # every worker must shuffle a grid alike (Optuna hands out grid points by trial number)
     seed = studies.sampler_seed(base.train.seed, shared=storage is not None and sampler != "grid")
+    if sampler_seed is not None:  # repeat a search with other draws on the same split and inits
+        seed = sampler_seed
     try:
         study = optuna.create_study(
             storage=storage_obj,
