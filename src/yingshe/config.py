@@ -29,6 +29,8 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
 Schedule = Literal["onecycle", "cosine", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
+Balance = Literal["none", "weights", "sampler", "logit-adjust"]
+FinetuneStrategy = Literal["linear-probe", "full", "gradual"]
 Monitor = Literal[
     "val_loss", "val_accuracy", "val_ece", "val_map", "train_loss", "train_accuracy", "epoch"
 ]  # val_ece: single-label runs only; val_map: multi-label runs only
@@ -128,7 +130,7 @@ class TrainConfig:
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
     sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
     dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
-    balance: str = "none"  # class imbalance: none, weights (loss), sampler (class-balanced) or logit-adjust
+    balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
     checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
@@ -140,7 +142,7 @@ class FinetuneConfig:
 
     source: str | None = None  # a yingshe run or checkpoint, `timm:<name>` or `torchvision:<name>`
     weights: str | None = None  # a .pth/.pt/.safetensors file; None: the run's, or the zoo's cached weights
-    strategy: str = "full"  # linear-probe (head only), full, or gradual (unfreeze from the top)
+    strategy: FinetuneStrategy = "full"  # linear-probe (head only), full, or gradual (unfreeze from the top)
     freeze_until: str | None = None  # keep the body frozen up to and including this stage
     head_lr_mult: float = 10.0  # the new head's learning rate is optim.lr times this
     lr_decay: float = 0.5  # gradual: each stage further down trains at this factor of the one above

@@ -8,7 +8,6 @@ the key the data-health checks build on; near-duplicates need perceptual hashes 
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from yingshe.config import DataConfig
+from yingshe.data.curate import item_key
 from yingshe.data.dataset import choose_splits
 from yingshe.data.images import UnreadableImage, decode_image, image_header
 from yingshe.data.splits import SourceData, Split
 from yingshe.errors import YingsheError
+from yingshe.health.hashing import content_hash
 
 IMBALANCE_WARN = 3.0  # largest class / smallest class at or above which inspect warns
 SHOWN_DUPLICATES = 20  # duplicate groups listed by name; all are counted
@@ -37,12 +38,10 @@ def inspect_source(source: SourceData, progress: Callable[[int, int], None] | No
             entry["array"] = [len(split), *shape]
             for i in range(len(split)):
                 pixels = split.images[i] if split.images is not None else split.packed.take(np.array([i]))[0]
-                by_hash[hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()].append(
-                    f"{name} {split.name(i)}"
-                )
+                by_hash[content_hash(pixels)].append(item_key(name, split, i))
             done += len(split)
         else:
-            done = read_files(split, entry, by_hash, done, total, progress)
+            done = read_files(name, split, entry, by_hash, done, total, progress)
         summary["splits"][name] = entry
     summary["planned_splits"] = planned_splits(source)
     summary["imbalance"] = imbalance(source)
@@ -52,7 +51,9 @@ def inspect_source(source: SourceData, progress: Callable[[int, int], None] | No
     return summary
 
 
-def read_files(split: Split, entry: dict, by_hash: dict, done: int, total: int, progress) -> int:
+def read_files(
+    split_name: str, split: Split, entry: dict, by_hash: dict, done: int, total: int, progress
+) -> int:
     widths, heights, modes, unreadable = [], [], Counter(), []
     for i in range(len(split)):
         name = split.name(i)
@@ -62,7 +63,8 @@ def read_files(split: Split, entry: dict, by_hash: dict, done: int, total: int, 
             decode_image(blob, 8, 1, name)  # a full decode finds truncation
             widths.append(w), heights.append(h)
             modes[mode] += 1
-            by_hash[hashlib.sha256(blob).hexdigest()].append(name)
+            # the same hash and key as `data check` and exclude lists use
+            by_hash[content_hash(blob)].append(item_key(split_name, split, i))
         except (UnreadableImage, OSError, ValueError) as err:
             unreadable.append(str(err) if name in str(err) else f"{name}: {err}")
         done += 1

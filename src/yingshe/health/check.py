@@ -24,8 +24,10 @@ from yingshe.health.duplicates import PIXEL_TOLERANCE, RADIUS, Pair, exact_group
 from yingshe.health.hashing import phash_bits
 from yingshe.health.report import check_markdown
 from yingshe.health.scan import UNREADABLE, Scan, scan_source
+from yingshe.outputs import claim_report_folder, releases_claims
 from yingshe.runs import atomic_write_json, atomic_write_text
 
+CHECK_FILES = ("check.json", "check.md", "exclude.txt", "label-suspects.csv", "distributions.png", "folds")
 GRID_ROWS = 24  # findings drawn per grid
 Progress = Callable[[str, int, int], None]
 
@@ -100,6 +102,14 @@ def check_labels(spec: str, data_dir: str | None, model_run: str | None, options
     return label_suspects(oof), oof
 
 
+def claim_check_folder(out: Path) -> Path:
+    """Create and lock `out` as `report --out` does: never a run folder, nor one a run holds;
+    an earlier check's folder (its check.json) is reused, any other file it writes is refused."""
+    writes = () if (out / "check.json").is_file() else CHECK_FILES
+    return claim_report_folder(out, writes, lambda report: False, "data check")
+
+
+@releases_claims
 def run_check(
     spec: str,
     out: str | Path,
@@ -120,8 +130,7 @@ def run_check(
     settings the label check trains. `folds` ≥ 2 checks labels by confident learning on
     `folds`-fold out-of-fold probabilities (`epochs` a fold, on `limit_train` images)."""
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_check_folder(Path(out))
     data = read_spec(DataConfig(spec=spec, data_dir=data_dir))
     scan = scan_source(data, None if progress is None else lambda d, t: progress("scanning images", d, t))
     classes = data.classes
@@ -187,6 +196,8 @@ def run_check(
     report["leakage"] = report["exact_duplicates"]["test_images_with_train_copy"] + sum(
         report["near_duplicates"]["test_images_with_near_train"].values()
     )
+    # written before the label check, so a failure in its training loses nothing found so far
+    atomic_write_text(out / "exclude.txt", "".join(f"{k}\n" for k in excluded))
     if folds >= 2:
         on_fold = None if progress is None else lambda f, k: progress("label check: training fold", f - 1, k)
         options = dict(folds=folds, epochs=epochs, limit_train=limit_train, device=device, on_fold=on_fold)
@@ -201,7 +212,6 @@ def run_check(
         rows += [f"{s.rank},{s.key},{s.given},{s.suggested},{s.given_probability:.4f}" for s in suspects]
         atomic_write_text(out / "label-suspects.csv", "\n".join(rows) + "\n")
     report["actions"] = actions(report)
-    atomic_write_text(out / "exclude.txt", "".join(f"{k}\n" for k in excluded))
     report["figures"] = draw(data, scan, report, groups, within, across, out)
     report["seconds"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out / "check.json", report)

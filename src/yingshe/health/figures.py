@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
+from yingshe.data.images import open_image
 from yingshe.data.splits import SourceData
 from yingshe.evaluate.plots import save, short
 from yingshe.runs import atomic_write_bytes
@@ -24,8 +25,7 @@ def picture(data: SourceData, split: str, position: int) -> np.ndarray:
     chosen = data.splits[split]
     try:
         if chosen.files is not None:
-            image = Image.open(io.BytesIO(chosen.files.read(position)))
-            image.load()
+            image = open_image(chosen.files.read(position))  # size limits, EXIF turn
         elif chosen.images is not None:
             array = chosen.images[position]
             image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from yingshe.data.curate import item_key
+from yingshe.data.images import open_image
 from yingshe.data.splits import SourceData, Split
 from yingshe.health.hashing import PHASH_SIDE, content_hash, grey_thumbnail
 
@@ -65,10 +66,11 @@ def inspect_blob(blob: bytes, name: str) -> tuple[list[str], Image.Image | None,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(blob))
-            fmt = image.format or ""
-            image.load()
-    except (UnidentifiedImageError, ValueError, OSError, SyntaxError) as err:
+            with Image.open(io.BytesIO(blob)) as header:  # header only: the format, no decoding
+                fmt = header.format or ""
+        # open_image refuses a decompression bomb from its header and turns by EXIF
+        image = open_image(blob, name)
+    except (UnidentifiedImageError, ValueError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         text = str(err).lower()
         kind = "truncated" if "truncated" in text or "broken data stream" in text else "unreadable"
         return [f"{kind}: {err}"[:120]], None, ""

@@ -188,14 +188,13 @@ def neighbors(
 
 def draw_strip(folder: Path, query: Path, hits: list[dict[str, Any]], query_array: np.ndarray) -> Path:
     """query | neighbour 1 … k, each titled (class, cosine similarity)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
+    from yingshe.evaluate.plots import new_figure, save
+
     folder.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(hits) + 1, figsize=(1.8 * (len(hits) + 1), 2.2))
+    fig = new_figure(1.8 * (len(hits) + 1), 2.2)  # no pyplot: the caller's backend is left alone
+    axes = fig.subplots(1, len(hits) + 1)
     panels = [(query_array, f"query\n{query.name[:18]}")]
     for hit in hits:
         try:
@@ -207,12 +206,7 @@ def draw_strip(folder: Path, query: Path, hits: list[dict[str, Any]], query_arra
         ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    target = folder / f"{query.stem}-neighbors.png"
-    with atomic_file(target) as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
-    return target
+    return save(fig, folder / f"{query.stem}-neighbors.png")
 
 
 def project(
@@ -240,23 +234,20 @@ def project(
         raise YingsheError(f"unknown projection {method!r}", "use pca, tsne or umap")
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from yingshe.evaluate.plots import new_figure, save
 
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10" if len(index.classes) <= 10 else "tab20")
+    fig = new_figure(7, 6)  # no pyplot: the caller's backend is left alone
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["tab10" if len(index.classes) <= 10 else "tab20"]
     for c, name in enumerate(index.classes):
         mask = index.labels == c
         if mask.any():
             ax.scatter(points[mask, 0], points[mask, 1], s=8, color=cmap(c % cmap.N), label=name)
     ax.set_title(f"{index.meta.get('model', '')} features, {method.upper()} ({len(x)} images)")
     ax.legend(fontsize=7, markerscale=2, loc="best")
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out) as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    save(fig, out)
     return {"out": str(out), "method": method, "count": len(x)}
 
 

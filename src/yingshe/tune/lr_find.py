@@ -14,16 +14,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn.functional as F
+import torch
 
 from yingshe.config import RunConfig
-from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
+from yingshe.data.augment import Normalize
 from yingshe.data.dataset import build_dataset
-from yingshe.data.loader import DeviceBatches, make_batches
 from yingshe.errors import YingsheError
 from yingshe.models import create_model
-from yingshe.runs import atomic_write_bytes
+from yingshe.models.probe import check_input_size
 from yingshe.runtime import resolve_device, seed_everything
+from yingshe.train.balance import build_loss
 from yingshe.train.optim import build_optimizer
 
 SMOOTHING = 0.98  # exponential moving average of the loss (debiased), as fastai
@@ -53,7 +53,10 @@ def lr_find(
     cfg = config
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = build_dataset(cfg.data, cfg.train.seed)
+    from yingshe.api import training_batches  # api imports tune lazily; keep the cycle out
+
     device = resolve_device(cfg.train.device)
+    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
     model = create_model(
         cfg.model.name,
         data.num_classes,
@@ -61,33 +64,24 @@ def lr_find(
         data.image_size,
         cfg.model.pretrained,
         **cfg.model.kwargs,
-    ).to(device)
-    normalize = Normalize(data.mean, data.std)
-    augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
-    batches = DeviceBatches(
-        make_batches(
-            data.train,
-            data.image_size,
-            data.channels,
-            cfg.train.batch_size,
-            train=True,
-            seed=cfg.train.seed,
-            workers=cfg.data.workers,
-            transform=per_image_policy(cfg.augment.policy),
-        ),
-        data.train,
-        device,
-        normalize,
-        augment,
-        False,
-        cfg.data.strict,
+    )
+    check_input_size(model, cfg.model.name, data.channels, data.image_size)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    # the batches (balance sampler, data.stream) and loss (train.balance) the real run uses
+    batches = training_batches(cfg, data, device, Normalize(data.mean, data.std), channels_last)
+    loss_fn = build_loss(
+        cfg.train.balance,
+        data.train.labels,
+        data.num_classes,
+        cfg.optim.label_smoothing,
+        getattr(cfg.train, "multilabel_loss", "bce"),
     )
     if hasattr(model, "init_from_data"):
         from yingshe.train.trainer import init_from_data
 
         init_from_data(model, batches)
     optimizer = build_optimizer(model, cfg.optim)
-    lrs, losses = sweep(model, optimizer, batches, start, end, steps, cfg.optim.label_smoothing)
+    lrs, losses = sweep(model, optimizer, batches, start, end, steps, loss_fn)
     suggestion = suggest(lrs, losses)
     path = Path(plot) if plot else None
     if path is not None:
@@ -95,7 +89,7 @@ def lr_find(
     return LRFind(lrs, losses, suggestion, path)
 
 
-def sweep(model, optimizer, batches, start: float, end: float, steps: int, smoothing: float):
+def sweep(model, optimizer, batches, start: float, end: float, steps: int, loss_fn):
     """Steps at exponentially rising rates (epochs repeat if the data is short); the smoothed loss
     after each, until `steps` or divergence."""
     model.train()
@@ -108,7 +102,7 @@ def sweep(model, optimizer, batches, start: float, end: float, steps: int, smoot
             lr = start * ratio**step
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = F.cross_entropy(model(inputs).float(), targets, label_smoothing=smoothing)
+            loss = loss_fn(model(inputs).float(), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -139,14 +133,11 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def draw(lrs: list[float], losses: list[float], suggestion: float, path: Path) -> None:
-    import io
+    """A Figure of its own (no pyplot): drawing never switches the caller's backend (Jupyter)."""
+    from yingshe.evaluate.plots import new_figure, save
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, ax = plt.subplots(figsize=(7, 4.5))
+    figure = new_figure(7, 4.5)
+    ax = figure.add_subplot()
     ax.plot(lrs, losses)
     ax.set_xscale("log")
     ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested optim.lr={suggestion:g}")
@@ -158,8 +149,4 @@ def draw(lrs: list[float], losses: list[float], suggestion: float, path: Path) -
     ax.set_ylabel("training loss (smoothed)")
     ax.set_title("learning-rate range test")
     ax.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save(figure, path)

@@ -58,6 +58,15 @@ def pool_positions(config: RunConfig) -> tuple[np.ndarray, list[str], list[str]]
     return positions, [item_key("train", train, int(p)) for p in positions], source.classes
 
 
+def oof_fold_config(config: RunConfig, folds: int, fold: int, cv_dir: Path) -> RunConfig:
+    """`fold_config` reading the source as `pool_positions` does: without prepared shards (which
+    leave out what they could not decode), so the fold's held-out images are the pool's."""
+    cfg = fold_config(config, folds, fold, cv_dir)
+    cfg.data.prepared = "off"
+    cfg.train.plots = False
+    return cfg
+
+
 def out_of_fold_probabilities(
     config: RunConfig,
     folds: int = 3,
@@ -76,8 +85,7 @@ def out_of_fold_probabilities(
     for fold in range(1, folds + 1):
         if on_fold is not None:
             on_fold(fold, folds)
-        cfg = fold_config(config, folds, fold, cv_dir)
-        cfg.train.plots = False
+        cfg = oof_fold_config(config, folds, fold, cv_dir)
         run = train(cfg)
         checkpoint = load_checkpoint(run.run_dir / "last.pt")
         meta = checkpoint.meta

@@ -77,9 +77,8 @@ def best_config(trial: FrozenTrial, base: RunConfig) -> RunConfig:
 def draw_plots(study: optuna.Study, folder: Path) -> dict[str, str]:
     """Optuna's matplotlib figures; a figure that needs more trials than there are is skipped
     with the reason (returned as name → note)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # Optuna draws through pyplot; the backend is left as the caller has it (a Jupyter inline
+    # backend stays), and every figure is closed so none is shown
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 

@@ -20,14 +20,26 @@ import optuna
 
 from yingshe.config import RunConfig, save_yaml
 from yingshe.errors import YingsheError
+from yingshe.outputs import check_report_folder
 from yingshe.runs import atomic_write_text, default_run_dir
 from yingshe.train.callbacks import Callback
 from yingshe.tune import study as studies
 from yingshe.tune.objective import Objective, metric_direction
-from yingshe.tune.results import write_results
+from yingshe.tune.results import PLOTS, write_results
 from yingshe.tune.space import SearchSpace, check_sampler, default_sampler, load_space, parse_space
 
 DEFAULT_TRIALS = 20
+STUDY_NAME_FILE = "study-name.txt"  # the one study this folder's trial-NNNN/ folders belong to
+STUDY_FILES = (
+    "base.yaml",
+    "study.db",
+    "trials.csv",
+    "best.yaml",
+    "study.md",
+    "lr_find.png",
+    STUDY_NAME_FILE,
+    *PLOTS,
+)
 
 
 @dataclass
@@ -51,6 +63,30 @@ def study_folder(config: RunConfig, out: str | Path | None) -> Path:
         return Path(out or config.train.out)
     default = default_run_dir(config.data.spec, config.model.name)
     return default.with_name(f"tune-{default.name}")
+
+
+def check_study_folder(folder: Path) -> None:
+    """Refuse a run folder (or one a run holds locked) as `--out`, as `report --out` does; an
+    earlier study folder (its base.yaml, study.db or study name) is
+    reused, any other file a study writes is refused."""
+    earlier = any((folder / name).is_file() for name in ("base.yaml", "study.db", STUDY_NAME_FILE))
+    writes = () if earlier else STUDY_FILES
+    check_report_folder(folder, writes, lambda report: False, "study")
+
+
+def claim_study_name(folder: Path, name: str) -> None:
+    """One study per folder: trial folders are named by trial number, so a second study's
+    trials would land in the first one's `trial-NNNN/` folders and fail."""
+    marker = folder / STUDY_NAME_FILE
+    if marker.is_file():
+        held = marker.read_text().strip()
+        if held and held != name:
+            raise YingsheError(
+                f"{folder} holds study {held!r}; study {name!r} would write into its trial folders",
+                f"give --out a new folder for study {name!r}, or use --study {held}",
+            )
+        return
+    atomic_write_text(marker, name + "\n")
 
 
 def check_base(config: RunConfig, cv: int | None) -> None:
@@ -112,13 +148,15 @@ def tune(
     if trials is None:
         trials = parsed.grid_size() if sampler == "grid" else DEFAULT_TRIALS
     study_dir = study_folder(config, out)
+    check_study_folder(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
+    name = study_name or study_dir.resolve().name
+    claim_study_name(study_dir, name)
     base = RunConfig.from_dict(config.to_dict())
     base.train.out = str(study_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage_obj, storage_text = studies.make_storage(storage, study_dir, heartbeat)
-    name = study_name or study_dir.resolve().name
     # every worker must shuffle a grid alike (Optuna hands out grid points by trial number)
     seed = studies.sampler_seed(base.train.seed, shared=storage is not None and sampler != "grid")
     if sampler_seed is not None:  # repeat a search with other draws on the same split and inits
