@@ -66,11 +66,12 @@ from yingshe.runs import (
 )
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
+from yingshe.train import distributed
 from yingshe.train.balance import check_balance, sample_weights
 from yingshe.train.budget import attach_budget, find_budget, parse_duration
 from yingshe.train.callbacks import Callback, EarlyStopping, TensorBoardLogger
 from yingshe.train.progress import ProgressBar, log_header
-from yingshe.train.trainer import FitState, Trainer, autocast_dtype
+from yingshe.train.trainer import FitState, Trainer, autocast_dtype, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,20 @@ def eval_batches(
     device: torch.device,
     normalize: Normalize,
     channels_last: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> DeviceBatches:
-    batch_size = cfg.train.eval_batch_size or 2 * cfg.train.batch_size
+    """Batches of a split in order; with (rank, world), this rank's share of it."""
+    batch_size = max(1, (cfg.train.eval_batch_size or 2 * cfg.train.batch_size) // world)
     batches = make_batches(
-        split, data.image_size, data.channels, batch_size, train=False, workers=cfg.data.workers
+        split,
+        data.image_size,
+        data.channels,
+        batch_size,
+        train=False,
+        workers=cfg.data.workers,
+        rank=rank,
+        world=world,
     )
     return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
 
@@ -170,20 +181,32 @@ def train(
     own config is used, so the continuation matches the original. `progress` shows a tqdm bar per
     epoch (a widget in a notebook); what the run is doing is logged at INFO on the `yingshe`
     loggers (the header, each epoch, evaluating, drawing).
+
+
+    Launched by `torchrun`, this is one rank of a DistributedDataParallel run
+    (train/distributed.py); a group restarted by `torchrun --max-restarts` resumes its run.
     """
     started = time.perf_counter()
     cfg, resumed = resolve_training(config, resume, epochs)
     cfg.train.out = str(cfg.train.out or default_run_dir(cfg.data.spec, cfg.model.name))
-    check_run_folder(
-        cfg.train.out, resumed is not None, cfg.train.exist_ok
-    )  # before any work; creates nothing
+    if distributed.env_context().is_main:  # under torchrun rank 0 alone creates the folder
+        check_run_folder(cfg.train.out, resumed is not None, cfg.train.exist_ok)  # creates nothing
     budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
-    session = build_training(cfg, resumed, callbacks, progress)
-    if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
-        test_and_val = len(session.data.test) + (len(session.data.val) if session.data.val is not None else 0)
-        attach_budget(session.trainer, budget, started, test_and_val)
-    state = fit_training(session, resumed)
-    return report_training(session, state, started)
+    try:
+        session = build_training(cfg, resumed, callbacks, progress)
+        if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
+            test_and_val = len(session.data.test) + (
+                len(session.data.val) if session.data.val is not None else 0
+            )
+            attach_budget(session.trainer, budget, started, test_and_val)
+        state = fit_training(session, resumed)
+        return report_training(session, state, started)
+    except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
+        if not distributed.active() or not distributed.collective_failure(err):
+            raise
+        raise distributed.lost_peer_error(err, cfg.train.dist_timeout) from err
+    finally:
+        distributed.shutdown()
 
 
 def resolve_training(
@@ -191,6 +214,7 @@ def resolve_training(
 ) -> tuple[RunConfig, Checkpoint | None]:
     """Step 1: the config to run and, when resuming, the last.pt it continues from."""
     resumed = None
+    resume = resume if resume is not None else elastic_resume(config)
     if resume is not None:
         resume = Path(resume)
         folder = RunDir(resume.parent if resume.is_file() else resume)  # a run folder or its last.pt
@@ -202,6 +226,24 @@ def resolve_training(
         set_value(cfg, "train.epochs", epochs, "epochs")
     validate(cfg)
     return cfg, resumed
+
+
+def elastic_resume(config: RunConfig | None) -> Path | None:
+    """The run folder a group restarted by `torchrun --max-restarts` continues: its `train.out`,
+    once a last.pt is there (before the first epoch ends there is nothing to resume: it starts over)."""
+    if distributed.env_context().world <= 1 or distributed.max_restarts() == 0:
+        return None
+    out = config.train.out if config is not None else None
+    if out is None:
+        raise YingsheError(
+            "torchrun --max-restarts needs a fixed run folder to resume from",
+            "give --out RUN_DIR (every restart of the group continues that run)",
+        )
+    last = RunDir(Path(out)).last
+    if distributed.restart_count() > 0 and last.is_file():
+        log.warning("torchrun restart %d: resuming %s", distributed.restart_count(), last)
+        return Path(out)
+    return None
 
 
 def resume_point(folder: RunDir) -> tuple[Checkpoint | None, RunConfig]:
@@ -228,6 +270,8 @@ def build_training(
     """Step 2: data, model, batches, run folder and trainer, in the order that fails cheapest
     first (the run folder is created only once the data, model and batches are built, so a run
     that cannot be built leaves nothing behind)."""
+    world = distributed.env_context().world
+    per_rank = distributed.per_rank_batch(cfg.train.batch_size, world)  # before any data is read
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     plan = None
     if cfg.finetune.source:  # transfer learning: the source shapes the data and brings weights
@@ -246,7 +290,9 @@ def build_training(
     if data.multilabel and cfg.train.monitor == "val_accuracy":  # the default: subset accuracy at 0.5
         cfg.train.monitor = "val_map"  # is a coarse pick of the best epoch; mAP ranks, thresholds aside
         log.info("multi-label data: train.monitor=val_map chooses the best epoch")
-    device = resolve_device(cfg.train.device)
+    ctx, device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
+    if ctx.enabled:
+        distributed.check_sync_bn(cfg.train.sync_bn, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
 
     model = create_model(
@@ -260,15 +306,18 @@ def build_training(
     check_input_size(model, cfg.model.name, data.channels, data.image_size)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalize = Normalize(data.mean, data.std)
-    train_batches = training_batches(cfg, data, device, normalize, channels_last)
+    train_batches = training_batches(cfg, data, device, normalize, channels_last, per_rank, ctx)
     val_split = data.val if data.val is not None else data.test
-    val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last)
-    run = open_run_folder(cfg, resuming=resumed is not None)
+    val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last, ctx.rank, ctx.world)
+    train_model = distributed.wrap(model, device, cfg.train.sync_bn)  # DDP under torchrun
+    model = unwrap(train_model)  # with sync_bn, the converted model
+    run = open_ranked_run_folder(cfg, resumed is not None, ctx)
     callbacks = list(callbacks or [])
     if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
         callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
-    log_header(cfg, data, model, device, run.root)
-    train_model = torch.compile(model) if cfg.train.compile else model  # shares model's parameters
+    if ctx.is_main:
+        log_header(cfg, data, model, device, run.root)
+    train_model = torch.compile(train_model) if cfg.train.compile else train_model  # shares parameters
     trainer = Trainer(
         train_model,
         cfg,
@@ -277,7 +326,7 @@ def build_training(
         device,
         run,
         checkpoint_meta(cfg, data),
-        training_callbacks(cfg, run, callbacks, progress),
+        training_callbacks(cfg, run, callbacks, progress, ctx.is_main),
     )
     return TrainingSession(
         cfg, run, data, device, channels_last, model, normalize, train_batches, val_batches, trainer
@@ -295,35 +344,61 @@ def open_run_folder(cfg: RunConfig, resuming: bool) -> RunDir:
     return run
 
 
+def open_ranked_run_folder(cfg: RunConfig, resuming: bool, ctx: distributed.DistContext) -> RunDir:
+    """`open_run_folder` on rank 0; the other ranks take its folder name and wait until it exists."""
+    if not ctx.enabled:
+        return open_run_folder(cfg, resuming)
+    chosen = cfg.train.out or str(default_run_dir(cfg.data.spec, cfg.model.name))
+    cfg.train.out = distributed.broadcast_object(chosen)  # rank 0's clock names the folder
+    run = open_run_folder(cfg, resuming) if ctx.is_main else RunDir(Path(cfg.train.out))
+    distributed.barrier()
+    return run
+
+
 def training_batches(
-    cfg: RunConfig, data: DatasetSpec, device: torch.device, normalize: Normalize, channels_last: bool
+    cfg: RunConfig,
+    data: DatasetSpec,
+    device: torch.device,
+    normalize: Normalize,
+    channels_last: bool,
+    batch_size: int | None = None,
+    ctx: distributed.DistContext | None = None,
 ) -> DeviceBatches:
-    """Shuffled, augmented training batches on the device."""
+    """Shuffled, augmented training batches on the device; under torchrun, this rank's share of
+    the epoch in batches of `batch_size` (its share of the global batch)."""
+    ctx = ctx or distributed.DistContext()
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
     batches = make_batches(
         data.train,
         data.image_size,
         data.channels,
-        cfg.train.batch_size,
+        batch_size or cfg.train.batch_size,
         train=True,
         seed=cfg.train.seed,
         workers=cfg.data.workers,
         transform=per_image_policy(cfg.augment.policy),
         stream=cfg.data.stream,
         weights=balanced_sampling(cfg, data),
+        rank=ctx.rank,
+        world=ctx.world,
     )
     return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
 
 
 def training_callbacks(
-    cfg: RunConfig, run: RunDir, callbacks: list[Callback] | None, progress: bool = True
+    cfg: RunConfig,
+    run: RunDir,
+    callbacks: list[Callback] | None,
+    progress: bool = True,
+    main: bool = True,
 ) -> list[Callback]:
     """The library's progress bar (unless `progress` is off), the caller's callbacks, then those
-    the config asks for."""
-    out = ([ProgressBar()] if progress else []) + list(callbacks or [])
+    the config asks for. Under torchrun the progress bar, the caller's callbacks and TensorBoard
+    run on rank 0 only; early stopping on every rank."""
+    out = ([ProgressBar()] if progress else []) + list(callbacks or []) if main else []
     if cfg.train.patience:
         out.append(EarlyStopping(cfg.train.patience))
-    if cfg.train.tensorboard:
+    if cfg.train.tensorboard and main:
         out.append(TensorBoardLogger(str(run.events)))
     return out
 
@@ -336,7 +411,21 @@ def fit_training(session: TrainingSession, resumed: Checkpoint | None) -> FitSta
 
 
 def report_training(session: TrainingSession, state: FitState, started: float) -> TrainResult:
-    """Step 4: the best checkpoint on the test (and validation) split, written as the report."""
+    """Step 4: the best checkpoint on the test (and validation) split, written as the report.
+
+    Under torchrun, once every rank is done training, rank 0 evaluates the whole split exactly as
+    a single-process `evaluate` of the same weights does (so the report equals it); the other ranks
+    return an empty report then rather than wait in a collective that a long evaluation could
+    time out (torchrun waits for rank 0 before it exits)."""
+    if not distributed.active():
+        return write_training_report(session, state, started)
+    distributed.part()  # every rank's training is over and rank 0's checkpoints are on disk
+    if distributed.is_main():
+        return write_training_report(session, state, started)
+    return TrainResult(session.run.root, {})  # type: ignore[typeddict-item]
+
+
+def write_training_report(session: TrainingSession, state: FitState, started: float) -> TrainResult:
     cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
     best_path = run.best if run.best.is_file() else run.last
     best = load_checkpoint(best_path)
@@ -348,7 +437,11 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     pred = predict_batches(model, test_batches, amp, tta)
     thresholds, validation, val_pred = None, None, None
     if data.multilabel or data.val is not None:
-        val_pred = predict_batches(model, session.val_batches, amp, tta)
+        val_batches = session.val_batches  # under torchrun only this rank's share: take all of it
+        if distributed.active():
+            val_split = data.val if data.val is not None else data.test
+            val_batches = eval_batches(val_split, data, cfg, device, session.normalize, session.channels_last)
+        val_pred = predict_batches(model, val_batches, amp, tta)
     if data.multilabel:
         thresholds = store_thresholds(best, best_path, val_pred)
     if data.val is not None:  # the held-out figures cross-validation and tuning read

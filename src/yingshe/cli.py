@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,6 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume, epochs=args.epochs)
     else:
         result = train(build_train_config(args))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     report = result.report
     print(
         f"\ntest accuracy {100 * report['accuracy']:.2f}% on {report['num_test']} images "

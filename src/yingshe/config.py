@@ -128,6 +128,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
+    dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
     balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss

@@ -2,9 +2,10 @@
 
 Every figure is a torchmetrics `Metric`: batches only add to its state (counts, sums, a confusion
 matrix), and `compute()` turns the state of the whole split into the number, so nothing is ever
-an average of per-batch averages. (The states are sums, so they could be reduced across
-processes; yingshe trains on one process today and never does.) Tests hold each figure to
-scikit-learn's on the same predictions of a trained model.
+an average of per-batch averages. Under torchrun the predictions themselves are gathered (or one
+rank evaluates the whole split), so the metrics never reduce their states across processes
+(`LOCAL`): torchmetrics would otherwise sum every rank's copy of the same predictions. Tests hold
+each figure to scikit-learn's on the same predictions of a trained model.
 
 `METRICS` is the one table of the scalar figures: its key, title, direction and format. The
 report, `yingshe report`'s comparison, cross-validation and the choice of the best epoch
@@ -34,6 +35,7 @@ from yingshe.evaluate import multilabel
 from yingshe.models.tta import tta_forward
 
 ECE_BINS = 15
+LOCAL: dict[str, Any] = {"sync_on_compute": False}  # predictions are whole already: no cross-rank sync
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ def summary_metrics(pred: Predictions, num_classes: int) -> dict[str, float]:
         return {key: float("nan") for key in EPOCH_FIGURES}
     if multilabel.is_multilabel(pred.labels):
         return multilabel.summary(pred.logits, pred.labels)
-    calibration = CalibrationBins()
+    calibration = CalibrationBins(**LOCAL)
     calibration.update(pred.logits.float().softmax(1), pred.labels)
     return {
         "loss": float(F.cross_entropy(pred.logits, pred.labels)),
@@ -202,7 +204,7 @@ class CalibrationBins(Metric):
 def imbalance_figures(num_classes: int) -> dict[str, Metric]:
     """Rows for imbalanced data: balanced accuracy is the mean per-class recall over the classes
     present (scikit-learn's balanced_accuracy_score); per-class recall is `per_class[i]["recall"]`."""
-    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0)}
+    return {"balanced_accuracy": MulticlassRecall(num_classes, average="macro", zero_division=0, **LOCAL)}
 
 
 class SplitMetrics:
@@ -215,20 +217,21 @@ class SplitMetrics:
 
     def __init__(self, num_classes: int) -> None:
         k = num_classes
-        figures: dict[str, Metric] = {"accuracy": MulticlassAccuracy(k, average="micro")}
+        figures: dict[str, Metric] = {"accuracy": MulticlassAccuracy(k, average="micro", **LOCAL)}
         if k > 5:
-            figures["top5_accuracy"] = MulticlassAccuracy(k, top_k=5, average="micro")
+            figures["top5_accuracy"] = MulticlassAccuracy(k, top_k=5, average="micro", **LOCAL)
         for average in ("macro", "weighted", "none"):
             suffix = "per_class" if average == "none" else average
-            figures[f"precision_{suffix}"] = MulticlassPrecision(k, average=average, zero_division=0)
-            figures[f"recall_{suffix}"] = MulticlassRecall(k, average=average, zero_division=0)
-            figures[f"f1_{suffix}"] = MulticlassF1Score(k, average=average, zero_division=0)
-        figures["confusion_matrix"] = MulticlassConfusionMatrix(k)
+            options = dict(average=average, zero_division=0, **LOCAL)
+            figures[f"precision_{suffix}"] = MulticlassPrecision(k, **options)
+            figures[f"recall_{suffix}"] = MulticlassRecall(k, **options)
+            figures[f"f1_{suffix}"] = MulticlassF1Score(k, **options)
+        figures["confusion_matrix"] = MulticlassConfusionMatrix(k, **LOCAL)
         figures.update(imbalance_figures(k))
         self.num_classes = k
         self.figures = MetricCollection(figures)
-        self.loss = MeanMetric().set_dtype(torch.float64)
-        self.calibration = CalibrationBins()
+        self.loss = MeanMetric(**LOCAL).set_dtype(torch.float64)
+        self.calibration = CalibrationBins(**LOCAL)
 
     def update(self, logits: Tensor, labels: Tensor) -> None:
         """Add a batch: logits (B, K), integer labels (B,)."""

@@ -20,11 +20,18 @@ from yingshe.config import RunConfig
 from yingshe.data.loader import DeviceBatches
 from yingshe.errors import YingsheError
 from yingshe.evaluate import multilabel
-from yingshe.evaluate.metrics import EPOCH_FIGURES, monitor_metric, predict_batches, summary_metrics
+from yingshe.evaluate.metrics import (
+    EPOCH_FIGURES,
+    Predictions,
+    monitor_metric,
+    predict_batches,
+    summary_metrics,
+)
 from yingshe.evaluate.multilabel import batch_correct
 from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
+from yingshe.train import distributed
 from yingshe.train.balance import build_loss
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.checkpointing import (
@@ -154,7 +161,8 @@ class Trainer:
         self.state = FitState()
         self.resume_notes: list[str] = []  # from the checkpoint restored, for the report
         self.optimizer = build_optimizer(model, cfg.optim)
-        self.steps_per_epoch = max(1, len(train))
+        # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
+        self.steps_per_epoch = distributed.min_int(max(1, len(train)))
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
@@ -176,11 +184,26 @@ class Trainer:
             getattr(cfg.train, "multilabel_loss", "bce"),
         )
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
+        distributed.broadcast_state(unwrap(model))  # each rank initialised from its own shard
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
 
     def eval_model(self) -> nn.Module:
         """The weights that are evaluated and saved: the EMA when it is on."""
-        return self.ema.module if self.ema is not None else self.model
+        if self.ema is not None:
+            return self.ema.module
+        # DDP's forward syncs buffers: evaluate the plain model, each rank on its own share
+        return unwrap(self.model) if distributed.active() else self.model
+
+    def predict(self, batches: DeviceBatches) -> Predictions:
+        """Predictions of the evaluated weights on `batches`; under torchrun each rank predicts its
+        share of the split and every rank gets all of them, so every rank computes the same figures."""
+        pred = predict_batches(self.eval_model(), batches, self.amp_dtype, self.tta_flip)
+        if not distributed.active():
+            return pred
+        parts = [p for p in distributed.gather_objects((pred.logits, pred.labels)) if len(p[1])]
+        if not parts:
+            return pred
+        return Predictions(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -191,9 +214,7 @@ class Trainer:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
-            val_stats = summary_metrics(
-                predict_batches(self.eval_model(), self.val, self.amp_dtype, self.tta_flip), self.num_classes
-            )
+            val_stats = summary_metrics(self.predict(self.val), self.num_classes)
             self.state.epoch = epoch
             row = {
                 "epoch": epoch,
@@ -232,8 +253,9 @@ class Trainer:
             cb.on_epoch_start(self, epoch, self.steps_per_epoch)
         started = time.perf_counter()
         for steps, (inputs, targets, labels) in enumerate(self.train, start=progress.batches + 1):
-            if self.done():
+            if self.done() or steps > self.steps_per_epoch:
                 break
+            distributed.kill_hook(self.state.step + 1)
             set_lr(self.optimizer, self.schedule(self.plan.position(self.state.step)))
             loss, logits = self.train_step(inputs, targets)
             if self.ema is not None:
@@ -246,15 +268,23 @@ class Trainer:
             progress.seen += len(labels)
             progress.batches = getattr(self.train, "position", steps)
             self.state.step += 1
+            distributed.log_step_loss(self.state.step, loss)
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
                 self.report_progress(steps, progress.loss_sum, progress.correct, progress.seen, started)
-            if checkpoint_due(
-                self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
-            ):
+            if (
+                checkpoint_due(
+                    self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
+                )
+                and distributed.is_main()
+            ):  # under torchrun rank 0's position stands for all
                 self.save_progress(progress)
-        loss_sum, correct, seen = progress.loss_sum, progress.correct, progress.seen
+        loss_sum = torch.as_tensor(progress.loss_sum, device=self.device).clone()
+        correct = torch.as_tensor(progress.correct, device=self.device).clone()
+        seen_all = torch.tensor(float(progress.seen), device=self.device)
+        distributed.sum_tensors(loss_sum, correct, seen_all)  # the epoch's figures over every rank
+        seen = int(seen_all)
         if seen == 0:
             return {"loss": math.nan, "accuracy": math.nan, "images_per_second": 0.0}
         elapsed = time.perf_counter() - started
@@ -318,12 +348,15 @@ class Trainer:
             self.state.best, self.state.best_epoch = row[monitor], row["epoch"]
         for cb in self.callbacks:  # early stopping may set should_stop: save that state too
             cb.on_epoch_end(self, row)
-        write_metrics_csv(self.run.metrics, self.state.history)
-        checkpoint = self.checkpoint(row)
-        if is_best:  # best.pt: the evaluated (EMA) weights only, no optimiser state
-            # written before last.pt: a kill between the two redoes this epoch, and best.pt again
-            save_checkpoint(self.run.best, replace(checkpoint, raw_state_dict=None, optimizer=None))
-        save_checkpoint(self.run.last, checkpoint, keep_previous=True)
+        self.state.should_stop = distributed.any_true(self.state.should_stop)  # all ranks stop together
+        if distributed.is_main():  # only rank 0 writes the run folder; the others wait for it
+            write_metrics_csv(self.run.metrics, self.state.history)
+            checkpoint = self.checkpoint(row)
+            if is_best:  # best.pt: the evaluated (EMA) weights only, no optimiser state
+                # written before last.pt: a kill between the two redoes this epoch, and best.pt again
+                save_checkpoint(self.run.best, replace(checkpoint, raw_state_dict=None, optimizer=None))
+            save_checkpoint(self.run.last, checkpoint, keep_previous=True)
+        distributed.barrier()
 
     def checkpoint(self, row: dict[str, Any]) -> Checkpoint:
         model = unwrap(self.eval_model())

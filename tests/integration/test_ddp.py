@@ -1,0 +1,150 @@
+"""DistributedDataParallel under real `torchrun` processes on the CPU (Gloo).
+
+Each test starts `python -m torch.distributed.run --standalone --nproc-per-node 2 -m yingshe train`
+on a few steps of digits with one thread per process (the machine has 2 cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import yingshe
+from yingshe.config import RunConfig, apply_overrides
+from yingshe.runs import load_checkpoint
+
+TIMEOUT = 90  # train.dist_timeout in these runs (s): the loaded CI box needs slack for imports
+# a transformer has no batch norm, so a step on two shares of B equals a step on the 2B batch
+VIT = ["model.name=vit-tiny", "model.kwargs={dim: 32, depth: 1, heads: 2}"]
+COMMON = [
+    "data.spec=digits",
+    "train.device=cpu",
+    "train.plots=false",
+    "augment.crop_padding=0",  # no random augmentation: the same inputs on 1 and 2 processes
+    f"train.dist_timeout={TIMEOUT}",
+]
+
+
+def torchrun(
+    overrides: list[str], env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += [*(extra or []), "-m", "yingshe", "train", *overrides]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=4 * TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as err:  # show where it stood
+        output = (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
+        pytest.fail(f"torchrun ran past {4 * TIMEOUT} s:\n{output[-4000:]}")
+    return done, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One intra-op thread, as each torchrun rank has (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def step_losses(path: Path) -> list[float]:
+    return [float(line.split()[1]) for line in path.read_text().splitlines()]
+
+
+def test_two_ranks_match_one_process_with_the_global_batch(tmp_path, monkeypatch):
+    """2 ranks × 16 images against 1 process × 32 (train.batch_size=32 in both: the global batch):
+    the same data order, so the same losses step by step and the same final weights; and the
+    DDP run's report equals a single-process `evaluate` of its checkpoint."""
+    # SGD: Adam's g/sqrt(v) turns the float noise of a zero gradient (the attention's key bias)
+    # into full-size steps, so its weights would differ where the losses still agree
+    run = [*COMMON, *VIT, "optim.name=sgd", "optim.lr=0.05", "train.batch_size=32", "train.epochs=1"]
+    run += ["train.max_steps=6"]
+    ddp_steps = tmp_path / "ddp-steps.txt"
+    done, _ = torchrun(
+        [*run, f"train.out={tmp_path / 'ddp'}"], env={"YINGSHE_DEBUG_STEP_LOG": str(ddp_steps)}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    one_steps = tmp_path / "one-steps.txt"
+    monkeypatch.setenv("YINGSHE_DEBUG_STEP_LOG", str(one_steps))
+    cfg = RunConfig()
+    apply_overrides(cfg, [*run, f"train.out={tmp_path / 'one'}"])
+    with one_thread():
+        yingshe.train(cfg)
+
+    ddp, one = step_losses(ddp_steps), step_losses(one_steps)
+    assert len(ddp) == len(one) == 6
+    assert ddp == pytest.approx(one, rel=1e-4, abs=1e-5)
+    ddp_weights = load_checkpoint(tmp_path / "ddp" / "last.pt").state_dict
+    one_weights = load_checkpoint(tmp_path / "one" / "last.pt").state_dict
+    for key, value in one_weights.items():
+        torch.testing.assert_close(ddp_weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+    report = json.loads((tmp_path / "ddp" / "report.json").read_text())
+    with one_thread():
+        again = yingshe.evaluate(tmp_path / "ddp", out=tmp_path / "evaluated")
+    for key in ("accuracy", "loss", "f1_macro", "ece", "confusion_matrix", "per_class"):
+        assert report[key] == again[key], key
+    assert report["num_test"] == again["num_test"]
+
+
+def test_a_killed_rank_makes_the_run_fail_fast_with_a_clear_error(tmp_path):
+    """Rank 1 SIGKILLs itself before step 3: the run ends non-zero well within the collective
+    timeout, names the dead rank's signal, and leaves no report."""
+    overrides = [*COMMON, "model.kwargs={widths: [8, 8, 16, 16]}", "train.batch_size=32", "train.epochs=1"]
+    done, seconds = torchrun(
+        [*overrides, f"train.out={tmp_path / 'run'}"], env={"YINGSHE_DEBUG_KILL_AT": "1:3"}
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "SIGKILL" in output or "exitcode  : -9" in output, output[-3000:]
+    assert seconds < TIMEOUT + 60  # startup, then torchrun's teardown, not a hang to the timeout
+    assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_elastic_restart_resumes_the_run_and_finishes(tmp_path):
+    """`torchrun --max-restarts 1`: rank 1 dies in epoch 2; the restarted group resumes from the
+    epoch-1 last.pt (not from scratch) and writes the report."""
+    overrides = [
+        *COMMON,
+        "model.kwargs={widths: [8, 8, 16, 16]}",
+        "data.limit_train=256",
+        "train.batch_size=32",
+        "train.epochs=2",
+        f"train.out={tmp_path / 'run'}",
+    ]
+    done, _ = torchrun(overrides, env={"YINGSHE_DEBUG_KILL_AT": "1:9"}, extra=["--max-restarts", "1"])
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "torchrun restart 1: resuming" in output
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["1", "2"]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["training"]["epochs_run"] == 2
+
+
+def test_global_batch_must_divide_among_ranks():
+    from yingshe.errors import YingsheError
+    from yingshe.train.distributed import per_rank_batch
+
+    assert per_rank_batch(64, 4) == 16
+    with pytest.raises(YingsheError, match=r"batch_size=30 .* 4 processes") as err:
+        per_rank_batch(30, 4)
+    assert "28 or 32" in err.value.fix
