@@ -228,3 +228,12 @@ def test_serve_returns_the_labels_above_threshold(multilabel_run, cifar_folder: 
         answer = client.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes(), "image/jpeg")})
     assert answer.status_code == 200, answer.text
     assert answer.json()["labels"] == expected and len(answer.json()["top"]) >= 1
+
+
+def test_export_refuses_a_multilabel_model_and_writes_nothing(multilabel_run, tmp_path: Path, capsys):
+    target = tmp_path / "model.onnx"
+    code = main(["export", str(multilabel_run.run_dir), "--format", "onnx", "--out", str(target)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "multi-label" in err and "yingshe serve" in err
+    assert not target.exists() and not list(tmp_path.iterdir())

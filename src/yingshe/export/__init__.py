@@ -60,6 +60,11 @@ def export_model(
     run = Path(run)
     checkpoint = checkpoint_in(run) if run.is_dir() else run
     classifier = Classifier.load(checkpoint, device="cpu")
+    if classifier.checkpoint.meta.task == "multilabel":  # the exported readers apply softmax
+        raise YingsheError(
+            f"{checkpoint} is a multi-label model; export handles single-label models only",
+            "serve it from the run folder (`yingshe serve RUN`) or predict with `yingshe predict RUN`",
+        )
     target = Path(out) if out else default_path(run, format)
     if target.is_dir():
         raise YingsheError(f"--out {target} is a folder", f"name a file, e.g. {target / target.name}.onnx")
