@@ -94,3 +94,19 @@ def child_stages(prefix: str, module: nn.Module) -> list[tuple[str, tuple[str, .
         for name, child in module.named_children()
         if any(True for _ in child.parameters())
     ]
+
+
+class PooledClassifierNet(FeaturesHead):
+    """A conv net whose head is a `ClassifierHead` at `self.head`: the head half of the interface,
+    written once for every such model (seed CNN, ResNets)."""
+
+    head: ClassifierHead
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head.pooled(x, pre_logits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head[3]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head.reset(num_classes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from yingshe.models.layers import ClassifierHead, ConvBNAct, FeaturesHead, SqueezeExcite, child_stages
+from yingshe.models.layers import ClassifierHead, ConvBNAct, PooledClassifierNet, SqueezeExcite, child_stages
 
 
 class BasicBlock(nn.Module):
@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class ResNet(FeaturesHead):
+class ResNet(PooledClassifierNet):
     """stem → stages of BasicBlocks (stride 2 between stages) → pooled linear head."""
 
     def __init__(
@@ -57,15 +57,6 @@ class ResNet(FeaturesHead):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(self.stem(x))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head.pooled(x, pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head[3]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
 
     def stages(self) -> list[tuple[str, tuple[str, ...]]]:
         return [("stem", ("stem",)), *child_stages("features", self.features)]

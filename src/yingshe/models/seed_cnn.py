@@ -6,10 +6,10 @@ import math
 
 from torch import Tensor, nn
 
-from yingshe.models.layers import ClassifierHead, ConvBNAct, FeaturesHead, child_stages
+from yingshe.models.layers import ClassifierHead, ConvBNAct, PooledClassifierNet, child_stages
 
 
-class SeedCNN(FeaturesHead):
+class SeedCNN(PooledClassifierNet):
     """Four blocks of (conv–BN–ReLU ×2, 2×2 max-pool); pooling stops once the map is 2×2, so the
     same net runs on 8×8 digits, 28×28 Fashion-MNIST and 32×32 CIFAR."""
 
@@ -36,15 +36,6 @@ class SeedCNN(FeaturesHead):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head.pooled(x, pre_logits)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head[3]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head.reset(num_classes)
 
     def stages(self) -> list[tuple[str, tuple[str, ...]]]:
         return child_stages("features", self.features)

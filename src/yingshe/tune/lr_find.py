@@ -14,14 +14,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from yingshe.config import RunConfig
 from yingshe.data.augment import Normalize
 from yingshe.data.dataset import build_dataset
 from yingshe.errors import YingsheError
-from yingshe.models import create_model
-from yingshe.models.probe import check_input_size
 from yingshe.runtime import resolve_device, seed_everything
 from yingshe.train.balance import build_loss
 from yingshe.train.optim import build_optimizer
@@ -53,20 +49,11 @@ def lr_find(
     cfg = config
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     data = build_dataset(cfg.data, cfg.train.seed)
-    from yingshe.api import training_batches  # api imports tune lazily; keep the cycle out
+    from yingshe.api import build_model, training_batches, uses_channels_last  # api imports tune lazily
 
     device = resolve_device(cfg.train.device)
-    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
-    model = create_model(
-        cfg.model.name,
-        data.num_classes,
-        data.channels,
-        data.image_size,
-        cfg.model.pretrained,
-        **cfg.model.kwargs,
-    )
-    check_input_size(model, cfg.model.name, data.channels, data.image_size)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    channels_last = uses_channels_last(cfg, device)
+    model = build_model(cfg, data, device, channels_last)
     # the batches (balance sampler, data.stream) and loss (train.balance) the real run uses
     batches = training_batches(cfg, data, device, Normalize(data.mean, data.std), channels_last)
     loss_fn = build_loss(
