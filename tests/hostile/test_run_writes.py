@@ -9,6 +9,7 @@ file size limit (RLIMIT_FSIZE, EFBIG), paths under a file and /dev/full need not
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -85,8 +86,9 @@ def test_read_only_and_full_filesystems_end_in_clear_errors(tmp_path):
 
 
 def test_file_size_limit_during_training_ends_in_a_clear_error(tmp_path):
-    """RLIMIT_FSIZE at 16 KiB makes writing last.pt (about 90 KB) fail with EFBIG, as a full
-    disk would: the error names the file, the run keeps what it wrote, no temporary file stays."""
+    """RLIMIT_FSIZE at 16 KiB makes the first checkpoint write (best.pt, written before last.pt so
+    a kill between the two never loses the best epoch) fail with EFBIG, as a full disk would: the
+    error names the file, the run keeps what it wrote, no temporary file stays."""
 
     def limit_file_size() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing us
@@ -94,8 +96,9 @@ def test_file_size_limit_during_training_ends_in_a_clear_error(tmp_path):
 
     out = tmp_path / "run"
     result = yingshe_process(*tiny_flags(out), preexec_fn=limit_file_size)
-    assert_clean_error(result.returncode, result.stderr, out / "last.pt", "File too large", "EFBIG")
-    assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()
+    assert_clean_error(result.returncode, result.stderr, out / "best.pt", "File too large", "EFBIG")
+    assert (out / "config.yaml").is_file()
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
     assert_no_temporary_files(out)
     assert not (out / ".yingshe.lock").exists()
 
@@ -106,8 +109,13 @@ def test_predict_output_on_a_device_or_under_a_file_is_refused_before_predicting
 
     Image.new("L", (8, 8), 128).save(image)
     code, out, err = cli(capsys, "predict", run, image, "--output", "/dev/full", "--device", "cpu")
-    assert_clean_error(code, err, "/dev/full", "not a regular file")
+    assert_clean_error(code, err, "/dev/full", ".csv or .json")  # the format is checked first
     assert Path("/dev/full").is_char_device() and not out, "refused before any prediction"
+    fifo = tmp_path / "preds.csv"
+    os.mkfifo(fifo)
+    code, out, err = cli(capsys, "predict", run, image, "--output", fifo, "--device", "cpu")
+    assert_clean_error(code, err, fifo, "not a regular file")
+    assert fifo.is_fifo() and not out, "refused before any prediction, FIFO left as it was"
     plain = tmp_path / "plain.txt"
     plain.write_bytes(b"x")
     code, out, err = cli(capsys, "predict", run, image, "--output", plain / "preds.csv", "--device", "cpu")
