@@ -227,3 +227,33 @@ def test_sampler_seed_repeats_a_search_with_other_draws_on_the_same_split(tmp_pa
     drawn = result.study.trials[0].params["optim.lr"]
     assert drawn == pytest.approx(first_draw(7)), "the sampler draws with sampler_seed"
     assert drawn != pytest.approx(first_draw(0)), "not with train.seed (0)"
+
+
+def test_an_f1_study_prunes_on_the_epochs_f1_not_accuracy(tmp_path, datasets_dir):
+    cfg = base_config(datasets_dir, 2)
+    cfg.train.monitor = "epoch"  # best.pt is the last epoch: its report figure is epoch 2's
+    options = {"min_resource": 2, "reduction_factor": 2}
+    with one_thread():
+        result = yingshe.tune(
+            cfg,
+            {"lr": [3e-3]},
+            metric="f1_macro",
+            pruner="asha",
+            pruner_options=options,
+            out=tmp_path / "s",
+            progress=False,
+        )
+    (trial,) = result.study.trials
+    run = tmp_path / "s" / "trial-0000"
+    report = json.loads((run / "report.json").read_text())
+    with (run / "metrics.csv").open() as handle:
+        accuracy = [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
+    reported = [trial.intermediate_values[epoch] for epoch in (1, 2)]
+    assert reported[1] == pytest.approx(report["validation"]["f1_macro"]), "the pruner saw the study's F1"
+    pairs = zip(reported, accuracy, strict=True)
+    assert all(f1 != pytest.approx(acc) for f1, acc in pairs), "F1, not val_accuracy"
+    assert result.study.pruner._min_resource == 2, "the pruner options reach Optuna's ASHA"
+    assert str(options) in (tmp_path / "s" / "study.md").read_text()
+    with pytest.raises(YingsheError, match="bad options"):
+        yingshe.tune(cfg, {"lr": [3e-3]}, pruner="asha", pruner_options={"rungs": 2}, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists(), "refused before any trial or folder"

@@ -160,6 +160,7 @@ class Trainer:
         check_every(cfg.train.checkpoint_every)
         self.state = FitState()
         self.resume_notes: list[str] = []  # from the checkpoint restored, for the report
+        self.val_predictions: Predictions | None = None  # the last epoch's, on the validation split
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
         self.steps_per_epoch = distributed.min_int(max(1, len(train)))
@@ -214,7 +215,9 @@ class Trainer:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
-            val_stats = summary_metrics(self.predict(self.val), self.num_classes)
+            # kept for callbacks that need a figure the row lacks (tuning on F1, say)
+            self.val_predictions = self.predict(self.val)
+            val_stats = summary_metrics(self.val_predictions, self.num_classes)
             self.state.epoch = epoch
             row = {
                 "epoch": epoch,

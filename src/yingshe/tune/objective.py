@@ -2,9 +2,9 @@
 
 The objective copies the study's base config, sets the trial's values, trains, and returns the
 held-out figure of the best checkpoint (`report["validation"][metric]`, never the test split).
-Pruning is a trainer callback: after each epoch it reports the validation figure to Optuna and,
-when the pruner says so, stops the loop like early stopping would; the run still writes its
-report, which names the pruning as its stop reason.
+Pruning is a trainer callback: after each epoch it reports the study's own metric on the
+validation split to Optuna and, when the pruner says so, stops the loop like early stopping would;
+the run still writes its report, which names the pruning as its stop reason.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import optuna
 from yingshe.api import train
 from yingshe.config import RunConfig, set_value
 from yingshe.errors import YingsheError
+from yingshe.evaluate.metrics import full_metrics
 from yingshe.evaluate.metrics import metric as metric_spec
 from yingshe.evaluate.report import write_report
 from yingshe.train.callbacks import Callback
 from yingshe.tune.space import SearchSpace, suggest
 
 METRICS = ("accuracy", "f1_macro", "loss")
-# the per-epoch table holds val_loss and val_accuracy only; F1 trials are pruned on accuracy
-EPOCH_FIGURE = {"accuracy": "val_accuracy", "f1_macro": "val_accuracy", "loss": "val_loss"}
+# metrics the trainer's per-epoch row carries; others are computed from its validation predictions
+ROW_FIGURE = {"accuracy": "val_accuracy", "loss": "val_loss"}
 
 
 def metric_direction(metric: str) -> str:
@@ -39,17 +40,32 @@ def trial_dir(study_dir: Path, number: int) -> Path:
     return study_dir / f"trial-{number:04d}"
 
 
-class PruneOnValidation(Callback):
-    """Report each epoch's validation figure to the trial; stop the run when it is pruned."""
+def epoch_value(trainer, row: dict[str, Any], metric: str) -> float | None:
+    """This epoch's validation `metric`: from the per-epoch row where it is there, else from the
+    epoch's validation predictions, computed as the report computes it (`full_metrics`; a
+    multi-label split at thresholds of 0.5, since the tuned ones exist only after training)."""
+    if metric in ROW_FIGURE:
+        return row[ROW_FIGURE[metric]]
+    pred = trainer.val_predictions
+    if pred is None or len(pred.labels) == 0:
+        return None
+    return full_metrics(pred, trainer.meta.classes)[metric]
 
-    def __init__(self, trial: optuna.Trial, figure: str, pruner: str) -> None:
-        self.trial, self.figure, self.pruner = trial, figure, pruner
+
+class PruneOnValidation(Callback):
+    """Report each epoch's validation `metric` (the study's) to the trial; stop the run when it is
+    pruned."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, pruner: str) -> None:
+        self.trial, self.metric, self.pruner = trial, metric, pruner
+        self.figure = ROW_FIGURE.get(metric, f"val_{metric}")
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
-        value = row[self.figure]
+        value = epoch_value(trainer, row, self.metric)
         if value is None or math.isnan(value):
-            value = math.inf if self.figure.endswith("loss") else 0.0  # a diverged run is the worst
+            # a diverged run is the worst
+            value = math.inf if metric_direction(self.metric) == "minimize" else 0.0
         self.trial.report(value, row["epoch"])
         if self.trial.should_prune():
             self.pruned_at = row["epoch"]
@@ -94,7 +110,7 @@ class Objective:
         trial.set_user_attr("config", cfg.to_dict())
         if self.cv:
             return self.cross_validated(trial, cfg, out)
-        pruning = PruneOnValidation(trial, EPOCH_FIGURE[self.metric], self.pruner)
+        pruning = PruneOnValidation(trial, self.metric, self.pruner)
         result = train(cfg, callbacks=[*self.callbacks, pruning])
         report = result.report
         trial.set_user_attr("epochs", report["training"]["epochs_run"])

@@ -150,7 +150,9 @@ def study_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         f"- objective: {summary['direction']} validation {summary['metric']}"
         + (f" (mean over {summary['cv']} folds)" if summary.get("cv") else ""),
-        f"- sampler {summary['sampler']}, pruner {summary['pruner']}, storage {summary['storage']}",
+        f"- sampler {summary['sampler']}, pruner {summary['pruner']}"
+        + (f" {summary['pruner_options']}" if summary.get("pruner_options") else "")
+        + f", storage {summary['storage']}",
         f"- {summary['trials']} trials: "
         + ", ".join(f"{n} {state}" for state, n in sorted(summary["states"].items()))
         + f"; {summary['epochs']} epochs trained in all",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -139,14 +140,28 @@ def make_sampler(
     raise YingsheError(f"unknown sampler {name!r}", "use " + ", ".join(SAMPLERS))
 
 
-def make_pruner(name: str, epochs: int, startup: int | None = None) -> optuna.pruners.BasePruner:
-    """Pruners count epochs as their steps: a trial reports its validation figure after each."""
+def make_pruner(
+    name: str, epochs: int, startup: int | None = None, options: dict[str, Any] | None = None
+) -> optuna.pruners.BasePruner:
+    """Pruners count epochs as their steps: a trial reports its validation figure after each.
+    `options` are keyword arguments of the Optuna class that replace the defaults here, e.g.
+    {"min_resource": 2, "reduction_factor": 2} for ASHA's rungs at epochs 2, 4, 8 …"""
+    options = dict(options or {})
     if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2 if startup is None else startup)
-    if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
-    raise YingsheError(f"unknown pruner {name!r}", "use " + ", ".join(PRUNERS))
+        kind, defaults = optuna.pruners.NopPruner, {}
+    elif name == "median":
+        kind, defaults = optuna.pruners.MedianPruner, {"n_startup_trials": 2 if startup is None else startup}
+    elif name == "asha":
+        kind, defaults = optuna.pruners.SuccessiveHalvingPruner, {"min_resource": 1, "reduction_factor": 3}
+    elif name == "hyperband":
+        kind = optuna.pruners.HyperbandPruner
+        defaults = {"min_resource": 1, "max_resource": max(epochs, 1), "reduction_factor": 3}
+    else:
+        raise YingsheError(f"unknown pruner {name!r}", "use " + ", ".join(PRUNERS))
+    try:
+        return kind(**{**defaults, **options})
+    except (TypeError, ValueError) as err:  # an unknown keyword or a value Optuna refuses
+        raise YingsheError(
+            f"bad options {options} for the {name} pruner: {err}",
+            f"use keyword arguments of optuna.pruners.{kind.__name__}",
+        ) from err

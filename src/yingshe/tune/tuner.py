@@ -120,13 +120,16 @@ def tune(
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     tpe_startup: int | None = None,
     sampler_seed: int | None = None,
+    pruner_options: dict[str, Any] | None = None,
 ) -> TuneResult:
     """Run `trials` trials of a study (this worker's share) and write the study's results.
 
     `space` is a YAML file, a mapping in the same format, or a parsed SearchSpace. `sampler`
     defaults to grid for a space of lists and tpe otherwise; `pruner` to asha, or none for a grid
     (a grid is the baseline that trains every point in full). `trials` defaults to the grid's size,
-    else 20. Every check (space, metric, names, validation split) happens before the first trial.
+    else 20. `pruner_options` replace the pruner's defaults (keyword arguments of its Optuna class,
+    e.g. {"min_resource": 2} for ASHA). Every check (space, metric, names, validation split,
+    pruner options) happens before the first trial.
     """
     direction = metric_direction(metric)
     if isinstance(space, SearchSpace):
@@ -145,6 +148,7 @@ def tune(
     if heartbeat < 1:
         raise YingsheError(f"heartbeat must be at least 1 second, got {heartbeat}")
     check_base(config, cv)
+    pruner_obj = studies.make_pruner(pruner, config.train.epochs, options=pruner_options)
     if trials is None:
         trials = parsed.grid_size() if sampler == "grid" else DEFAULT_TRIALS
     study_dir = study_folder(config, out)
@@ -167,7 +171,7 @@ def tune(
             study_name=name,
             direction=direction,
             sampler=studies.make_sampler(sampler, parsed, seed, tpe_startup),
-            pruner=studies.make_pruner(pruner, base.train.epochs),
+            pruner=pruner_obj,
             load_if_exists=True,
         )
     except ValueError as err:  # e.g. an existing study with the other direction
@@ -179,6 +183,7 @@ def tune(
         "metric": metric,
         "sampler": sampler,
         "pruner": pruner,
+        "pruner_options": dict(pruner_options or {}),
         "storage": storage_text,
         "cv": cv,
         "plots": plots,
