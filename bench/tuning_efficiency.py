@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # no per-epoch bars from the trials
 
 import optuna
 import torch
@@ -217,7 +218,9 @@ def main() -> None:
     matches = [first_match(tpe, grid_best) for tpe in tpes]
     for seed, (tpe, m) in enumerate(zip(tpes, matches, strict=True)):
         found = (
-            f"matched by trial {m.trial} ({100 * m.value:.2f}%) after {m.epochs} epochs, {m.seconds:.0f} s"
+            f"matched by trial {m.trial}"
+            + (" (a random start-up trial)" if m.trial < args.tpe_startup else "")
+            + f" ({100 * m.value:.2f}%) after {m.epochs} epochs, {m.seconds:.0f} s"
             if m.trial is not None
             else f"no match (censored at its {m.epochs} epochs)"
         )
