@@ -200,6 +200,36 @@ class CountRequests:
             self.metrics.request(name, status, time.perf_counter() - start)
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def offline_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the `swagger-ui-bundle` package's files, so the interactive docs
+    work where the service has no internet (FastAPI's own /docs loads them from a CDN). Without
+    that package, FastAPI's CDN page is the fallback."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        assets = {
+            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+        }
+    else:
+        assets = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="yingshe", **assets)
+
+
 def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> FastAPI:
     """The app for `cfg` (its model is loaded now unless `classifier` is given)."""
     classifier = classifier or load_model(cfg)
@@ -223,7 +253,10 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         version=__version__,
         description=f"Image classification with {classifier.source}: {len(classifier.classes)} classes.",
         lifespan=lifespan,
+        docs_url=None,  # served by `offline_docs` from local files, not FastAPI's CDN page
+        redoc_url=None,  # ReDoc exists only on a CDN
     )
+    offline_docs(app)
     app.state.classifier, app.state.batcher, app.state.metrics = classifier, batcher, metrics
 
     app.add_middleware(CountRequests, metrics=metrics)
