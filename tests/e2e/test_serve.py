@@ -58,9 +58,10 @@ def test_batch_endpoint_model_info_health_and_metrics(server, real_pngs):
 def test_interactive_docs_load_nothing_from_the_internet(server):
     import re
 
-    page = httpx.get(f"{server}/docs").text
-    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert assets and all(a.startswith("/docs-assets/") for a in assets), assets
+    assets = []
+    for page in ("/docs", "/redoc"):
+        assets += re.findall(r'(?:src|href)="([^"]+)"', httpx.get(f"{server}{page}").text)
+    assert len(assets) >= 4 and all(a.startswith("/docs-assets/") for a in assets), assets
     for asset in assets:
         response = httpx.get(f"{server}{asset}")
         assert response.status_code == 200 and len(response.content) > 500, asset

@@ -204,30 +204,36 @@ DOCS_ASSETS = "/docs-assets"
 
 
 def offline_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs from the `swagger-ui-bundle` package's files, so the interactive docs
-    work where the service has no internet (FastAPI's own /docs loads them from a CDN). Without
-    that package, FastAPI's CDN page is the fallback."""
-    from fastapi.openapi.docs import get_swagger_ui_html
+    """Swagger UI at /docs and ReDoc at /redoc from the files the `fastapi-offline` package ships
+    (Swagger UI 5, which reads FastAPI's OpenAPI 3.1), so the interactive docs work where the
+    service has no internet; FastAPI's own pages load them from a CDN, the fallback when that
+    package is missing."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
     try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        swagger_ui_path = None
-    if swagger_ui_path is not None:
+        static = resources.files("fastapi_offline").joinpath("static")
+    except ModuleNotFoundError:
+        static = None
+    swagger, redoc = {}, {}
+    if static is not None:
         from fastapi.staticfiles import StaticFiles
 
-        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-        assets = {
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+        swagger = {
             "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
-            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon.png",
         }
-    else:
-        assets = {}
+        redoc = {"redoc_js_url": f"{DOCS_ASSETS}/redoc.standalone.js", "with_google_fonts": False}
+    schema = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="yingshe", **assets)
+        return get_swagger_ui_html(openapi_url=schema, title="yingshe", **swagger)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc_page() -> HTMLResponse:
+        return get_redoc_html(openapi_url=schema, title="yingshe", **redoc)
 
 
 def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> FastAPI:
@@ -253,8 +259,8 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         version=__version__,
         description=f"Image classification with {classifier.source}: {len(classifier.classes)} classes.",
         lifespan=lifespan,
-        docs_url=None,  # served by `offline_docs` from local files, not FastAPI's CDN page
-        redoc_url=None,  # ReDoc exists only on a CDN
+        docs_url=None,  # both served by `offline_docs` from local files, not FastAPI's CDN pages
+        redoc_url=None,
     )
     offline_docs(app)
     app.state.classifier, app.state.batcher, app.state.metrics = classifier, batcher, metrics
