@@ -224,7 +224,11 @@ def offline_docs(app: FastAPI) -> None:
             "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
             "swagger_favicon_url": f"{DOCS_ASSETS}/favicon.png",
         }
-        redoc = {"redoc_js_url": f"{DOCS_ASSETS}/redoc.standalone.js", "with_google_fonts": False}
+        redoc = {
+            "redoc_js_url": f"{DOCS_ASSETS}/redoc.standalone.js",
+            "redoc_favicon_url": f"{DOCS_ASSETS}/favicon.png",
+            "with_google_fonts": False,
+        }
     schema = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
