@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -23,13 +22,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from yingshe._version import __version__
 from yingshe.inference import ImageClassifier
 from yingshe.serve.batching import DynamicBatcher
 from yingshe.serve.config import ServeConfig
-from yingshe.serve.metrics import Metrics
+from yingshe.serve.docs import offline_docs
+from yingshe.serve.metrics import CountRequests, Metrics
 from yingshe.serve.validation import RAW_TYPES, InputError, check_top_k, decode, too_large
 
 CONFIG_ENV = "YINGSHE_SERVE_CONFIG"  # how `--workers N` hands the settings to each process
@@ -171,73 +170,6 @@ async def decode_off_loop(data: bytes, classifier: ImageClassifier, cfg: ServeCo
     if len(data) <= INLINE_DECODE_BYTES:
         return decode(data, classifier, cfg)
     return await run_in_threadpool(decode, data, classifier, cfg)
-
-
-class CountRequests:
-    """Pure ASGI middleware feeding /metrics: requests by route and status, and their latency.
-    (Starlette's `@app.middleware("http")` wraps every request in a task and a stream, which costs
-    more than the rest of a small prediction.)"""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            name = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.request(name, status, time.perf_counter() - start)
-
-
-DOCS_ASSETS = "/docs-assets"
-
-
-def offline_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs and ReDoc at /redoc from the files the `fastapi-offline` package ships
-    (Swagger UI 5, which reads FastAPI's OpenAPI 3.1), so the interactive docs work where the
-    service has no internet; FastAPI's own pages load them from a CDN, the fallback when that
-    package is missing."""
-    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-
-    try:
-        static = resources.files("fastapi_offline").joinpath("static")
-    except ModuleNotFoundError:
-        static = None
-    swagger, redoc = {}, {}
-    if static is not None:
-        from fastapi.staticfiles import StaticFiles
-
-        app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
-        swagger = {
-            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
-            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon.png",
-        }
-        redoc = {
-            "redoc_js_url": f"{DOCS_ASSETS}/redoc.standalone.js",
-            "redoc_favicon_url": f"{DOCS_ASSETS}/favicon.png",
-            "with_google_fonts": False,
-        }
-    schema = app.openapi_url or "/openapi.json"
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=schema, title="yingshe", **swagger)
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc_page() -> HTMLResponse:
-        return get_redoc_html(openapi_url=schema, title="yingshe", **redoc)
 
 
 def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> FastAPI:
