@@ -1,15 +1,18 @@
 """Requests per second and latency of `yingshe serve` under N concurrent clients on 127.0.0.1,
 with dynamic batching off (`--max-batch 1`) and on (`--max-batch 32 --max-wait-ms 5`), in one run.
 
-Each configuration gets a fresh server process serving the same model (by default a resnet20
-on 32×32 CIFAR-10, trained for a few steps, exported to ONNX); N asyncio clients (httpx, one
-connection each) post real test JPEGs to /v1/predict for `--seconds` after a warm-up, and every
-non-200 answer counts as an error. Clients and server share the machine's cores.
+Two models, each configuration in a fresh server process: the run folder itself (PyTorch eager,
+what `yingshe serve RUN` runs) and its ONNX export (ONNX Runtime); by default the run is a
+resnet20 on 32×32 CIFAR-10 trained for a few steps. N asyncio clients (one keep-alive
+connection each, raw HTTP/1.1 so the load generator costs little CPU) post real test JPEGs to
+/v1/predict for `--seconds` after a warm-up; every non-200 answer or dropped connection counts as
+an error. Clients and server share the machine's cores.
 
     python bench/serve_load.py [--run RUN] [--clients 32] [--seconds 10]
 
-The last line is key=value pairs: single_rps batched_rps batching_ratio p99_ms errors
-(p99_ms and errors of the batched configuration; errors summed over both).
+The last line is key=value pairs: single_rps batched_rps batching_ratio p99_ms errors for the run
+(p99_ms of the batched configuration, errors summed over both), then the same with an `onnx_`
+prefix for the export.
 """
 
 from __future__ import annotations
@@ -54,32 +57,49 @@ def start(model: Path, port: int, max_batch: int) -> subprocess.Popen:
     raise SystemExit("the server did not become ready")
 
 
-async def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
-    import httpx
+async def client(
+    port: int, bodies: list[bytes], first: int, step: int, stop: float, latencies: list[float]
+) -> int:
+    """One keep-alive HTTP/1.1 connection posting raw JPEG bodies until `stop`; returns its
+    error count. Written on asyncio streams rather than httpx, whose per-request CPU (about a
+    millisecond) would take the cores the server is being measured on."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    errors, j = 0, first
+    try:
+        while time.perf_counter() < stop:
+            body = bodies[j % len(bodies)]
+            j += step
+            head = (
+                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            t0 = time.perf_counter()
+            writer.write(head.encode() + body)
+            status, length = parse_head(await reader.readuntil(b"\r\n\r\n"))
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            errors += status != 200
+    except (OSError, asyncio.IncompleteReadError):
+        errors += 1  # the server dropped the connection
+    finally:
+        writer.close()
+    return errors
 
+
+def parse_head(head: bytes) -> tuple[int, int]:
+    """(status, content length) of an HTTP/1.1 response head."""
+    lines = head.split(b"\r\n")
+    sizes = [int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")]
+    return int(lines[0].split(b" ", 2)[1]), sizes[0] if sizes else 0
+
+
+async def load(port: int, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
-    errors = 0
     stop = time.perf_counter() + seconds
-
-    async def client(i: int) -> None:
-        nonlocal errors
-        async with httpx.AsyncClient(timeout=30) as http:
-            j = i
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    r = await http.post(
-                        url, content=bodies[j % len(bodies)], headers={"content-type": "image/jpeg"}
-                    )
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - t0)
-                errors += not ok
-                j += clients
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return latencies, errors
+    errors = await asyncio.gather(
+        *(client(port, bodies, i, clients, stop, latencies) for i in range(clients))
+    )
+    return latencies, sum(errors)
 
 
 def measure(
@@ -88,9 +108,8 @@ def measure(
     port = free_port()
     proc = start(model, port, max_batch)
     try:
-        url = f"http://127.0.0.1:{port}/v1/predict"
-        asyncio.run(load(url, bodies, clients, 1.0))  # warm-up
-        latencies, errors = asyncio.run(load(url, bodies, clients, seconds))
+        asyncio.run(load(port, bodies, clients, 1.0))  # warm-up
+        latencies, errors = asyncio.run(load(port, bodies, clients, seconds))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -136,15 +155,21 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.run) if args.run else tiny_run(Path(tmp) / "run")
-        model = yingshe.export(run, "onnx", out=Path(tmp) / "model.onnx", dynamic_batch=True).path
+        exported = yingshe.export(run, "onnx", out=Path(tmp) / "model.onnx", dynamic_batch=True).path
         bodies = jpegs(run)
-        single = measure(model, bodies, 1, args.clients, args.seconds)
-        batched = measure(model, bodies, 32, args.clients, args.seconds)
-    ratio = batched["rps"] / single["rps"]
-    print(
-        f"single_rps={single['rps']:.0f} batched_rps={batched['rps']:.0f} batching_ratio={ratio:.2f} "
-        f"p99_ms={batched['p99_ms']:.1f} errors={single['errors'] + batched['errors']}"
-    )
+        figures = {}
+        for prefix, model in (("", run), ("onnx_", exported)):  # `yingshe serve RUN`, then the export
+            print(f"serving {'the run (PyTorch)' if not prefix else 'the ONNX export'}", flush=True)
+            single = measure(model, bodies, 1, args.clients, args.seconds)
+            batched = measure(model, bodies, 32, args.clients, args.seconds)
+            figures |= {
+                f"{prefix}single_rps": f"{single['rps']:.0f}",
+                f"{prefix}batched_rps": f"{batched['rps']:.0f}",
+                f"{prefix}batching_ratio": f"{batched['rps'] / single['rps']:.2f}",
+                f"{prefix}p99_ms": f"{batched['p99_ms']:.1f}",
+                f"{prefix}errors": single["errors"] + batched["errors"],
+            }
+    print(" ".join(f"{key}={value}" for key, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ They are required: a missing dataset fails the tests that need it instead of ski
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import tarfile
@@ -19,8 +18,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from support import one_thread
 
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
@@ -145,19 +144,6 @@ def sample_photos(photo_folder: Path) -> dict[str, Path]:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Train on one CPU thread: the model then comes out bit-identical on any machine (the order
-    of float sums depends on the thread count), and on a shared 2-core box one thread runs several
-    times faster than two threads that keep preempting each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -713,13 +713,15 @@ def remap_labels(split: Split, data_classes: list[str], model_classes: list[str]
     return Split(mapping[split.labels], images=split.images, files=split.files, packed=split.packed)
 
 
-def load(path: str | Path, device: str = "auto") -> ImageClassifier:
+def load(path: str | Path, device: str = "auto", serving: bool = False) -> ImageClassifier:
     """A trained classifier from a run folder, a checkpoint or an exported `.onnx` file (run by
-    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path."""
+    ONNX Runtime on the CPU), ready for `.predict(images)`; all share one preprocessing path.
+    `serving`: tuned for a server sharing the cores with its event loop (ONNX Runtime's idle
+    threads sleep rather than spin)."""
     if Path(path).suffix.lower() == ".onnx":
         from yingshe.export.onnx import OnnxClassifier
 
-        return OnnxClassifier(path)
+        return OnnxClassifier(path, spin=not serving)
     return Classifier.load(path, device)
 
 

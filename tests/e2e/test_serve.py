@@ -55,6 +55,19 @@ def test_batch_endpoint_model_info_health_and_metrics(server, real_pngs):
     assert "<script src" not in page and "http://" not in page and "https://" not in page
 
 
+def test_interactive_docs_load_nothing_from_the_internet(server):
+    import re
+
+    assets = []
+    for page in ("/docs", "/redoc"):
+        assets += re.findall(r'(?:src|href)="([^"]+)"', httpx.get(f"{server}{page}").text)
+    assert len(assets) >= 4 and all(a.startswith("/docs-assets/") for a in assets), assets
+    for asset in assets:
+        response = httpx.get(f"{server}{asset}")
+        assert response.status_code == 200 and len(response.content) > 500, asset
+    assert httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/predict"]
+
+
 def test_concurrent_requests_are_batched_together(server, real_pngs):
     body = real_pngs[0].read_bytes()
 

@@ -27,23 +27,12 @@ from pathlib import Path
 import pytest
 import torch
 import tqdm
+from support import one_thread
 
 import yingshe
 from yingshe import runs
 from yingshe.cli import main
 from yingshe.runs import load_checkpoint, read_metrics_csv
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One CPU thread, as the subprocesses have (OMP_NUM_THREADS=1): float sums in the same order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 TIMING_COLUMNS = {"epoch_seconds", "train_images_per_second"}
 tqdm.tqdm.monitor_interval = 0  # no tqdm monitor thread in this process: children are forked from it

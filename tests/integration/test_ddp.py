@@ -6,7 +6,6 @@ on a few steps of digits with one thread per process (the machine has 2 cores).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import one_thread
 
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
@@ -51,17 +51,6 @@ def torchrun(
         output = (err.stdout or b"").decode(errors="replace") + (err.stderr or b"").decode(errors="replace")
         pytest.fail(f"torchrun ran past {4 * TIMEOUT} s:\n{output[-4000:]}")
     return done, time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One intra-op thread, as each torchrun rank has (OMP_NUM_THREADS=1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def step_losses(path: Path) -> list[float]:

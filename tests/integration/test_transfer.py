@@ -5,7 +5,6 @@ hub cache laid out by hand, and embeddings, neighbours, maps and k-NN over a fin
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import socket
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import one_thread
 
 from yingshe.cli import main
 from yingshe.errors import YingsheError
@@ -24,16 +24,6 @@ from yingshe.runs import load_checkpoint
 from yingshe.transfer.finetune import resolve_source
 from yingshe.transfer.freeze import FinetuneSchedule, classifier_names, plan_stages
 from yingshe.transfer.weights import load_body_weights, read_weights
-
-
-@contextlib.contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def mobilenet_file() -> Path:

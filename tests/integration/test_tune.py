@@ -12,8 +12,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
+from support import one_thread
 
 import yingshe
 from yingshe.cli import main
@@ -21,17 +21,6 @@ from yingshe.config import RunConfig, apply_overrides, load_config
 from yingshe.errors import YingsheError
 
 GRID = {"lr": [1e-3, 3e-3, 1e-2]}
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One intra-op thread: bit-identical training (float sums in one order) and no contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def base_config(datasets_dir: Path, epochs: int) -> RunConfig:

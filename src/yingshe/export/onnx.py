@@ -96,14 +96,19 @@ def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
-def session(model: bytes | str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session (`threads` 0: its default)."""
+def session(model: bytes | str | Path, threads: int = 0, spin: bool = True):
+    """An ONNX Runtime CPU session (`threads` 0: its default). `spin=False` lets idle intra-op
+    threads sleep instead of busy-waiting for the next run: a server whose event loop shares the
+    cores answers more requests that way (bench/serve_load.py), batch prediction runs are faster
+    spinning."""
     ort = require("onnxruntime", "deploy", "running a .onnx model")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
@@ -112,14 +117,14 @@ class OnnxClassifier(ImageClassifier):
     """An exported `.onnx` file run by ONNX Runtime on the CPU, fed by the same preprocessing as
     every other backend (`ImageClassifier.preprocess`)."""
 
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, threads: int = 0, spin: bool = True) -> None:
         path = Path(path)
         if not path.is_file():
             raise YingsheError(
                 f"model file {path} does not exist", "pass a .onnx file `yingshe export` wrote"
             )
         try:
-            self.session = session(path, threads)
+            self.session = session(path, threads, spin)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise YingsheError(
                 f"{path} is not a loadable ONNX model ({type(err).__name__})",

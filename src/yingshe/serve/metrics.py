@@ -8,7 +8,10 @@ sizes the dynamic batcher ran. Updated from the event loop and the inference thr
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -80,3 +83,30 @@ class Metrics:
                 f"yingshe_images_total {self.images}",
             ]
         return "\n".join(lines) + "\n"
+
+
+class CountRequests:
+    """Pure ASGI middleware feeding /metrics: requests by route and status, and their latency.
+    (Starlette's `@app.middleware("http")` wraps every request in a task and a stream, which costs
+    more than the rest of a small prediction.)"""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request(name, status, time.perf_counter() - start)
