@@ -4,21 +4,34 @@
       package: no internet needed) fine-tuned onto 100 images per class of CIFAR-10 at 64 px
       (96 px trains at 7 images/s on a loaded core: too slow for one run),
       against the same MobileNetV2 from random weights with the same epochs, batch and schedule;
-  (b) a yingshe seed-cnn run (half width) trained on 2,000 CIFAR-10 images, fine-tuned onto 500 Fashion-MNIST
-      images (grey repeated to RGB, resized to 32 px, the CIFAR normalisation), against the same
-      seed-cnn trained from scratch on those 500 images at their native 28 px grey.
-
-Both test on held-out images (1,000 CIFAR-10 test images; 2,000 Fashion-MNIST test images).
+  (b) a CIFAR-10 yingshe run (the `fast` recipe: airbench 32–64–128, on all 50,000 training
+      images, 4 epochs instead of the recipe's 8 to fit ~25 min of a loaded core, the last epoch
+      kept) fine-tuned onto 10 and 50 Fashion-MNIST images per class (grey repeated to RGB, 32 px,
+      the CIFAR normalisation), against the same airbench net trained from scratch on those images
+      at their native 28 px grey. Both arms: the `fast` grey-28 recipe's optimiser, augmentation
+      and flip TTA, batch 32, the same epochs, the last epoch kept (no selection on the test
+      split); fine-tuning at lr 0.02 (the new head ×10), scratch at the better of two learning
+      rates (0.2, the recipe's, and 0.05); a few seeds (each seed draws its own training subset
+      and 2,000 Fashion-MNIST test images, shared by both arms).
 
     nice -n 10 python bench/transfer.py [--data /work/shared/datasets] [--size 64] [--epochs 3]
+        [--skip-imagenet] [--source-run RUN] [--per-class 10,50] [--seeds 0,1,2] [--ft-epochs 30]
 
-The last line is key=value pairs: imagenet_ft_acc scratch_acc gain_points run_ft_acc
-run_scratch_acc run_gain_points seconds.
+--source-run reuses a CIFAR-10 run, e.g. the one this command trains:
+    yingshe train --data cifar10-jpeg.tar.gz --recipe fast --device cpu data.image_size=32
+        data.val_fraction=0 train.monitor=epoch train.epochs=4
+without it the script trains that run itself.
+
+The last line is key=value pairs: imagenet_ft_acc scratch_acc gain_points (unless --skip-imagenet),
+source_acc, and for each size N images per class run_ft_acc_Npc run_scratch_acc_Npc
+run_scratch_lr_Npc run_gain_points_Npc (means over the seeds), then seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tarfile
 import tempfile
 import time
@@ -29,8 +42,12 @@ import torch
 
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
+from yingshe.recipes import recipe_config
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FT_LR = 0.02  # the body's; the new head trains at FT_LR × head_lr_mult (10): the recipe's 0.2
+SCRATCH_LRS = (0.2, 0.05)  # scratch keeps the better of these (mean over seeds)
+SOURCE_RECIPE = ["data.image_size=32", "data.val_fraction=0", "train.monitor=epoch", "train.epochs=4"]
 
 
 def weights_file() -> Path:
@@ -61,40 +78,21 @@ def cifar_folders(tar: Path, root: Path, counts: dict[str, dict[str, int]]) -> d
     return {name: root / name for name in counts}
 
 
+def run_settings(out: Path) -> list[str]:
+    return [f"train.out={out}", "train.device=cpu", "train.plots=false", "data.workers=0"]
+
+
 def config(out: Path, spec: str, overrides: list[str]) -> RunConfig:
     cfg = RunConfig()
-    apply_overrides(
-        cfg,
-        [
-            f"data.spec={spec}",
-            f"train.out={out}",
-            "train.device=cpu",
-            "train.plots=false",
-            "data.workers=0",
-            *overrides,
-        ],
-    )
+    apply_overrides(cfg, [f"data.spec={spec}", *run_settings(out), *overrides])
     return cfg
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/datasets")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    data = Path(args.data)
-    work = Path(tempfile.mkdtemp(prefix="yingshe-transfer-"))
+def imagenet_part(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """(a) ImageNet MobileNetV2 → 1,000 CIFAR-10 images, against scratch."""
     folders = cifar_folders(
-        data / "cifar10-jpeg.tar.gz",
-        work / "data",
-        {"small": {"train": 100, "test": 100}, "source": {"train": 200}},
+        Path(args.data) / "cifar10-jpeg.tar.gz", work / "data", {"small": {"train": 100, "test": 100}}
     )
-    print(f"data ready in {time.perf_counter() - started:.0f} s", flush=True)
-
-    # (a) ImageNet MobileNetV2 → 1,000 CIFAR-10 images, against scratch
     common = [f"train.epochs={args.epochs}", "train.batch_size=32", "data.val_fraction=0", "optim.lr=0.001"]
     common += [f"data.image_size={args.size}"]
     ft = yingshe.finetune(
@@ -111,33 +109,119 @@ def main() -> None:
     )
     scratch = yingshe.train(scratch_cfg)
     print(f"MobileNetV2 from scratch: {100 * scratch.accuracy:.2f}%", flush=True)
+    return {
+        "imagenet_ft_acc": ft.accuracy,
+        "scratch_acc": scratch.accuracy,
+        "gain_points": 100 * (ft.accuracy - scratch.accuracy),
+    }
 
-    # (b) a CIFAR-10 yingshe run → 500 Fashion-MNIST images, against scratch
-    fashion = ["data.limit_train=500", "data.limit_test=2000", f"data.data_dir={data}", "train.epochs=8"]
-    fashion += ["train.batch_size=32", "data.val_fraction=0"]
-    source = yingshe.train(
-        config(
-            work / "cifar-source",
-            str(folders["source"]),
-            ["train.epochs=4", "data.val_fraction=0", "model.kwargs={widths: [16, 32, 64, 128]}"],
+
+def source_run(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
+    """The CIFAR-10 run to fine-tune from: --source-run, else trained here with the `fast` recipe."""
+    if args.source_run:
+        run = Path(args.source_run)
+        report = json.loads((run / "report.json").read_text())
+        return run, float(report["accuracy"])
+    tar = str(Path(args.data) / "cifar10-jpeg.tar.gz")
+    cfg = recipe_config(
+        "fast:colour-32", data=tar, overrides=[*SOURCE_RECIPE, *run_settings(work / "cifar-source")]
+    )
+    result = yingshe.train(cfg)
+    return result.run_dir, result.accuracy
+
+
+def fashion_config(args: argparse.Namespace, out: Path, per_class: int, seed: int, lr: float) -> RunConfig:
+    """The `fast` grey-28 recipe (SGD, 1 px crops, flips, TTA) on `per_class` images a class."""
+    overrides = [
+        f"data.data_dir={args.data}",
+        f"data.limit_train={10 * per_class}",
+        "data.limit_test=100",  # the per-epoch figure only: the last epoch is kept, tested after
+        "data.val_fraction=0",
+        f"train.epochs={args.ft_epochs}",
+        "train.batch_size=32",
+        "train.monitor=epoch",
+        f"train.seed={seed}",
+        f"optim.lr={lr}",
+    ]
+    return recipe_config("fast:grey-28", data="fashion-mnist", overrides=[*overrides, *run_settings(out)])
+
+
+def tested(args: argparse.Namespace, result: yingshe.TrainResult) -> float:
+    """Test accuracy of a run's kept (last) epoch on `--test-images` Fashion-MNIST test images, a
+    stratified subset drawn by the run's seed (so both arms of a seed see the same images). The
+    data is named by its folder, so `evaluate` reads the whole test split, not the run's 100."""
+    folder = str(Path(args.data) / "fashion-mnist")
+    return float(
+        yingshe.evaluate(result.run_dir, data=folder, limit=args.test_images, device="cpu")["accuracy"]
+    )
+
+
+def fashion_part(args: argparse.Namespace, work: Path, source: Path) -> dict[str, float]:
+    """(b) the CIFAR-10 run → N Fashion-MNIST images a class, against scratch. Seeds outermost, so
+    a run cut short still has every size for the seeds it finished; each run is printed."""
+    ft = {n: [] for n in args.per_class}
+    scratch = {(n, lr): [] for n in args.per_class for lr in SCRATCH_LRS}
+    for seed in args.seeds:
+        for n in args.per_class:
+            name = f"fashion-{n}pc-s{seed}"
+            cfg = fashion_config(args, work / f"{name}-ft", n, seed, FT_LR)
+            ft[n].append(tested(args, yingshe.finetune(str(source), config=cfg, strategy="full")))
+            print(f"{n}/class seed {seed}: fine-tuned {100 * ft[n][-1]:.2f}%", flush=True)
+            for lr in SCRATCH_LRS:
+                cfg = fashion_config(args, work / f"{name}-scratch-{lr}", n, seed, lr)
+                scratch[n, lr].append(tested(args, yingshe.train(cfg)))
+                print(f"{n}/class seed {seed}: scratch lr {lr} {100 * scratch[n, lr][-1]:.2f}%", flush=True)
+    figures: dict[str, float] = {}
+    for n in args.per_class:
+        best_lr = max(SCRATCH_LRS, key=lambda lr: statistics.mean(scratch[n, lr]))
+        ft_mean, scratch_mean = statistics.mean(ft[n]), statistics.mean(scratch[n, best_lr])
+        others = ", ".join(f"lr {lr} {100 * statistics.mean(scratch[n, lr]):.2f}%" for lr in SCRATCH_LRS)
+        print(
+            f"{n}/class, seeds {args.seeds}: fine-tuned {100 * ft_mean:.2f}%, "
+            f"scratch {100 * scratch_mean:.2f}% (lr {best_lr}; {others})",
+            flush=True,
         )
-    )
-    print(f"source run (seed-cnn, CIFAR-10 2,000 images): {100 * source.accuracy:.2f}%", flush=True)
-    run_ft = yingshe.finetune(
-        str(source.run_dir), config=config(work / "fashion-ft", "fashion-mnist", fashion), strategy="full"
-    )
-    print(f"CIFAR-10 run fine-tuned on Fashion-MNIST: {100 * run_ft.accuracy:.2f}%", flush=True)
-    scratch_model = ["model.kwargs={widths: [16, 32, 64, 128]}"]
-    run_scratch = yingshe.train(config(work / "fashion-scratch", "fashion-mnist", fashion + scratch_model))
-    print(f"seed-cnn from scratch on Fashion-MNIST: {100 * run_scratch.accuracy:.2f}%", flush=True)
+        figures[f"run_ft_acc_{n}pc"] = ft_mean
+        figures[f"run_scratch_acc_{n}pc"] = scratch_mean
+        figures[f"run_scratch_lr_{n}pc"] = best_lr
+        figures[f"run_gain_points_{n}pc"] = 100 * (ft_mean - scratch_mean)
+    return figures
 
-    print(
-        f"imagenet_ft_acc={ft.accuracy:.4f} scratch_acc={scratch.accuracy:.4f} "
-        f"gain_points={100 * (ft.accuracy - scratch.accuracy):.2f} "
-        f"run_ft_acc={run_ft.accuracy:.4f} run_scratch_acc={run_scratch.accuracy:.4f} "
-        f"run_gain_points={100 * (run_ft.accuracy - run_scratch.accuracy):.2f} "
-        f"seconds={time.perf_counter() - started:.0f}"
-    )
+
+def numbers(values: str) -> list[int]:
+    return [int(v) for v in values.split(",")]
+
+
+def value(key: str, number: float) -> str:
+    """Points with 2 decimals, learning rates as written, accuracies with 4."""
+    if "points" in key:
+        return f"{number:.2f}"
+    return f"{number:g}" if "_lr_" in key else f"{number:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/work/shared/datasets")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--skip-imagenet", action="store_true", help="run part (b) only")
+    parser.add_argument("--source-run", help="a CIFAR-10 yingshe run folder to fine-tune from")
+    parser.add_argument("--per-class", type=numbers, default=[10, 50], help="Fashion-MNIST images a class")
+    parser.add_argument("--seeds", type=numbers, default=[0, 1, 2])
+    parser.add_argument("--ft-epochs", type=int, default=30)
+    parser.add_argument("--test-images", type=int, default=2000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="yingshe-transfer-"))
+    figures: dict[str, float] = {}
+    if not args.skip_imagenet:
+        figures.update(imagenet_part(args, work))
+    source, figures["source_acc"] = source_run(args, work)
+    print(f"source run {source}: {100 * figures['source_acc']:.2f}% on CIFAR-10 test", flush=True)
+    figures.update(fashion_part(args, work, source))
+    line = " ".join(f"{k}={value(k, v)}" for k, v in figures.items())
+    print(f"{line} seconds={time.perf_counter() - started:.0f}")
 
 
 if __name__ == "__main__":
