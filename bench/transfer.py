@@ -12,19 +12,31 @@
       and flip TTA, batch 32, the same epochs, the last epoch kept (no selection on the test
       split); fine-tuning at lr 0.02 (the new head ×10), scratch at the better of two learning
       rates (0.2, the recipe's, and 0.05); a few seeds (each seed draws its own training subset
-      and 2,000 Fashion-MNIST test images, shared by both arms).
+      and 2,000 Fashion-MNIST test images, shared by both arms);
+  (c) with `--part c` (instead of (a) and (b)): same-domain transfer to disjoint classes, as in
+      Yosinski et al. 2014's ImageNet A/B split. The source is a `fast`-recipe yingshe run on all
+      25,000 CIFAR-10 training images of airplane, automobile, bird, cat and deer (32 px, 3 epochs,
+      the last kept), tested on those classes' 5,000 test images; the target is dog, frog, horse,
+      ship and truck, N images a class (32 px RGB, the `fast` colour-32 recipe), tested on their
+      5,000 test images (`--test-images` to subsample). The arms are (b)'s: fine-tuning (full, lr
+      0.02, head ×10) against scratch at the better of lr 0.2 and 0.05, batch 32, the same epochs.
 
     nice -n 10 python bench/transfer.py [--data /work/shared/datasets] [--size 64] [--epochs 3]
         [--skip-imagenet] [--source-run RUN] [--per-class 10,50] [--seeds 0,1,2] [--ft-epochs 30]
+        [--part ab|c] [--test-images N]
 
 --source-run reuses a CIFAR-10 run, e.g. the one this command trains:
     yingshe train --data cifar10-jpeg.tar.gz --recipe fast --device cpu data.image_size=32
         data.val_fraction=0 train.monitor=epoch train.epochs=4
-without it the script trains that run itself.
+without it the script trains that run itself. With --part c, --source-run is the 5-class run:
+    yingshe train --data CIFAR5-FOLDER --recipe fast --device cpu data.image_size=32
+        data.val_fraction=0 train.monitor=epoch train.epochs=3
+where CIFAR5-FOLDER holds train/ and test/ of those 5 classes (the script builds it in a temp dir).
 
 The last line is key=value pairs: imagenet_ft_acc scratch_acc gain_points (unless --skip-imagenet),
 source_acc, and for each size N images per class run_ft_acc_Npc run_scratch_acc_Npc
-run_scratch_lr_Npc run_gain_points_Npc (means over the seeds), then seconds.
+run_scratch_lr_Npc run_gain_points_Npc (means over the seeds), then seconds; with --part c,
+c_source_acc and c_ft_acc_Npc c_scratch_acc_Npc c_scratch_lr_Npc c_gain_points_Npc, then seconds.
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 FT_LR = 0.02  # the body's; the new head trains at FT_LR × head_lr_mult (10): the recipe's 0.2
 SCRATCH_LRS = (0.2, 0.05)  # scratch keeps the better of these (mean over seeds)
 SOURCE_RECIPE = ["data.image_size=32", "data.val_fraction=0", "train.monitor=epoch", "train.epochs=4"]
+C_SOURCE, C_TARGET = CLASSES[:5], CLASSES[5:]  # (c): the A/B split of CIFAR-10's classes
+C_SOURCE_RECIPE = [*SOURCE_RECIPE[:-1], "train.epochs=3"]
 
 
 def weights_file() -> Path:
@@ -76,6 +90,22 @@ def cifar_folders(tar: Path, root: Path, counts: dict[str, dict[str, int]]) -> d
             if all(n >= counts[name][s] for name, t in taken.items() for (s, _), n in t.items()):
                 break
     return {name: root / name for name in counts}
+
+
+def class_folders(tar: Path, root: Path, groups: dict[str, list[str]]) -> dict[str, Path]:
+    """One pass over the CIFAR-10 JPEG tar: folders name/{train,test}/<class>/ holding every image
+    of the group's classes."""
+    group_of = {cls: name for name, classes in groups.items() for cls in classes}
+    with tarfile.open(tar, "r:gz") as archive:
+        for member in archive:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 4 or parts[2] not in group_of:
+                continue
+            _, split, cls, file = parts
+            folder = root / group_of[cls] / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / file).write_bytes(archive.extractfile(member).read())
+    return {name: root / name for name in groups}
 
 
 def run_settings(out: Path) -> list[str]:
@@ -130,11 +160,21 @@ def source_run(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
     return result.run_dir, result.accuracy
 
 
+def c_source_run(args: argparse.Namespace, work: Path, folder: Path) -> tuple[Path, float]:
+    """(c)'s source: --source-run, else the `fast` recipe trained here on the 5 source classes."""
+    if args.source_run:
+        run = Path(args.source_run)
+        return run, float(json.loads((run / "report.json").read_text())["accuracy"])
+    overrides = [*C_SOURCE_RECIPE, *run_settings(work / "cifar5-source")]
+    result = yingshe.train(recipe_config("fast:colour-32", data=str(folder), overrides=overrides))
+    return result.run_dir, result.accuracy
+
+
 def fashion_config(args: argparse.Namespace, out: Path, per_class: int, seed: int, lr: float) -> RunConfig:
-    """The `fast` grey-28 recipe (SGD, 1 px crops, flips, TTA) on `per_class` images a class."""
+    """The target's `fast` recipe (SGD, crops, flips, TTA) on `per_class` images a class: (b)'s
+    grey-28 on Fashion-MNIST, or (c)'s colour-32 on the 5 target classes' folder."""
     overrides = [
-        f"data.data_dir={args.data}",
-        f"data.limit_train={10 * per_class}",
+        f"data.limit_train={len(args.target_classes) * per_class}",
         "data.limit_test=100",  # the per-epoch figure only: the last epoch is kept, tested after
         "data.val_fraction=0",
         f"train.epochs={args.ft_epochs}",
@@ -143,27 +183,32 @@ def fashion_config(args: argparse.Namespace, out: Path, per_class: int, seed: in
         f"train.seed={seed}",
         f"optim.lr={lr}",
     ]
-    return recipe_config("fast:grey-28", data="fashion-mnist", overrides=[*overrides, *run_settings(out)])
+    overrides += run_settings(out)
+    if args.part == "c":
+        return recipe_config("fast:colour-32", data=str(args.target), overrides=overrides)
+    overrides.insert(0, f"data.data_dir={args.data}")
+    return recipe_config("fast:grey-28", data="fashion-mnist", overrides=overrides)
 
 
 def tested(args: argparse.Namespace, result: yingshe.TrainResult) -> float:
-    """Test accuracy of a run's kept (last) epoch on `--test-images` Fashion-MNIST test images, a
-    stratified subset drawn by the run's seed (so both arms of a seed see the same images). The
-    data is named by its folder, so `evaluate` reads the whole test split, not the run's 100."""
-    folder = str(Path(args.data) / "fashion-mnist")
-    return float(
-        yingshe.evaluate(result.run_dir, data=folder, limit=args.test_images, device="cpu")["accuracy"]
-    )
+    """Test accuracy of a run's kept (last) epoch on `--test-images` target test images (all with
+    0), a stratified subset drawn by the run's seed (so both arms of a seed see the same images).
+    The data is named by its folder, so `evaluate` reads the whole test split, not the run's 100."""
+    limit = args.test_images or None
+    report = yingshe.evaluate(result.run_dir, data=str(args.target), limit=limit, device="cpu")
+    return float(report["accuracy"])
 
 
 def fashion_part(args: argparse.Namespace, work: Path, source: Path) -> dict[str, float]:
-    """(b) the CIFAR-10 run → N Fashion-MNIST images a class, against scratch. Seeds outermost, so
-    a run cut short still has every size for the seeds it finished; each run is printed."""
+    """(b) the CIFAR-10 run → N Fashion-MNIST images a class, or (c) the 5-class run → N images a
+    class of the other 5, against scratch. Seeds outermost, so a run cut short still has every
+    size for the seeds it finished; each run is printed."""
+    prefix = "c" if args.part == "c" else "run"
     ft = {n: [] for n in args.per_class}
     scratch = {(n, lr): [] for n in args.per_class for lr in SCRATCH_LRS}
     for seed in args.seeds:
         for n in args.per_class:
-            name = f"fashion-{n}pc-s{seed}"
+            name = f"{prefix}-{n}pc-s{seed}"
             cfg = fashion_config(args, work / f"{name}-ft", n, seed, FT_LR)
             ft[n].append(tested(args, yingshe.finetune(str(source), config=cfg, strategy="full")))
             print(f"{n}/class seed {seed}: fine-tuned {100 * ft[n][-1]:.2f}%", flush=True)
@@ -181,10 +226,35 @@ def fashion_part(args: argparse.Namespace, work: Path, source: Path) -> dict[str
             f"scratch {100 * scratch_mean:.2f}% (lr {best_lr}; {others})",
             flush=True,
         )
-        figures[f"run_ft_acc_{n}pc"] = ft_mean
-        figures[f"run_scratch_acc_{n}pc"] = scratch_mean
-        figures[f"run_scratch_lr_{n}pc"] = best_lr
-        figures[f"run_gain_points_{n}pc"] = 100 * (ft_mean - scratch_mean)
+        figures[f"{prefix}_ft_acc_{n}pc"] = ft_mean
+        figures[f"{prefix}_scratch_acc_{n}pc"] = scratch_mean
+        figures[f"{prefix}_scratch_lr_{n}pc"] = best_lr
+        figures[f"{prefix}_gain_points_{n}pc"] = 100 * (ft_mean - scratch_mean)
+    return figures
+
+
+def cross_domain(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """(a) unless skipped, then (b)."""
+    figures: dict[str, float] = {}
+    if not args.skip_imagenet:
+        figures.update(imagenet_part(args, work))
+    args.target, args.target_classes = Path(args.data) / "fashion-mnist", CLASSES
+    args.test_images = 2000 if args.test_images is None else args.test_images
+    source, figures["source_acc"] = source_run(args, work)
+    print(f"source run {source}: {100 * figures['source_acc']:.2f}% on CIFAR-10 test", flush=True)
+    figures.update(fashion_part(args, work, source))
+    return figures
+
+
+def same_domain(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """(c): the CIFAR-10 A/B class split."""
+    tar = Path(args.data) / "cifar10-jpeg.tar.gz"
+    folders = class_folders(tar, work / "data", {"source": C_SOURCE, "target": C_TARGET})
+    args.target, args.target_classes = folders["target"], C_TARGET
+    figures: dict[str, float] = {}
+    source, figures["c_source_acc"] = c_source_run(args, work, folders["source"])
+    print(f"source run {source}: {100 * figures['c_source_acc']:.2f}% on {', '.join(C_SOURCE)}", flush=True)
+    figures.update(fashion_part(args, work, source))
     return figures
 
 
@@ -209,17 +279,13 @@ def main() -> None:
     parser.add_argument("--per-class", type=numbers, default=[10, 50], help="Fashion-MNIST images a class")
     parser.add_argument("--seeds", type=numbers, default=[0, 1, 2])
     parser.add_argument("--ft-epochs", type=int, default=30)
-    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--test-images", type=int, help="target test images (default: (b) 2000, (c) all)")
+    parser.add_argument("--part", choices=["ab", "c"], default="ab", help="(a) and (b), or (c) alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="yingshe-transfer-"))
-    figures: dict[str, float] = {}
-    if not args.skip_imagenet:
-        figures.update(imagenet_part(args, work))
-    source, figures["source_acc"] = source_run(args, work)
-    print(f"source run {source}: {100 * figures['source_acc']:.2f}% on CIFAR-10 test", flush=True)
-    figures.update(fashion_part(args, work, source))
+    figures = same_domain(args, work) if args.part == "c" else cross_domain(args, work)
     line = " ".join(f"{k}={value(k, v)}" for k, v in figures.items())
     print(f"{line} seconds={time.perf_counter() - started:.0f}")
 
