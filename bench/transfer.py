@@ -193,9 +193,10 @@ def fashion_config(args: argparse.Namespace, out: Path, per_class: int, seed: in
 def tested(args: argparse.Namespace, result: yingshe.TrainResult) -> float:
     """Test accuracy of a run's kept (last) epoch on `--test-images` target test images (all with
     0), a stratified subset drawn by the run's seed (so both arms of a seed see the same images).
-    The data is named by its folder, so `evaluate` reads the whole test split, not the run's 100."""
+    The data is named by a path other than the run's spec (the Fashion-MNIST folder; (c)'s link),
+    so `evaluate` reads the whole test split, not the run's 100."""
     limit = args.test_images or None
-    report = yingshe.evaluate(result.run_dir, data=str(args.target), limit=limit, device="cpu")
+    report = yingshe.evaluate(result.run_dir, data=str(args.target_test), limit=limit, device="cpu")
     return float(report["accuracy"])
 
 
@@ -239,6 +240,7 @@ def cross_domain(args: argparse.Namespace, work: Path) -> dict[str, float]:
     if not args.skip_imagenet:
         figures.update(imagenet_part(args, work))
     args.target, args.target_classes = Path(args.data) / "fashion-mnist", CLASSES
+    args.target_test = args.target
     args.test_images = 2000 if args.test_images is None else args.test_images
     source, figures["source_acc"] = source_run(args, work)
     print(f"source run {source}: {100 * figures['source_acc']:.2f}% on CIFAR-10 test", flush=True)
@@ -251,6 +253,10 @@ def same_domain(args: argparse.Namespace, work: Path) -> dict[str, float]:
     tar = Path(args.data) / "cifar10-jpeg.tar.gz"
     folders = class_folders(tar, work / "data", {"source": C_SOURCE, "target": C_TARGET})
     args.target, args.target_classes = folders["target"], C_TARGET
+    # `tested` names the data by another path (a link): the runs' own spec would give `evaluate`
+    # their own cut of the test split, the 100 images of `data.limit_test`
+    args.target_test = work / "data" / "target-test"
+    args.target_test.symlink_to(folders["target"], target_is_directory=True)
     figures: dict[str, float] = {}
     source, figures["c_source_acc"] = c_source_run(args, work, folders["source"])
     print(f"source run {source}: {100 * figures['c_source_acc']:.2f}% on {', '.join(C_SOURCE)}", flush=True)
