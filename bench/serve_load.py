@@ -60,37 +60,45 @@ def start(model: Path, port: int, max_batch: int) -> subprocess.Popen:
 async def client(
     port: int, bodies: list[bytes], first: int, step: int, stop: float, latencies: list[float]
 ) -> int:
-    """One keep-alive HTTP/1.1 connection posting raw JPEG bodies until `stop`; returns its
-    error count. Written on asyncio streams rather than httpx, whose per-request CPU (about a
-    millisecond) would take the cores the server is being measured on."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """Keep-alive HTTP/1.1 requests posting raw JPEG bodies until `stop`; returns the error
+    count (non-200 answers, dropped connections, malformed answers: the client then reconnects).
+    Written on asyncio streams rather than httpx, whose per-request CPU (about a millisecond)
+    would take the cores the server is being measured on."""
     errors, j = 0, first
-    try:
-        while time.perf_counter() < stop:
-            body = bodies[j % len(bodies)]
-            j += step
-            head = (
-                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            t0 = time.perf_counter()
-            writer.write(head.encode() + body)
-            status, length = parse_head(await reader.readuntil(b"\r\n\r\n"))
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - t0)
-            errors += status != 200
-    except (OSError, asyncio.IncompleteReadError):
-        errors += 1  # the server dropped the connection
-    finally:
-        writer.close()
+    while time.perf_counter() < stop:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                body = bodies[j % len(bodies)]
+                j += step
+                t0 = time.perf_counter()
+                writer.write(request_head(len(body)) + body)
+                status, length = parse_head(await reader.readuntil(b"\r\n\r\n"))
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            errors += 1  # dropped or malformed: count it and start a fresh connection
+        finally:
+            writer.close()
     return errors
 
 
+def request_head(length: int) -> bytes:
+    return (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 def parse_head(head: bytes) -> tuple[int, int]:
-    """(status, content length) of an HTTP/1.1 response head."""
+    """(status, content length) of an HTTP/1.1 response head (the service always sends a
+    Content-Length; a head without one is malformed here)."""
     lines = head.split(b"\r\n")
     sizes = [int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")]
-    return int(lines[0].split(b" ", 2)[1]), sizes[0] if sizes else 0
+    if not sizes:
+        raise ValueError("no Content-Length in the answer")
+    return int(lines[0].split(b" ", 2)[1]), sizes[0]
 
 
 async def load(port: int, bodies: list[bytes], clients: int, seconds: float) -> tuple[list[float], int]:

@@ -233,11 +233,15 @@ def main() -> None:
     whole = statistics.median(study_epochs(t) for t in tpes)
     tpe_best = statistics.median(t.best_value for t in tpes)
     n_matched = sum(m.trial is not None for m in matches)
+    # with half or more of the studies unmatched the median is a censored count: tpe_epochs is
+    # then only a lower bound and epochs_ratio an upper one
+    censored = int(n_matched <= len(matches) / 2)
     print(f"bench wall time {time.perf_counter() - started:.0f} s")
     print(
         f"grid_best={grid_best:.4f} grid_epochs={grid_epochs} tpe_best={tpe_best:.4f} "
         f"tpe_epochs={tpe_epochs:g} tpe_epochs_min={min(m.epochs for m in matches)} "
         f"tpe_epochs_max={max(m.epochs for m in matches)} tpe_matched={n_matched}/{len(tpes)} "
+        f"median_censored={censored} "
         f"tpe_study_epochs={whole:g} study_ratio={grid_epochs / whole:.2f} "
         f"epochs_ratio={grid_epochs / tpe_epochs:.2f} wall_ratio={grid_seconds / max(tpe_seconds, 1e-9):.2f}"
     )

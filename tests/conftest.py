@@ -147,12 +147,6 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def single_thread():
-    """`one_thread` for conftests below this one (a conftest cannot import another)."""
-    return one_thread
-
-
-@pytest.fixture(scope="session")
 def fashion_run(tmp_path_factory, datasets_dir) -> yingshe.TrainResult:
     """A seed-cnn of half the default width trained for 3 epochs on 2,000 Fashion-MNIST images
     (about 76% on 500 test images, ~10 s on two idle cores). Its run folder holds the report and

@@ -8,12 +8,13 @@ import io
 from pathlib import Path
 
 import pytest
+from support import one_thread
 
 from yingshe.cli import main
 
 
 @pytest.fixture(scope="session")
-def fashion_cv(tmp_path_factory, datasets_dir, single_thread) -> tuple[Path, str]:
+def fashion_cv(tmp_path_factory, datasets_dir) -> tuple[Path, str]:
     """`yingshe cv --folds 3` on a 600-image pool of Fashion-MNIST, 2 epochs a fold, no figures
     per fold (~10 s): the cross-validation folder and what the command printed."""
     out = tmp_path_factory.mktemp("fashion-cv")
@@ -26,6 +27,6 @@ def fashion_cv(tmp_path_factory, datasets_dir, single_thread) -> tuple[Path, str
         "train.plots=false",  # the fold runs' own PNGs cost more than their training here
     ]
     printed = io.StringIO()
-    with single_thread(), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
+    with one_thread(), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
         assert main(argv) == 0
     return out, printed.getvalue()

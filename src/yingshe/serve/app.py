@@ -29,7 +29,14 @@ from yingshe.serve.batching import DynamicBatcher
 from yingshe.serve.config import ServeConfig
 from yingshe.serve.docs import offline_docs
 from yingshe.serve.metrics import CountRequests, Metrics
-from yingshe.serve.validation import RAW_TYPES, InputError, check_top_k, decode, too_large
+from yingshe.serve.validation import (
+    RAW_TYPES,
+    InputError,
+    check_header,
+    check_top_k,
+    decode_checked,
+    too_large,
+)
 
 CONFIG_ENV = "YINGSHE_SERVE_CONFIG"  # how `--workers N` hands the settings to each process
 
@@ -161,15 +168,22 @@ async def uploads(request: Request, cfg: ServeConfig, field: str, many: bool) ->
     return [("body", body)]
 
 
-INLINE_DECODE_BYTES = 64 * 1024  # smaller uploads decode on the event loop (faster than a thread hop)
+INLINE_DECODE_BYTES = 64 * 1024  # uploads at most this large and
+INLINE_DECODE_PIXELS = 1 << 20  # at most this many pixels decode on the event loop
 
 
 async def decode_off_loop(data: bytes, classifier: ImageClassifier, cfg: ServeConfig) -> np.ndarray:
-    """`decode`, on a worker thread for large uploads so the event loop keeps answering; a small
-    image decodes in a fraction of a millisecond, less than handing it to a thread costs."""
-    if len(data) <= INLINE_DECODE_BYTES:
-        return decode(data, classifier, cfg)
-    return await run_in_threadpool(decode, data, classifier, cfg)
+    """`decode`, on a worker thread unless the image is small in bytes and in pixels: a small
+    image decodes in a fraction of a millisecond, less than handing it to a thread costs, while a
+    large one (a 35 KB PNG can hold 36 MP of one colour) would stall every other request."""
+    width, height = check_header(data, cfg)  # the header only: cheap, and refusals come first
+    if decodes_inline(len(data), width * height):
+        return decode_checked(data, classifier)
+    return await run_in_threadpool(decode_checked, data, classifier)
+
+
+def decodes_inline(size: int, pixels: int) -> bool:
+    return size <= INLINE_DECODE_BYTES and pixels <= INLINE_DECODE_PIXELS
 
 
 def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> FastAPI:
@@ -186,8 +200,10 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        gc.collect()  # what is garbage now is not frozen with the rest
         gc.freeze()  # the model and libraries stay: full collections then skip them (no 200 ms pauses)
         yield
+        gc.unfreeze()  # an app run inside another process (tests, notebooks) gives it back
         await batcher.stop()
 
     app = FastAPI(

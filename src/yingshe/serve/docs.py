@@ -3,12 +3,28 @@ scripts and styles served by the service itself."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 DOCS_ASSETS = "/docs-assets"
+log = logging.getLogger(__name__)
+
+
+def offline_assets() -> Path | None:
+    """The folder of Swagger UI and ReDoc files `fastapi-offline` ships, or None (with a warning
+    that /docs will need the internet) when the package or its files are missing."""
+    static = None
+    if importlib.util.find_spec("fastapi_offline") is not None:
+        static = Path(str(resources.files("fastapi_offline").joinpath("static")))
+    if static is None or not (static / "swagger-ui-bundle.js").is_file():
+        log.warning("fastapi-offline is not installed: /docs and /redoc load their scripts from a CDN")
+        return None
+    return static
 
 
 def offline_docs(app: FastAPI) -> None:
@@ -18,10 +34,7 @@ def offline_docs(app: FastAPI) -> None:
     package is missing."""
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
-    try:
-        static = resources.files("fastapi_offline").joinpath("static")
-    except ModuleNotFoundError:
-        static = None
+    static = offline_assets()
     swagger, redoc = {}, {}
     if static is not None:
         from fastapi.staticfiles import StaticFiles

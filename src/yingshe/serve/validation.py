@@ -2,8 +2,8 @@
 
 Every problem becomes an `InputError` with an HTTP status and a sentence for the client; nothing
 here names a server path, and nothing is decoded before the byte and pixel limits allow it.
-Decoding itself is `data.images.decode_image` through the model's own `preprocess`, the function
-evaluation uses.
+Decoding itself (`decode_checked`, after `check_header`) is `data.images.decode_image` through
+the model's own `preprocess`, the function evaluation uses.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def check_top_k(top_k: int, cfg: ServeConfig) -> None:
         raise InputError(422, f"top_k must be between 1 and {cfg.max_top_k}, not {top_k}", "e.g. ?top_k=3")
 
 
-def decode(data: bytes, classifier: ImageClassifier, cfg: ServeConfig) -> np.ndarray:
-    """Bytes of one uploaded image → uint8 (size, size, channels), or InputError saying why not."""
+def check_header(data: bytes, cfg: ServeConfig) -> tuple[int, int]:
+    """(width, height) of an upload from its header, or InputError: empty, over the byte or
+    pixel limit, or not an image at all. Cheap: nothing is decoded."""
     if not data:
         raise InputError(400, "the image is empty (0 bytes)", "send the image file's bytes")
     if len(data) > cfg.max_bytes:
@@ -63,6 +64,11 @@ def decode(data: bytes, classifier: ImageClassifier, cfg: ServeConfig) -> np.nda
             f"the image is {width}×{height} pixels; this service takes at most {cfg.max_pixels:,} pixels",
             "downscale it first; the model sees it at its own small size anyway",
         )
+    return width, height
+
+
+def decode_checked(data: bytes, classifier: ImageClassifier) -> np.ndarray:
+    """The pixels of an upload `check_header` passed, through the model's own preprocessing."""
     try:
         return classifier.preprocess(data)
     except (UnreadableImage, OSError, ValueError, Image.DecompressionBombError) as err:
