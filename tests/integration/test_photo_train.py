@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,7 @@ def test_predict_equals_evaluate_on_the_centre_crop(photo_run):
     assert report["accuracy"] == pytest.approx(accuracy) and report["data"]["resize"] == SIDE
 
 
-def test_onnx_export_carries_the_crop_and_predicts_as_pytorch(photo_run, photos):
+def test_onnx_export_and_serve_carry_the_crop_and_predict_as_pytorch(photo_run, photos):
     pytest.importorskip("onnxruntime")
     from yingshe.export.onnx import OnnxClassifier
 
@@ -110,6 +111,19 @@ def test_onnx_export_carries_the_crop_and_predicts_as_pytorch(photo_run, photos)
     for a, b in zip(torch_probs, onnx_probs, strict=True):
         assert [c for c, _ in a.top] == [c for c, _ in b.top]
         np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-4)
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from yingshe.serve import ServeConfig
+    from yingshe.serve.app import create_app
+
+    upload = Path(files[0]).read_bytes()
+    with TestClient(create_app(ServeConfig(model=str(result.path), max_wait_ms=1))) as client:
+        answer = client.post("/v1/predict", content=upload, headers={"content-type": "image/jpeg"})
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["top"][0]
+    assert served["class"] == torch_probs[0].top[0][0]
+    assert served["probability"] == pytest.approx(torch_probs[0].top[0][1], abs=1e-4)
 
 
 def framed(size: int, border: int) -> Image.Image:
@@ -148,11 +162,9 @@ def test_evaluation_crops_the_centre_and_the_classifier_crops_the_same(tmp_path)
 
     blob = io.BytesIO()
     framed(64, 12).save(blob, "PNG")
-    predicted = torch.from_numpy(Probe().preprocess(blob.getvalue())).permute(2, 0, 1).float()
-    torch.testing.assert_close(predicted, images[0])
-    torch.testing.assert_close(
-        torch.from_numpy(Probe().preprocess(framed(64, 12))).permute(2, 0, 1).float(), images[0]
-    )
+    for given in (blob.getvalue(), framed(64, 12)):  # bytes are decoded, a PIL image only fitted
+        predicted = torch.from_numpy(np.array(Probe().preprocess(given))).permute(2, 0, 1).float()
+        torch.testing.assert_close(predicted, images[0])
 
 
 def test_prepared_shards_hold_the_larger_side_and_crop_to_the_same_pixels(photos, tmp_path):
