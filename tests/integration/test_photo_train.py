@@ -62,6 +62,7 @@ def photo_run(photos, tmp_path_factory):
     env = {**os.environ, "YINGSHE_CACHE": str(out.parent / "cache")}
     done = subprocess.run([*command, *overrides], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    (out.parent / "cli.log").write_text(done.stdout + done.stderr)
     return out
 
 
@@ -74,6 +75,11 @@ def test_the_cli_trains_photos_with_random_resized_crop_and_records_it(photo_run
     assert report["data"]["crop_pct"] == 0.875
     meta = load_checkpoint(photo_run).meta
     assert (meta.image_size, meta.resize) == (SIZE, SIDE)
+    header = (photo_run.parent / "cli.log").read_text()
+    assert (
+        f"input   {SIZE} px, 3 channel(s), random-resized-crop; evaluated on the centre of {SIDE} px"
+        in header
+    )
 
 
 def test_predict_equals_evaluate_on_the_centre_crop(photo_run):
