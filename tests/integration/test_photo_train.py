@@ -16,10 +16,11 @@ from PIL import Image
 
 import yingshe
 from yingshe.api import eval_batches, training_batches
-from yingshe.config import DataConfig, RunConfig
+from yingshe.config import DataConfig, RunConfig, apply_overrides
 from yingshe.data.augment import Normalize
 from yingshe.data.crop import PhotoTrainBatches, resize_side, resolve_crop_pct
 from yingshe.data.dataset import build_dataset
+from yingshe.errors import YingsheError
 from yingshe.evaluate.metrics import predict_batches
 from yingshe.inference import Classifier, model_from_checkpoint
 from yingshe.runs import load_checkpoint, save_checkpoint
@@ -223,3 +224,6 @@ def test_random_resized_crop_batches_come_at_the_crop_size(photos):
 def test_resize_side_follows_timm():
     assert resize_side(224, 0.875) == 256 and resize_side(32, 0.875) == 36
     assert resize_side(224, None) == 224 and resize_side(224, 1.0) == 224
+    for bad in ("data.crop_pct=0", "data.crop_pct=1.5", "augment.rrc_scale=0"):
+        with pytest.raises(YingsheError, match=bad.split("=")[0]):
+            apply_overrides(RunConfig(), [bad])
