@@ -219,6 +219,10 @@ def test_random_resized_crop_batches_come_at_the_crop_size(photos):
         assert isinstance(batches.batches, PhotoTrainBatches) == (spec == photos)
         x, y, _ = next(iter(batches))
         assert x.shape == (len(y), channels, size, size) and x.dtype == torch.float32
+        cfg.augment.random_resized_crop = False  # crop_pct alone: the padded crop of the centre
+        plain = training_batches(cfg, data, cpu, Normalize(data.mean, data.std), False)
+        x, y, _ = next(iter(plain))
+        assert x.shape == (len(y), channels, size, size)
 
 
 def test_resize_side_follows_timm():
