@@ -75,3 +75,22 @@ def test_a_20_second_budget_finishes_inside_it_on_a_complete_schedule(tmp_path, 
     assert max(lrs.lrs) == pytest.approx(lrs.peak, rel=0.05)  # and the peak was reached on the way
     assert "time budget: 20.0 s" in (tmp_path / "report.md").read_text()
     assert result.accuracy > 0
+
+
+def test_a_run_of_one_step_an_epoch_still_plans_and_ends_inside_its_budget(tmp_path, cifar_folder):
+    """Every step is an epoch's first here, so the plan cannot wait for steps inside an epoch."""
+    cfg = budget_config(tmp_path, cifar_folder, "12s")
+    apply_overrides(cfg, ["data.limit_train=40", "data.val_fraction=0.2", "data.limit_test=32"])
+    started = time.perf_counter()
+    yingshe.train(cfg, progress=False)
+    wall = time.perf_counter() - started
+    budget = json.loads((tmp_path / "report.json").read_text())["time_budget"]
+    assert budget["planned_steps"] is not None and budget["planned_steps"] > 1
+    assert wall <= 12 * 1.5, f"took {wall:.1f} s on a 12 s budget"
+
+
+def test_a_budget_under_torchrun_is_refused_before_any_work(tmp_path, cifar_folder, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(YingsheError, match="torchrun"):
+        yingshe.train(budget_config(tmp_path / "run", cifar_folder, "30s"))
+    assert not (tmp_path / "run").exists()

@@ -88,11 +88,17 @@ class TimeBudget(Callback):
         self.window_start: tuple[int, float] | None = None  # (step, time) the step clock counts from
         self.last_step_end: float | None = None
         self.last_plan_step = 0
+        # warm-up, before the first plan: steps inside epochs are timed across epoch boundaries, so
+        # a run of one or two steps an epoch plans as early as any other
+        self.warm_steps, self.warm_seconds = 0, 0.0
+        self.first_step_end: float | None = None
+        self.epoch_started = started
 
     # --- hooks ------------------------------------------------------------------------------------
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:
         self.window_start = None  # the first step of an epoch carries the loader's start-up
+        self.epoch_started = time.perf_counter()
 
     def on_step_end(self, trainer: Trainer) -> None:
         now, step = time.perf_counter(), trainer.state.step
@@ -100,23 +106,42 @@ class TimeBudget(Callback):
         if boundary and self.last_step_end is not None and self.plan.step_s is not None:
             gap = now - self.last_step_end - self.plan.step_s  # validation, checkpoint, loader restart
             self.plan.epoch_overhead_s = max(0.0, gap)
-        self.last_step_end = now
+        previous, self.last_step_end = self.last_step_end, now
+        if self.plan.planned_steps is None:
+            self.warm_up(trainer, now, previous, boundary)
+            return
         if boundary:
             self.window_start = (step, now)
-            if self.plan.planned_steps is not None:
-                self.replan(trainer, now)
+            self.replan(trainer, now)
             return
         counted = step - self.window_start[0]
-        if self.plan.planned_steps is None:
-            slow = now - self.window_start[1] >= WARMUP_SHARE * self.plan.budget_s  # few, slow steps
-            if counted >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1:
-                self.plan.step_s = (now - self.window_start[1]) / counted
-                self.plan.eval_s_per_image = self.probe_eval(trainer)
-                self.window_start = (step, time.perf_counter())  # the probe is not step time
-                self.replan(trainer, time.perf_counter())
-        elif step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
+        if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
             self.plan.step_s = (now - self.window_start[1]) / counted
             self.replan(trainer, now)
+
+    def warm_up(self, trainer: Trainer, now: float, previous: float | None, boundary: bool) -> None:
+        """Time steps until there are enough (or they have taken their share of the budget, or
+        the loop is about to end), then make the first plan. The run's first step (allocation,
+        start-up) and each epoch's first (loader start-up, validation before it) are not counted,
+        unless no other step comes: then the slowest measure is the safe one."""
+        step = trainer.state.step
+        if self.first_step_end is None:
+            self.first_step_end = now
+        elif not boundary:
+            self.warm_steps, self.warm_seconds = (
+                self.warm_steps + 1,
+                self.warm_seconds + now - (previous or now),
+            )
+        self.window_start = (step, now)
+        slow = now - self.first_step_end >= WARMUP_SHARE * self.plan.budget_s
+        if self.warm_steps >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1:
+            if self.warm_steps:
+                self.plan.step_s = self.warm_seconds / self.warm_steps
+            else:  # one step an epoch: the step with its loader's start-up, the safe side
+                self.plan.step_s = now - self.epoch_started
+            self.plan.eval_s_per_image = self.probe_eval(trainer)
+            self.window_start = (step, time.perf_counter())  # the probe is not step time
+            self.replan(trainer, time.perf_counter())
 
     # --- measuring and planning -------------------------------------------------------------------
 
@@ -161,7 +186,11 @@ class TimeBudget(Callback):
             epochs_left = math.ceil(total / per_epoch) - trainer.state.epoch
             return (total - step) * (plan.step_s or 0.0) + epochs_left * overhead
 
-        low, high = step + 1, step + 1 + int(max(0.0, left) / max(plan.step_s or 1e-9, 1e-9))
+        # at least one more step, unless the plan already ends here: then out of time means stop
+        # (re-granting "one more" at every boundary would never end a run of one step an epoch)
+        at_end = plan.planned_steps is not None and plan.planned_steps <= step
+        low = step if at_end else step + 1
+        high = step + 1 + int(max(0.0, left) / max(plan.step_s or 1e-9, 1e-9))
         if trainer.cfg.train.max_steps:
             high = min(high, max(low, trainer.cfg.train.max_steps))
         while low < high:  # the largest total whose cost fits (cost grows with total)
@@ -210,7 +239,7 @@ def attach_budget(trainer: Trainer, seconds: float, started: float, final_images
     """Add a `TimeBudget` to `trainer`'s callbacks and let the loop run as many epochs as it plans."""
     budget = TimeBudget(seconds, started, final_images, len(trainer.val.split))
     trainer.callbacks.append(budget)
-    trainer.max_epochs = 10**9  # the budget's plan, not train.epochs, decides the length
+    trainer.max_epochs = 10**9  # the budget's plan (made within its first steps) decides the length
     return budget
 
 
