@@ -196,6 +196,12 @@ def train(
     if distributed.env_context().is_main:  # under torchrun rank 0 alone creates the folder
         check_run_folder(cfg.train.out, resumed is not None, cfg.train.exist_ok)  # creates nothing
     budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
+    if budget is not None and distributed.env_context().world > 1:
+        raise YingsheError(
+            "train.time_budget is not supported under torchrun: each rank would plan its own number "
+            "of steps from its own clock, and ranks that stop at different steps hang",
+            "give the distributed run an epoch count (train.epochs), or train on one process",
+        )
     try:
         session = build_training(cfg, resumed, callbacks, progress)
         if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)
@@ -471,8 +477,12 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
             val_split = data.val if data.val is not None else data.test
             val_batches = eval_batches(val_split, data, cfg, device, session.normalize, session.channels_last)
         val_pred = predict_batches(model, val_batches, amp, tta)
+    notes = list(session.trainer.resume_notes)
     if data.multilabel:
         thresholds = store_thresholds(best, best_path, val_pred)
+        if data.val is None:
+            notes.append(THRESHOLDS_ON_TEST)
+            log.warning(THRESHOLDS_ON_TEST)
     if data.val is not None:  # the held-out figures cross-validation and tuning read
         validation = headline(full_metrics(val_pred, data.classes, thresholds))
     skipped = {
@@ -492,7 +502,6 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
         {"name": cfg.model.name, "parameters": count_parameters(model), "checkpoint": str(run.best)},
         thresholds,
     )
-    notes = session.trainer.resume_notes
     report["training"] = TrainingSummary(
         epochs_run=state.epoch,
         steps=state.step,
@@ -518,6 +527,12 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
         ),
     )
     return TrainResult(run.root, report)
+
+
+THRESHOLDS_ON_TEST = (
+    "the per-label thresholds were tuned on the test split (data.val_fraction=0), so the test "
+    "figures at those thresholds are optimistic; hold out a validation split for unbiased ones"
+)
 
 
 def store_thresholds(best: Checkpoint, path: Path, val_pred: Predictions) -> list[float]:
