@@ -237,3 +237,26 @@ def test_export_refuses_a_multilabel_model_and_writes_nothing(multilabel_run, tm
     err = capsys.readouterr().err
     assert "multi-label" in err and "yingshe serve" in err
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_thresholds_tuned_on_the_test_split_are_flagged_in_the_report(manifest: Path, tmp_path: Path):
+    """With no validation split the thresholds come from the test split itself: the report says so."""
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={manifest}",
+            "data.workers=0",
+            "data.val_fraction=0",
+            "train.epochs=1",
+            "train.max_steps=2",
+            "train.batch_size=32",
+            "train.device=cpu",
+            "train.plots=false",
+            "model.kwargs={widths: [8, 8, 8, 8]}",
+            f"train.out={tmp_path}",
+        ],
+    )
+    result = yingshe.train(cfg, progress=False)
+    assert any("tuned on the test split" in note for note in result.report["training"]["notes"])
+    assert "tuned on the test split" in (tmp_path / "report.md").read_text()

@@ -81,6 +81,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"by {training['monitor']}"
             + (f"; {training['stop_reason']}" if training.get("stop_reason") else "")
         )
+        lines += [f"- note: {note}" for note in training.get("notes") or []]
     budget = report.get("time_budget")
     if budget:
         lines.append(
