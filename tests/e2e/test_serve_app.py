@@ -61,12 +61,38 @@ def png(size: tuple[int, int]) -> bytes:
 def test_only_uploads_small_in_bytes_and_pixels_decode_on_the_event_loop():
     cfg = ServeConfig(model="unused.onnx", max_pixels=50_000_000)
     small, flat_huge = png((28, 28)), png((6000, 6000))  # one colour: 6000×6000 compresses to KBs
-    assert len(flat_huge) < 64 * 1024
-    sizes = {name: check_header(data, cfg) for name, data in (("small", small), ("huge", flat_huge))}
+    flat_mp = png((1024, 1024))  # ~1 MP in a few KB: ~30 ms to decode, too long for the loop
+    assert len(flat_huge) < 64 * 1024 and len(flat_mp) < 8 * 1024
+    named = (("small", small), ("huge", flat_huge), ("mp", flat_mp))
+    sizes = {name: check_header(data, cfg) for name, data in named}
     assert decodes_inline(len(small), int(np.prod(sizes["small"])))
     assert not decodes_inline(len(flat_huge), int(np.prod(sizes["huge"])))
+    assert not decodes_inline(len(flat_mp), int(np.prod(sizes["mp"])))
     with pytest.raises(InputError, match="not an image"):
         check_header(b"certainly not an image", cfg)
+
+
+def png_with_text(chunks: int, text_bytes: int) -> bytes:
+    """A 32×32 PNG carrying `chunks` zTXt chunks of `text_bytes` each (zeros: tiny compressed)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for i in range(chunks):
+        info.add_text(f"k{i}", "0" * text_bytes, zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "teal").save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_png_text_metadata_cannot_make_the_server_inflate_megabytes(client):
+    bomb = png_with_text(60, 1_000_000)  # ~60 KB on the wire, 60 MB of text once inflated
+    assert len(bomb) < 200_000
+    refused = client.post("/v1/predict", content=bomb, headers={"content-type": "image/png"})
+    assert refused.status_code == 422 and "text metadata" in refused.json()["error"]
+    assert "strip" in refused.json()["fix"]
+    modest = png_with_text(2, 1_000)  # ordinary metadata still passes
+    answer = client.post("/v1/predict", content=modest, headers={"content-type": "image/png"})
+    assert answer.status_code == 200, answer.text
 
 
 def test_a_huge_flat_png_is_still_answered(client):

@@ -36,6 +36,7 @@ from yingshe.serve.validation import (
     check_header,
     check_top_k,
     decode_checked,
+    limit_png_text,
     too_large,
 )
 
@@ -170,13 +171,14 @@ async def uploads(request: Request, cfg: ServeConfig, field: str, many: bool) ->
 
 
 INLINE_DECODE_BYTES = 64 * 1024  # uploads at most this large and
-INLINE_DECODE_PIXELS = 1 << 20  # at most this many pixels decode on the event loop
+INLINE_DECODE_PIXELS = 1 << 16  # at most this many pixels (256×256) decode on the event loop
 
 
 async def decode_off_loop(data: bytes, classifier: ImageClassifier, cfg: ServeConfig) -> np.ndarray:
-    """`decode`, on a worker thread unless the image is small in bytes and in pixels: a small
+    """`decode`, on a worker thread unless the image is small in bytes and in pixels: a 32×32
     image decodes in a fraction of a millisecond, less than handing it to a thread costs, while a
-    large one (a 35 KB PNG can hold 36 MP of one colour) would stall every other request."""
+    large one (a 35 KB PNG can hold 36 MP of one colour; 1 MP takes ~30 ms) would stall every
+    other request. The header check stays on the loop: `limit_png_text` bounds what it reads."""
     width, height = check_header(data, cfg)  # the header only: cheap, and refusals come first
     if decodes_inline(len(data), width * height):
         return decode_checked(data, classifier)
@@ -189,6 +191,7 @@ def decodes_inline(size: int, pixels: int) -> bool:
 
 def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> FastAPI:
     """The app for `cfg` (its model is loaded now unless `classifier` is given)."""
+    limit_png_text()
     classifier = classifier or load_model(cfg)
     checksum = model_checksum(cfg.model)
     metrics = Metrics()

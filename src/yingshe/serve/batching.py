@@ -88,16 +88,16 @@ class DynamicBatcher:
             await self._run(loop, jobs)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        arrays = np.concatenate([job.arrays for job in jobs])
         try:
+            arrays = np.concatenate([job.arrays for job in jobs])
             probs = await loop.run_in_executor(self.executor, self.infer, arrays)
+            if self.on_batch is not None:
+                self.on_batch(len(arrays))
         except Exception as err:  # handed to every waiting request; the loop itself goes on
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
-        if self.on_batch is not None:
-            self.on_batch(len(arrays))
         start = 0
         for job in jobs:
             end = start + len(job.arrays)

@@ -11,13 +11,26 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from yingshe.data.images import UnreadableImage, image_header
 from yingshe.inference import ImageClassifier, readable_reason
 from yingshe.serve.config import ServeConfig
 
 RAW_TYPES = ("image/", "application/octet-stream")  # raw-body content types taken as an image
+
+# PNG text chunks (tEXt/zTXt/iTXt) are read when the file is opened, before any pixel limit can
+# apply: Pillow's defaults let one 60 KB upload inflate 60 MB of zTXt, half a second of one core.
+PNG_TEXT_CHUNK = 64 * 1024  # decompressed bytes of one text chunk
+PNG_TEXT_TOTAL = 512 * 1024  # of all text chunks in one file
+_TEXT_LIMIT_MESSAGES = ("Decompressed Data Too Large", "Too much memory used in text chunks")
+
+
+def limit_png_text() -> None:
+    """Cap PNG text metadata for this process (Pillow's limits are module settings). A server
+    process reads only clients' images, so the cap costs nothing legitimate."""
+    PngImagePlugin.MAX_TEXT_CHUNK = PNG_TEXT_CHUNK
+    PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_TOTAL
 
 
 class InputError(Exception):
@@ -52,12 +65,17 @@ def check_header(data: bytes, cfg: ServeConfig) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: handled just below
             width, height, _ = image_header(data)
-    except Exception as err:  # anything Pillow cannot even open is not an image
+    except ValueError as err:
+        if not str(err).startswith(_TEXT_LIMIT_MESSAGES):
+            raise not_an_image() from err
         raise InputError(
-            415,
-            "the upload is not an image in a format this service reads",
-            "send a JPEG, PNG, GIF, BMP, WebP or TIFF file",
+            422,
+            f"the PNG's text metadata is larger than this service reads ({PNG_TEXT_CHUNK // 1024} KiB "
+            f"a chunk, {PNG_TEXT_TOTAL // 1024} KiB in all)",
+            "strip the metadata (e.g. `mogrify -strip image.png`) and send it again",
         ) from err
+    except Exception as err:  # anything Pillow cannot even open is not an image
+        raise not_an_image() from err
     if width * height > cfg.max_pixels:
         raise InputError(
             413,
@@ -65,6 +83,14 @@ def check_header(data: bytes, cfg: ServeConfig) -> tuple[int, int]:
             "downscale it first; the model sees it at its own small size anyway",
         )
     return width, height
+
+
+def not_an_image() -> InputError:
+    return InputError(
+        415,
+        "the upload is not an image in a format this service reads",
+        "send a JPEG, PNG, GIF, BMP, WebP or TIFF file",
+    )
 
 
 def decode_checked(data: bytes, classifier: ImageClassifier) -> np.ndarray:
