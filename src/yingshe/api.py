@@ -21,6 +21,7 @@ from torch import nn
 from yingshe.config import DataConfig, RunConfig, load_config, save_yaml, set_value, validate
 from yingshe.data import pack
 from yingshe.data.augment import BatchAugment, Normalize, per_image_policy
+from yingshe.data.crop import checkpoint_crop_pct, photo_training, resolve_crop_pct, stored_side
 from yingshe.data.dataset import (
     DatasetSpec,
     build_dataset,
@@ -100,6 +101,7 @@ def checkpoint_meta(cfg: RunConfig, data: DatasetSpec) -> CheckpointMeta:
         flip_invariant=data.flip_invariant,
         data=DataRecord(cfg.data.spec, data.description, splits_fingerprint(data)),
         task=data.task,
+        resize=data.resize,
     )
 
 
@@ -134,11 +136,12 @@ def eval_batches(
     rank: int = 0,
     world: int = 1,
 ) -> DeviceBatches:
-    """Batches of a split in order; with (rank, world), this rank's share of it."""
+    """Batches of a split in order; with (rank, world), this rank's share of it. Images are read
+    at the stored side and centre-cropped to the image size (data.crop_pct; data/crop.py)."""
     batch_size = max(1, (cfg.train.eval_batch_size or 2 * cfg.train.batch_size) // world)
     batches = make_batches(
         split,
-        data.image_size,
+        stored_side(data),
         data.channels,
         batch_size,
         train=False,
@@ -146,7 +149,8 @@ def eval_batches(
         rank=rank,
         world=world,
     )
-    return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict)
+    crop = data.image_size
+    return DeviceBatches(batches, split, device, normalize, None, channels_last, cfg.data.strict, crop)
 
 
 @dataclass
@@ -303,6 +307,7 @@ def build_training(
     if plan is not None and known_stats is None:
         known_stats = plan.stats
     log.info("reading %s …", cfg.data.spec)
+    resolve_crop_pct(cfg)  # before config.yaml is written: it records the crop it evaluates with
     data = build_dataset(cfg.data, cfg.train.seed, stats=known_stats)
     if resumed is not None:
         check_same_splits(resumed.meta, data, str(cfg.train.out))
@@ -376,10 +381,25 @@ def training_batches(
     """Shuffled, augmented training batches on the device; under torchrun, this rank's share of
     the epoch in batches of `batch_size` (its share of the global batch)."""
     ctx = ctx or distributed.DistContext()
+    if cfg.augment.random_resized_crop:  # photos: crops of the whole image, not of its centre
+        batches, augment = photo_training(
+            cfg,
+            data.train,
+            (data.image_size, stored_side(data), data.channels),
+            batch_size or cfg.train.batch_size,
+            data.flip_invariant,
+            data.num_classes,
+            transform=per_image_policy(cfg.augment.policy),
+            weights=balanced_sampling(cfg, data),
+            rank=ctx.rank,
+            world=ctx.world,
+            normalize=normalize if device.type == "cpu" else None,  # a GPU normalises the uint8 crops
+        )
+        return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)
     batches = make_batches(
         data.train,
-        data.image_size,
+        stored_side(data),
         data.channels,
         batch_size or cfg.train.batch_size,
         train=True,
@@ -391,7 +411,8 @@ def training_batches(
         rank=ctx.rank,
         world=ctx.world,
     )
-    return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
+    strict, crop = cfg.data.strict, data.image_size  # data.crop_pct < 1: the padded crop of the centre
+    return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, strict, crop)
 
 
 def training_callbacks(
@@ -530,7 +551,16 @@ def data_summary(cfg: DataConfig, data: DatasetSpec) -> dict[str, Any]:
         "mean": data.mean,
         "std": data.std,
         "notes": data.notes,
+        **preprocessing_summary(cfg, data),
     }
+
+
+def preprocessing_summary(cfg: DataConfig, data: DatasetSpec | CheckpointMeta) -> dict[str, Any]:
+    """What a report says about the crop, where there is one: the side images were resized to
+    before the centre crop (evaluation) and data.crop_pct."""
+    if stored_side(data) == data.image_size:
+        return {}
+    return {"resize": stored_side(data), "crop_pct": cfg.crop_pct}
 
 
 def split_report(
@@ -591,6 +621,7 @@ def evaluate(
     cfg = RunConfig.from_dict(loaded.config)
     size, channels = meta.image_size, meta.channels
     cfg.data.image_size, cfg.data.channels = size, channels
+    cfg.data.crop_pct = checkpoint_crop_pct(size, meta.resize)
     if data == cfg.data.spec:  # naming the training data is asking for its own splits
         data = None
     folder = evaluation_folder(Path(checkpoint), data, split, out)  # checked now, made once written
@@ -602,7 +633,9 @@ def evaluate(
         description, notes = dataset.description, dataset.notes
         spec = cfg.data.spec
     else:
-        chosen, classes, description, notes = other_data_split(data, split, cfg.data, size, channels)
+        chosen, classes, description, notes = other_data_split(
+            data, split, cfg.data, stored_side(meta), channels
+        )
         sizes, spec = (0, 0, len(chosen) if chosen is not None else 0), data
     if chosen is None:
         raise YingsheError(f"split {split!r} is not available", "use test, val or train")
@@ -627,6 +660,7 @@ def evaluate(
         "mean": meta.mean,
         "std": meta.std,
         "notes": notes,
+        **preprocessing_summary(cfg.data, meta),
     }
     report = split_report(
         f"{meta.model.name} evaluated on {spec} ({split})",

@@ -63,6 +63,7 @@ class DataConfig:
     exclude: str | None = None  # file of image keys to leave out (exclude.txt of `yingshe data check`)
     dedupe: bool = False  # keep one of each set of exact copies; drop training copies of test images
     imbalance: float | None = None  # long-tailed train split: class c keeps n_max·ratio^(−c/(K−1)) images
+    crop_pct: float | None = None  # eval: short side image_size/crop_pct, centre crop; None: RRC 0.875 else 1
 
 
 @dataclass
@@ -78,6 +79,8 @@ class AugmentConfig:
     erasing: float = 0.0  # probability of random erasing (cutout) per image
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 is off
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 is off
+    random_resized_crop: bool = False  # photos: Inception-style random-resized-crop + flip, no padded crop
+    rrc_scale: float = 0.08  # random_resized_crop: smallest crop, as a fraction of the image's area (max 1)
 
 
 @dataclass
@@ -381,6 +384,7 @@ RANGES: dict[str, Range] = {
     "data.workers": NOT_NEGATIVE,
     "data.max_file_mb": POSITIVE,
     "data.max_pixels": AT_LEAST_1,
+    "data.crop_pct": Range(0, 1, open_low=True),
     "augment.crop_padding": NOT_NEGATIVE,
     "augment.rotate": Range(0, 180),
     "augment.translate": PROBABILITY,
@@ -388,6 +392,7 @@ RANGES: dict[str, Range] = {
     "augment.erasing": PROBABILITY,
     "augment.mixup": NOT_NEGATIVE,
     "augment.cutmix": NOT_NEGATIVE,
+    "augment.rrc_scale": Range(0, 1, open_low=True),
     "optim.lr": POSITIVE,
     "optim.weight_decay": NOT_NEGATIVE,
     "optim.momentum": Range(0, 1, open_high=True),

@@ -83,15 +83,18 @@ class ImageClassifier:
     image_size: int
     channels: int
     source: str = ""  # what was loaded, for `GET /v1/model` and messages
+    resize: int | None = None  # short side before the centre `image_size` crop (data.crop_pct); None: none
     multilabel: bool = False  # sigmoid scores per label; `labels` are those above `thresholds`
     thresholds: list[float] | None = None  # multi-label: one per class, tuned on validation
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
-        """Any accepted input → uint8 (size, size, channels), exactly as in evaluation."""
+        """Any accepted input → uint8 (size, size, channels), exactly as in evaluation (with
+        `resize`: the short side resized to it, then the centre `image_size` square)."""
+        size, resize = self.image_size, self.resize
         if isinstance(image, (str, Path)):
-            return decode_image(read_file(image), self.image_size, self.channels, printable_path(image))
+            return decode_image(read_file(image), size, self.channels, printable_path(image), resize)
         if isinstance(image, bytes):
-            return decode_image(image, self.image_size, self.channels)
+            return decode_image(image, size, self.channels, resize=resize)
         if isinstance(image, np.ndarray):
             image = array_to_image(image)
         if not isinstance(image, Image.Image):
@@ -99,7 +102,7 @@ class ImageClassifier:
                 f"cannot read a {type(image).__name__} as an image: pass a path, bytes, "
                 "a PIL image or a uint8 array"
             )
-        array = np.asarray(fit_square(to_mode(image, self.channels), self.image_size), dtype=np.uint8)
+        array = np.asarray(fit_square(to_mode(image, self.channels), size, resize), dtype=np.uint8)
         return array[:, :, None] if array.ndim == 2 else array
 
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
@@ -169,6 +172,7 @@ class Classifier(ImageClassifier):
         self.checkpoint = checkpoint
         self.classes = list(meta.classes)
         self.image_size = meta.image_size
+        self.resize = meta.resize
         self.channels = meta.channels
         self.device = resolve_device(device)
         self.model = model_from_checkpoint(checkpoint).to(self.device).eval()

@@ -70,6 +70,10 @@ def data_family(data: DataConfig) -> str:
 # this CPU (AVX-512, oneDNN) it runs the fast step 1.5× faster than NCHW, and on CUDA it feeds the
 # tensor cores (bench/step_efficiency.py). amp stays `auto`: bf16 on GPU, fp32 on CPU (bf16 slower).
 _SGD = {"name": "sgd", "momentum": 0.9, "schedule": "onecycle", "label_smoothing": 0.2}
+# Photos (family `large`) train as timm and torchvision do: a random-resized-crop of 8–100 % of the
+# image plus a flip, evaluated on the centre crop of the image resized to image_size / 0.875
+# (data/crop.py); data.crop_pct follows from random_resized_crop, so a key=value override wins.
+_PHOTO = {"random_resized_crop": True, "rrc_scale": 0.08}
 
 
 @RECIPES.register("fast")
@@ -92,9 +96,9 @@ def fast(family: str) -> dict[str, Any]:
             "optim": {**_SGD, "lr": 0.2, "weight_decay": 5e-4, "warmup_epochs": 1.0},
             "train": {"epochs": 8, "batch_size": 256, "channels_last": True, "tta_flip": True},
         }
-    return {  # large images: an ImageNet-stem ResNet-18, mixed precision on GPU
+    return {  # large images: an ImageNet-stem ResNet-18, mixed precision on GPU, trained the timm way
         "model": {"name": "resnet18"},
-        "augment": {"crop_padding": None, "hflip": None},
+        "augment": {"hflip": None, **_PHOTO},
         "optim": {**_SGD, "lr": 0.1, "weight_decay": 5e-4, "label_smoothing": 0.1, "warmup_epochs": 1.0},
         "train": {"epochs": 15, "batch_size": 128, "tta_flip": True},
     }
@@ -121,7 +125,7 @@ def best(family: str) -> dict[str, Any]:
         }
     return {
         "model": {"name": "resnet18"},
-        "augment": {"crop_padding": None, "hflip": None, "policy": "trivialaugment", "erasing": 0.25},
+        "augment": {"hflip": None, "policy": "trivialaugment", "erasing": 0.25, **_PHOTO},
         "optim": {**_SGD, "lr": 0.1, "weight_decay": 5e-4, "label_smoothing": 0.1, "warmup_epochs": 2.0},
         "train": {"epochs": 60, "batch_size": 128, "tta_flip": True, "ema": 0.9998},
     }
@@ -156,7 +160,7 @@ def with_pretrained_backbone(name: str, overrides: dict[str, Any]) -> dict[str, 
     log.warning("recipe %s (large): fine-tuning torchvision:%s from %s", name, backbone, file)
     epochs = {"fast": 5}.get(name, 15)
     return {
-        "augment": {"crop_padding": None, "hflip": None},
+        "augment": {"hflip": None, **_PHOTO},
         "optim": {**_SGD, "lr": 0.01, "weight_decay": 1e-4, "label_smoothing": 0.1, "warmup_epochs": 0.5},
         "train": {"epochs": epochs, "batch_size": 64, "tta_flip": True},
         "finetune": {"source": f"torchvision:{backbone}", "strategy": "full", "head_lr_mult": 10.0},

@@ -95,6 +95,7 @@ class CheckpointMeta:
     data: DataRecord | None = None
     task: str = "multiclass"  # or "multilabel": sigmoid scores, every label above its threshold
     thresholds: list[float] | None = None  # multi-label: per-label thresholds tuned on validation
+    resize: int | None = None  # short side before the centre `image_size` crop (data.crop_pct); None: none
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class CheckpointMeta:
             "data": self.data.to_dict() if self.data is not None else None,
             "task": self.task,
             "thresholds": list(self.thresholds) if self.thresholds is not None else None,
+            **({"resize": self.resize} if self.resize else {}),  # only where there is a centre crop
         }
 
     @classmethod
@@ -124,6 +126,7 @@ class CheckpointMeta:
             DataRecord.from_dict(data) if data else None,
             str(d.get("task") or "multiclass"),  # checkpoints from before multi-label: single-label
             [float(t) for t in d["thresholds"]] if d.get("thresholds") is not None else None,
+            int(d["resize"]) if d.get("resize") else None,  # checkpoints from before crop_pct: none
         )
 
 

@@ -90,3 +90,73 @@ def test_a_split_that_is_not_prepared_is_refused(cifar_folder):
     data = build_dataset(DataConfig(spec=str(cifar_folder), prepared="off", image_size=32))
     with pytest.raises(ValueError, match="prepared"):
         PackedCrops(data.train, 24, 8)
+
+
+def test_a_sampler_orders_the_batches_and_a_resumed_epoch_skips_without_drawing(prepared):
+    """With the sampler the workers' loaders use (a global permutation per epoch), each batch is
+    the gathered, cropped, normalised batch of its sorted indices; `skip_batches` leaves the
+    first out without cutting them or drawing their boxes."""
+    import numpy as np
+
+    from yingshe.data.loader import EpochBatches, EpochShuffle
+    from yingshe.data.stream import to_batch
+
+    def crops(skip: int = 0) -> PackedCrops:
+        sampler = EpochBatches(EpochShuffle(len(prepared), seed=5), 8, merge_tail=True)
+        source = PackedCrops(prepared, 32, 8, normalize=NORM, threads=2, batches=sampler)
+        source.set_epoch(2)
+        source.skip_batches(skip)
+        return source
+
+    def reference(idx: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        positions = np.sort(idx.numpy())
+        labels = prepared.labels[positions]
+        batch = to_batch(prepared.packed.take(positions), labels, positions, positions >= 0)
+        return positions, ResizedCropAugment(32)(batch.images, batch.labels, NORM)[0]
+
+    torch.manual_seed(7)
+    got = [(b.images.clone(), b.index) for b in crops()]
+    order = EpochBatches(EpochShuffle(len(prepared), seed=5), 8, merge_tail=True)
+    order.sampler.set_epoch(2)
+    batches = list(order.batches())
+    assert len(got) == len(batches) == 3
+    torch.manual_seed(7)
+    for (images, index), idx in zip(got, batches, strict=True):
+        positions, want = reference(idx)
+        assert index.tolist() == positions.tolist() and torch.equal(images, want)
+    torch.manual_seed(7)
+    resumed = [(b.images.clone(), b.index) for b in crops(skip=1)]
+    torch.manual_seed(7)  # the skipped batch drew nothing: the next one gets the first draws
+    positions, want = reference(batches[1])
+    assert len(resumed) == 2 and resumed[0][1].tolist() == positions.tolist()
+    assert torch.equal(resumed[0][0], want)
+
+
+def test_yingshe_train_cuts_prepared_photos_with_packed_crops(tmp_path, cifar_members):
+    from yingshe.api import training_batches
+    from yingshe.config import RunConfig
+    from yingshe.data.crop import resolve_crop_pct
+
+    root = tmp_path / "photos"
+    for cls in ("cat", "ship"):
+        (root / cls).mkdir(parents=True)
+        for i, blob in enumerate(cifar_members["train"][cls][:8]):
+            image = Image.open(io.BytesIO(blob)).convert("RGB").resize((56, 44), Image.Resampling.BICUBIC)
+            image.save(root / cls / f"{i:03d}.jpg", quality=90)
+    cfg = RunConfig()
+    cfg.augment.random_resized_crop = True
+    cfg.data = DataConfig(
+        spec=str(root), image_size=24, prepared="always", cache_dir=str(tmp_path / "c"), val_fraction=0
+    )
+    cfg.train.batch_size = 4
+    resolve_crop_pct(cfg)
+    data = build_dataset(cfg.data, 0)
+    assert data.train.packed is not None and data.train.packed.image_size > 24
+    batches = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
+    assert isinstance(batches.batches, PackedCrops) and batches.batches.norm is not None
+    seen = list(batches)
+    assert sum(len(y) for _, y, _ in seen) == len(data.train)
+    for x, y, _ in seen:
+        assert x.shape == (len(y), 3, 24, 24) and x.dtype == torch.float32
+    pixels = torch.cat([x for x, _, _ in seen])
+    assert abs(float(pixels.mean())) < 0.6 and 0.5 < float(pixels.std()) < 1.6  # normalised once, not twice

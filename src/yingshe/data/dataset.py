@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from yingshe.config import DataConfig
+from yingshe.data.crop import resize_side
 from yingshe.data.curate import curate, long_tail
 from yingshe.data.download import ProgressFn
 from yingshe.data.images import UnreadableImage, decode_image, image_header, set_limits
@@ -52,6 +53,7 @@ class DatasetSpec:
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # refused while reading the source
     task: str = "multiclass"  # or "multilabel" (labels are (N, K) multi-hot rows)
+    resize: int | None = None  # side the splits are decoded/stored at before the centre crop (crop_pct)
 
     @property
     def multilabel(self) -> bool:
@@ -87,18 +89,23 @@ def build_dataset(
 ) -> DatasetSpec:
     """`stats`: the normalisation a checkpoint already carries (resume, evaluate), so the training
     pixels are not sampled and decoded again to measure it."""
+    source = read_spec(cfg, progress)
+    size = cfg.image_size
+    if size is None and (cfg.crop_pct or 1) < 1 and "train" in source.splits:
+        size = native_size(source.splits["train"])  # the source's: shards hold the larger side
     if cfg.exclude or cfg.dedupe:  # lists name source images, so curate the source itself
-        data = curate(skip_prepared(read_spec(cfg, progress), cfg), cfg.exclude, cfg.dedupe)
+        data = curate(skip_prepared(source, cfg), cfg.exclude, cfg.dedupe)
     else:
-        data = use_prepared(read_spec(cfg, progress), cfg)
+        data = use_prepared(source, cfg)
     train, val, test, notes = choose_splits(data, cfg, seed)
     notes += missing_test_classes(test, data.classes)
     channels = cfg.channels or data.channels or detect_channels(train)
     if channels not in (1, 3):
         raise YingsheError(f"data.channels must be 1 or 3, got {channels}", "set channels=1 or 3")
-    size = cfg.image_size or native_size(train)
-    train, val, test = (fit_split(s, size, channels) if s is not None else None for s in (train, val, test))
-    mean, std = stats or channel_stats(train, size, channels)
+    size = size or native_size(train)
+    side = resize_side(size, cfg.crop_pct)  # data.crop_pct < 1: decoded larger, centre-cropped in batches
+    train, val, test = (fit_split(s, side, channels) if s is not None else None for s in (train, val, test))
+    mean, std = stats or channel_stats(train, side, channels)
     return DatasetSpec(
         description=data.description,
         classes=data.classes,
@@ -113,6 +120,7 @@ def build_dataset(
         notes=data.notes + notes,
         skipped=dict(data.skipped),
         task=data.task,
+        resize=side if side != size else None,
     )
 
 
@@ -142,7 +150,7 @@ def use_prepared(data: SourceData, cfg: DataConfig) -> SourceData:
         return data
     train = data.splits["train"]
     channels = cfg.channels or data.channels or detect_channels(train)
-    size = cfg.image_size or native_size(train)
+    size = resize_side(cfg.image_size or native_size(train), cfg.crop_pct)  # shards at the stored side
     if channels not in (1, 3):
         return data  # build_dataset names the error
     return resolve_prepared(data, size, channels, cfg.prepared, cfg.cache_dir, cfg.workers)
@@ -276,7 +284,8 @@ def fit_split(split: Split, size: int, channels: int) -> Split:
     if split.packed is not None and split.packed.image_shape != (size, size, channels):
         raise YingsheError(
             f"the data was prepared at {split.packed.image_shape}, not ({size}, {size}, {channels})",
-            "train at the prepared size, or prepare again with `yingshe data prepare --image-size`",
+            "train at the prepared size (with data.crop_pct < 1, shards hold image_size/crop_pct), "
+            "or prepare again with `yingshe data prepare --image-size`",
         )
     if split.images is None:
         return split

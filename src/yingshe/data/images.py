@@ -195,22 +195,50 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image if image.mode == target else image.convert(target)
 
 
-def fit_square(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` (antialiased) and crop the centre square."""
+def fit_square(image: Image.Image, size: int, resize: int | None = None) -> Image.Image:
+    """Resize the shorter side to `resize` (antialiased), crop the centre `resize` square, then
+    its centre `size` square (`resize` None or `size`: one square of `size`, the whole short side).
+
+    The two crops are the definition, not a shortcut: prepared shards store the `resize` square
+    and `centre_crop` takes `size` from it in the batch, so every path lands on the same pixels."""
+    side = resize or size
     width, height = image.size
-    if (width, height) == (size, size):
+    if (width, height) != (side, side):
+        scale = side / min(width, height)
+        new_w, new_h = max(side, round(width * scale)), max(side, round(height * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        left, top = (new_w - side) // 2, (new_h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if side == size:
         return image
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
+    offset = centre_offset(side, size)
+    return image.crop((offset, offset, offset + size, offset + size))
 
 
-def decode_image(data: bytes, size: int, channels: int, name: str = "<bytes>") -> np.ndarray:
-    """Bytes of any supported format → uint8 array (size, size, channels)."""
-    image = open_image(data, name, draft_size=size)
-    image = fit_square(to_mode(image, channels), size)
+def centre_offset(side: int, size: int) -> int:
+    """Where the centre `size` square of a `side` square starts (every centre crop uses this)."""
+    if size > side:
+        raise ValueError(f"cannot centre-crop {size} px from {side} px")
+    return (side - size) // 2
+
+
+def centre_crop(images, size: int):
+    """(..., S, S) array or tensor → its centre (..., size, size), at `centre_offset` (a view;
+    the input itself when it is `size` already): the batch side of `fit_square`'s second crop."""
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    top, left = centre_offset(height, size), centre_offset(width, size)
+    return images[..., top : top + size, left : left + size]
+
+
+def decode_image(
+    data: bytes, size: int, channels: int, name: str = "<bytes>", resize: int | None = None
+) -> np.ndarray:
+    """Bytes of any supported format → uint8 array (size, size, channels); with `resize`, the
+    short side goes to `resize` and the centre `size` square is kept (`fit_square`)."""
+    image = open_image(data, name, draft_size=resize or size)
+    image = fit_square(to_mode(image, channels), size, resize)
     array = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     return array[:, :, None] if array.ndim == 2 else array
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from yingshe.data.augment import BatchAugment, Normalize
 from yingshe.data.batch import Batch, BatchSource, default_workers
 from yingshe.data.decode import decode_many
-from yingshe.data.images import UnreadableImage, decode_image
+from yingshe.data.images import UnreadableImage, centre_crop, decode_image
 from yingshe.data.splits import Split
 from yingshe.data.stream import PackedBatches, StreamBatches, shard_batches
 
@@ -264,7 +264,8 @@ class DeviceBatches:
 
     Yields (inputs float (B, C, H, W), targets (B,) int or (B, K) soft, labels (B,) int).
     Multi-label splits yield labels (B, K) 0/1 and targets (B, K) float multi-hot (mixed or not).
-    Names of dropped files accumulate in `skipped`.
+    Names of dropped files accumulate in `skipped`. With `crop`, images stored larger (data.crop_pct
+    < 1) are centre-cropped to `crop` before anything else (`images.centre_offset`).
     """
 
     def __init__(
@@ -276,8 +277,9 @@ class DeviceBatches:
         augment: BatchAugment | None = None,
         channels_last: bool = False,
         strict: bool = False,
+        crop: int | None = None,
     ):
-        self.batches, self.split, self.device = batches, split, device
+        self.batches, self.split, self.device, self.crop = batches, split, device, crop
         self.normalize, self.augment = normalize.to(device), augment
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict = strict
@@ -314,6 +316,8 @@ class DeviceBatches:
                 images, labels = images[batch.ok], labels[batch.ok]
                 if len(labels) == 0:
                     continue
+            if self.crop is not None and images.shape[-1] != self.crop:
+                images = centre_crop(images, self.crop).contiguous()
             if cuda:
                 images, labels = pinned(images), pinned(labels)
             images = images.to(self.device, non_blocking=cuda)

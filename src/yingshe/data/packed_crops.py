@@ -19,6 +19,7 @@ the same float operations.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from torch import Tensor
 from yingshe.data.augment import Normalize, draw_boxes, resize_box
 from yingshe.data.batch import Batch
 from yingshe.data.buffers import BufferRing
+from yingshe.data.loader import EpochBatches
 from yingshe.data.splits import Split
 from yingshe.data.stream import PackedBatches
 
@@ -61,12 +63,18 @@ class PackedCrops:
         ring: int = 3,
         rank: int = 0,
         world: int = 1,
+        batches: EpochBatches | None = None,
     ) -> None:
         if split.packed is None:
             raise ValueError("PackedCrops serves prepared (packed) splits only")
+        # the order: `batches` (a global permutation per epoch, or weighted draws, as the workers'
+        # loaders use), else PackedBatches' shard windows (sequential reads; shards keep the
+        # source's order, so a window of a class-sorted folder holds few classes)
+        self.batches = batches
         self.order = PackedBatches(
             split, batch_size, shuffle=True, seed=seed, merge_tail=True, rank=rank, world=world
         )
+        self.skip = 0
         self.packed, self.labels, self.size = split.packed, split.labels, size
         self.scale, self.ratio, self.flip = scale, ratio, flip
         self.threads = max(1, threads)
@@ -78,14 +86,34 @@ class PackedCrops:
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
+        if self.batches is not None:
+            self.batches.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        """Leave out the epoch's first `count` batches (a resumed epoch): not cut, no boxes drawn."""
+        self.skip = count
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.batches) if self.batches is not None else len(self.order)
+
+    def parts(self) -> Iterator[tuple[np.ndarray, int, int]]:
+        """(sorted view positions, batch size, offset in the batch), as `PackedBatches.parts`."""
+        if self.batches is None:
+            with contextlib.closing(self.order.parts()) as parts:
+                yield from parts
+            return
+        for idx in self.batches.batches():
+            yield np.sort(idx.numpy()), len(idx), 0
 
     def __iter__(self) -> Iterator[Batch]:
         side, _, channels = self.packed.image_shape
         out, boxes, labels, index = None, [], [], []
-        for positions, size, offset in self.order.parts():
+        number = -1  # of the batch being cut
+        for positions, size, offset in self.parts():
+            if offset == 0:
+                number += 1
+            if number < self.skip:
+                continue
             if offset == 0:
                 boxes = draw_boxes(size, side, side, self.scale, self.ratio, self.flip)
                 out = self.ring.take((size, channels, self.size, self.size))

@@ -38,10 +38,12 @@ from yingshe.data.splits import Split
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
 
-def draw_box(width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """(left, top, box width, box height): `SCALE` of the area, aspect log-uniform in `RATIO`,
+def draw_box(
+    width: int, height: int, rng: np.random.Generator, scale: tuple[float, float] = SCALE
+) -> tuple[int, int, int, int]:
+    """(left, top, box width, box height): `scale` of the area, aspect log-uniform in `RATIO`,
     clamped to the image (as `augment.random_resized_crop`)."""
-    area = rng.uniform(*SCALE) * width * height
+    area = rng.uniform(*scale) * width * height
     aspect = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
     bw = int(min(max(round(math.sqrt(area * aspect)), 1), width))
     bh = int(min(max(round(math.sqrt(area / aspect)), 1), height))
@@ -56,10 +58,18 @@ def crop_resize(image: Tensor, box: tuple[int, int, int, int], size: int, mirror
     return out.flip(-1) if mirror else out
 
 
-def decode_crop(data: bytes, size: int, channels: int, rng: np.random.Generator, name: str) -> Tensor:
+def decode_crop(
+    data: bytes,
+    size: int,
+    channels: int,
+    rng: np.random.Generator,
+    name: str,
+    scale: tuple[float, float] = SCALE,
+    flip: bool = True,
+) -> Tensor:
     """One photo → its random-resized crop, decoded at the smallest scale that still covers it."""
     frame = jpeg_frame(data)
-    box = draw_box(frame[0], frame[1], rng) if frame else None
+    box = draw_box(frame[0], frame[1], rng, scale) if frame else None
     reduce = min(box[2], box[3]) // size if box else 1
     if frame and frame[2] == channels and reduce < 2 and decode_jpeg is not None:
         with warnings.catch_warnings():
@@ -85,23 +95,33 @@ def decode_crop(data: bytes, size: int, channels: int, rng: np.random.Generator,
     height, width = image.shape[1:]
     if box is None or (frame[0], frame[1]) != (width, height):  # drafted, rotated, or not a JPEG
         if box is not None and (frame[0], frame[1]) == (height, width):  # EXIF-rotated: redraw
-            box = draw_box(width, height, rng)
+            box = draw_box(width, height, rng, scale)
         elif box is not None:  # drafted: the same box, scaled
             sx, sy = width / frame[0], height / frame[1]
             box = (int(box[0] * sx), int(box[1] * sy), max(1, int(box[2] * sx)), max(1, int(box[3] * sy)))
         else:
-            box = draw_box(width, height, rng)
-    return crop_resize(image, box, size, bool(rng.random() < 0.5))
+            box = draw_box(width, height, rng, scale)
+    return crop_resize(image, box, size, flip and bool(rng.random() < 0.5))
 
 
 class PhotoCrops(Dataset):
     """A split's training images (encoded files, or prepared shards stored above `size`) as
-    random-resized crops of `size`, a batch per `__getitems__` call."""
+    random-resized crops of `size` (area fraction in `scale`, mirrored at random with `flip`), a
+    batch per `__getitems__` call."""
 
-    def __init__(self, split: Split, size: int, channels: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        size: int,
+        channels: int,
+        seed: int = 0,
+        scale: tuple[float, float] = SCALE,
+        flip: bool = True,
+    ) -> None:
         if split.files is None and split.packed is None:
             raise ValueError("PhotoCrops reads encoded files or prepared shards, not decoded arrays")
         self.split, self.size, self.channels, self.seed = split, size, channels, seed
+        self.scale, self.flip = scale, flip
 
     def __len__(self) -> int:
         return len(self.split)
@@ -115,14 +135,16 @@ class PhotoCrops(Dataset):
             stored = torch.from_numpy(self.split.packed.take(np.asarray(indices))).permute(0, 3, 1, 2)
             height, width = stored.shape[2:]
             for k in range(len(indices)):
-                box = draw_box(width, height, rng)
-                images[k] = crop_resize(stored[k], box, self.size, bool(rng.random() < 0.5))
+                box = draw_box(width, height, rng, self.scale)
+                images[k] = crop_resize(stored[k], box, self.size, self.flip and bool(rng.random() < 0.5))
             return Batch(images, labels, torch.tensor(indices), torch.ones(len(indices), dtype=torch.bool))
         ok = torch.zeros(len(indices), dtype=torch.bool)
         for k, i in enumerate(indices):
             name = self.split.name(i)
             try:
-                images[k] = decode_crop(self.split.files.read(i), self.size, self.channels, rng, name)
+                images[k] = decode_crop(
+                    self.split.files.read(i), self.size, self.channels, rng, name, self.scale, self.flip
+                )
                 ok[k] = True
             except (UnreadableImage, OSError, ValueError):
                 pass  # flagged not ok; DeviceBatches names the reason

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from yingshe.data.augment import Normalize
+from yingshe.data.images import centre_crop
 from yingshe.data.loader import SplitDataset
 from yingshe.data.splits import Split
 from yingshe.evaluate import plots
@@ -87,7 +88,8 @@ def report_figures(
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION_NORMALISED, True)
     plots.reliability_diagram(report["calibration"], report["ece"], folder / RELIABILITY)
     names += [CONFUSION, CONFUSION_NORMALISED, RELIABILITY]
-    errors = error_examples(pred, model, normalize, split, skipped, image_size, channels, classes)
+    side = report["data"].get("resize", image_size)  # data.crop_pct: decoded larger, centre-cropped
+    errors = error_examples(pred, model, normalize, split, skipped, (image_size, side), channels, classes)
     if errors["rows"]:
         plots.error_grid(
             errors["images"],
@@ -107,17 +109,20 @@ def error_examples(
     normalize: Normalize,
     split: Split,
     skipped: dict[str, str],
-    image_size: int,
+    sizes: tuple[int, int],
     channels: int,
     classes: list[str],
 ) -> dict[str, Any]:
-    """The most confidently wrong images, their heat maps for the predicted class, and captions."""
+    """The most confidently wrong images, their heat maps for the predicted class, and captions.
+    `sizes`: (image size, side read at before the centre crop)."""
+    image_size, side = sizes
     order, confidence = confident_errors(pred)
     if len(order) == 0:
         return {"rows": [], "images": None, "heatmaps": None, "captions": [], "method": ""}
     indices = evaluated_positions(split, skipped)[order]
-    items = SplitDataset(split, image_size, channels)
-    images = np.stack([items[int(i)][0].permute(1, 2, 0).numpy() for i in indices])  # (N, H, W, C) uint8
+    items = SplitDataset(split, side, channels)
+    crops = [centre_crop(items[int(i)][0], image_size) for i in indices]
+    images = np.stack([c.permute(1, 2, 0).numpy() for c in crops])  # (N, H, W, C) uint8
     predicted = pred.logits[order].argmax(1).numpy()
     maps = Explainer(model, normalize, image_size, channels)(images, predicted)
     rows, captions = [], []

@@ -28,6 +28,8 @@ def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra:
         "export_format": fmt,
         "classes": classifier.classes,
         "image_size": classifier.image_size,
+        "resize": classifier.resize or classifier.image_size,
+        "preprocessing": preprocessing(classifier),
         "channels": classifier.channels,
         "mean": list(meta.mean),
         "std": list(meta.std),
@@ -40,6 +42,16 @@ def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra:
         "torch_version": torch.__version__,
         **extra,
     }
+
+
+def preprocessing(classifier: Classifier) -> str:
+    """How to turn an image into the model's uint8 input, for readers who do it themselves."""
+    size, side = classifier.image_size, classifier.resize or classifier.image_size
+    mode = "RGB" if classifier.channels == 3 else "greyscale (L)"
+    steps = f"resize the shorter side to {side} px (bilinear, antialiased), crop the centre {side}×{side}"
+    if side != size:
+        steps += f", then its centre {size}×{size} (offset {(side - size) // 2} px)"
+    return f"upright by EXIF orientation, {mode}, {steps}; uint8 NHWC (normalised inside the model)"
 
 
 def to_props(meta: dict[str, Any]) -> dict[str, str]:

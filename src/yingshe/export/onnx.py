@@ -139,6 +139,8 @@ class OnnxClassifier(ImageClassifier):
         self.meta = meta
         self.classes = list(meta["classes"])
         self.image_size = int(meta["image_size"])
+        resize = int(meta.get("resize") or self.image_size)  # exports before crop_pct: none
+        self.resize = resize if resize != self.image_size else None
         self.channels = int(meta["channels"])
         self.source = path.name
         batch = self.session.get_inputs()[0].shape[0]

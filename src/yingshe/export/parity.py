@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from yingshe.config import RunConfig
+from yingshe.data.crop import checkpoint_crop_pct
 from yingshe.data.dataset import build_dataset
+from yingshe.data.images import centre_crop
 from yingshe.data.loader import make_batches
 from yingshe.errors import YingsheError
 from yingshe.inference import Classifier
@@ -47,6 +49,7 @@ def split_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndar
     checkpoint = classifier.checkpoint
     cfg = RunConfig.from_dict(checkpoint.config)
     cfg.data.image_size, cfg.data.channels = classifier.image_size, classifier.channels
+    cfg.data.crop_pct = checkpoint_crop_pct(classifier.image_size, classifier.resize)
     try:
         dataset = build_dataset(cfg.data, cfg.train.seed, stats=(checkpoint.meta.mean, checkpoint.meta.std))
     except YingsheError as err:
@@ -57,10 +60,9 @@ def split_images(classifier: Classifier, count: int = DEFAULT_IMAGES) -> np.ndar
         ) from err
     split = dataset.test.subset(np.arange(min(count, len(dataset.test))))
     # through the loader evaluation uses, whatever the split holds (arrays, files, tar members, shards)
-    batches = make_batches(
-        split, classifier.image_size, classifier.channels, max(count, 1), train=False, workers=0
-    )
-    images = [b.images[b.ok].permute(0, 2, 3, 1).numpy() for b in batches]
+    side, size = classifier.resize or classifier.image_size, classifier.image_size
+    batches = make_batches(split, side, classifier.channels, max(count, 1), train=False, workers=0)
+    images = [centre_crop(b.images[b.ok], size).permute(0, 2, 3, 1).numpy() for b in batches]
     images = np.concatenate(images) if images else np.zeros((0, 1, 1, classifier.channels), np.uint8)
     return np.ascontiguousarray(images)
 

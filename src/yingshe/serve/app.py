@@ -29,6 +29,7 @@ from yingshe.serve.batching import DynamicBatcher
 from yingshe.serve.config import ServeConfig
 from yingshe.serve.docs import offline_docs
 from yingshe.serve.metrics import CountRequests, Metrics
+from yingshe.serve.schemas import BatchAnswer, PredictAnswer, refusals
 from yingshe.serve.validation import (
     RAW_TYPES,
     InputError,
@@ -251,7 +252,12 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
             out.append(item)
         return out
 
-    @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="top-k classes of one image")
+    @app.post(
+        "/v1/predict",
+        openapi_extra=PREDICT_BODY,
+        summary="top-k classes of one image",
+        responses={200: {"model": PredictAnswer}, **refusals(400, 413, 415, 422)},
+    )
     async def predict(request: Request, top_k: int | None = TOP_K) -> JSONResponse:
         k = cfg_top_k(top_k)
         named = await uploads(request, cfg, "file", many=False)
@@ -259,7 +265,12 @@ def create_app(cfg: ServeConfig, classifier: ImageClassifier | None = None) -> F
         labels = {"labels": result["labels"]} if "labels" in result else {}  # multi-label models
         return JSONResponse({"top": result["top"], **labels, "model": classifier.source})
 
-    @app.post("/v1/predict/batch", openapi_extra=BATCH_BODY, summary="top-k classes of several images")
+    @app.post(
+        "/v1/predict/batch",
+        openapi_extra=BATCH_BODY,
+        summary="top-k classes of several images",
+        responses={200: {"model": BatchAnswer}, **refusals(400, 413, 415, 422)},
+    )
     async def predict_batch(request: Request, top_k: int | None = TOP_K) -> JSONResponse:
         k = cfg_top_k(top_k)
         named = await uploads(request, cfg, "files", many=True)

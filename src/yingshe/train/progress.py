@@ -67,6 +67,15 @@ class ProgressBar(Callback):
         log.info("%s", epoch_line(row, trainer.cfg.train.epochs, best))
 
 
+def crop_text(cfg: Any, data: Any) -> str:
+    """`, random-resized-crop; evaluated on the centre of 256 px` where the run crops photos."""
+    parts = ["random-resized-crop"] if getattr(cfg.augment, "random_resized_crop", False) else []
+    side = getattr(data, "resize", None)
+    if side:
+        parts.append(f"evaluated on the centre of {side} px")
+    return "; ".join([", " + parts[0], *parts[1:]]) if parts else ""
+
+
 def log_header(cfg: Any, data: Any, model: Any, device: Any, run_dir: Any) -> None:
     """What a run is about to do, logged before the first batch: data and where it came from,
     classes and counts, input shape, model size, device, recipe and the run folder."""
@@ -77,7 +86,7 @@ def log_header(cfg: Any, data: Any, model: Any, device: Any, run_dir: Any) -> No
         f"data    {cfg.data.spec}: {data.description}",
         f"classes {len(data.classes)} ({classes})",
         f"images  train {len(data.train)} · val {val} · test {len(data.test)}",
-        f"input   {data.image_size} px, {data.channels} channel(s)",
+        f"input   {data.image_size} px, {data.channels} channel(s){crop_text(cfg, data)}",
         f"model   {cfg.model.name}, {params:,} parameters",
         f"device  {device}",
         f"recipe  {cfg.train.recipe or 'none (defaults, config and flags)'}",

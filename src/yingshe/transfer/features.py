@@ -78,7 +78,9 @@ def embed(
     """Write the features of one split of `data` (default: the run's own data) under `out`."""
     from yingshe.config import RunConfig
     from yingshe.data.augment import Normalize
+    from yingshe.data.crop import checkpoint_crop_pct
     from yingshe.data.dataset import build_dataset, stage_rng
+    from yingshe.data.images import centre_crop
     from yingshe.data.loader import make_batches
     from yingshe.data.splits import stratified_subset
     from yingshe.inference import model_from_checkpoint
@@ -89,6 +91,8 @@ def embed(
     meta_in = checkpoint.meta
     cfg = RunConfig.from_dict(checkpoint.config)
     size, channels = meta_in.image_size, meta_in.channels
+    side = meta_in.resize or size  # decoded at the side evaluation uses, then centre-cropped
+    cfg.data.crop_pct = checkpoint_crop_pct(size, meta_in.resize)
     if data is None or data == cfg.data.spec:
         dataset = build_dataset(cfg.data, cfg.train.seed, stats=(meta_in.mean, meta_in.std))
         chosen = {"test": dataset.test, "val": dataset.val, "train": dataset.train}.get(split)
@@ -96,7 +100,7 @@ def embed(
     else:
         from yingshe.api import other_data_split
 
-        chosen, classes, _, _ = other_data_split(data, split, cfg.data, size, channels)
+        chosen, classes, _, _ = other_data_split(data, split, cfg.data, side, channels)
     if chosen is None:
         raise YingsheError(f"split {split!r} is not available", "use test, val or train")
     if limit:
@@ -104,11 +108,11 @@ def embed(
     torch_device = resolve_device(device)
     model = model_from_checkpoint(checkpoint).to(torch_device).eval()
     normalize = Normalize(meta_in.mean, meta_in.std).to(torch_device)
-    batches = make_batches(chosen, size, channels, batch_size, train=False, workers=cfg.data.workers)
+    batches = make_batches(chosen, side, channels, batch_size, train=False, workers=cfg.data.workers)
     vectors, items, done = [], [], 0
     for batch in batches:
         keep = batch.ok
-        images = batch.images[keep].to(torch_device)
+        images = centre_crop(batch.images[keep], size).to(torch_device)
         if len(images):
             vectors.append(embed_batches(model, normalize(images)).cpu().numpy())
         for index, label in zip(batch.index[keep].tolist(), batch.labels[keep].tolist(), strict=True):

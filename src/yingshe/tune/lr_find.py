@@ -16,6 +16,7 @@ from pathlib import Path
 
 from yingshe.config import RunConfig
 from yingshe.data.augment import Normalize
+from yingshe.data.crop import resolve_crop_pct
 from yingshe.data.dataset import build_dataset
 from yingshe.errors import YingsheError
 from yingshe.runtime import resolve_device, seed_everything
@@ -48,6 +49,7 @@ def lr_find(
         raise YingsheError(f"the range test needs at least 10 steps, got {steps}")
     cfg = config
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    resolve_crop_pct(cfg)  # as api.train: the data as the run would read it
     data = build_dataset(cfg.data, cfg.train.seed)
     from yingshe.api import build_model, training_batches, uses_channels_last  # api imports tune lazily
 
