@@ -8,9 +8,10 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
                   header; DCT-scaled decode via Pillow's draft when the box is >= 2x the crop,
                   else torchvision's libjpeg-turbo), uint8 224 px to the main process, which
                   only normalises
-  (c) packed      yingshe on prepared uint8 shards at 256 px (data/packed_crops.py): each box
-                  resized straight from the memory-mapped shard and normalised into a recycled
-                  float batch, the batch's images shared by 2 threads; packed_ips. For comparison
+  (c) packed      yingshe on prepared uint8 shards at 256 px (data/packed_crops.py, in the
+                  order `yingshe train` draws): each box resized straight from the memory-mapped
+                  shard and normalised into a recycled float batch, the batch's images shared
+                  by 2 threads; packed_ips. For comparison
                   (c0) the same shards gathered a batch at a time and cropped as a batch
                   (augment.random_resized_crop) in the main process, and (c') read and cropped in
                   2 DataLoader workers (data/photo.py)
@@ -89,7 +90,7 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     from yingshe.config import DataConfig
     from yingshe.data.augment import Normalize, ResizedCropAugment
     from yingshe.data.dataset import build_dataset
-    from yingshe.data.loader import DeviceBatches, make_batches
+    from yingshe.data.loader import DeviceBatches, EpochBatches, EpochShuffle, make_batches
     from yingshe.data.packed_crops import PackedCrops
     from yingshe.data.photo import PhotoBatches
 
@@ -111,8 +112,11 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     elif packed_path == "gather":  # gather the batch, then crop it (augment.random_resized_crop)
         batches = make_batches(data.train, args.short_side, 3, args.batch_size, train=True, workers=2)
         device_batches = DeviceBatches(batches, data.train, cpu, normalize, ResizedCropAugment(CROP))
-    else:  # crop + normalise straight from the memory map, 2 threads (data/packed_crops.py)
-        batches = PackedCrops(data.train, CROP, args.batch_size, normalize=normalize, threads=2)
+    else:  # crop + normalise straight from the memory map, 2 threads, as `yingshe train` does
+        order = EpochBatches(EpochShuffle(len(data.train), 0), args.batch_size, merge_tail=True)
+        batches = PackedCrops(
+            data.train, CROP, args.batch_size, normalize=normalize, threads=2, batches=order
+        )
         device_batches = DeviceBatches(batches, data.train, cpu, normalize)
     epoch = [0]
 
