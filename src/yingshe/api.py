@@ -399,6 +399,7 @@ def training_batches(
             weights=balanced_sampling(cfg, data),
             rank=ctx.rank,
             world=ctx.world,
+            normalize=normalize if device.type == "cpu" else None,  # a GPU normalises the uint8 crops
         )
         return DeviceBatches(batches, data.train, device, normalize, augment, channels_last, cfg.data.strict)
     augment = BatchAugment(cfg.augment, data.image_size, data.flip_invariant, data.num_classes)

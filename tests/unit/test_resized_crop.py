@@ -42,3 +42,32 @@ def test_the_augment_normalises_the_cropped_batch():
     inputs, targets = ResizedCropAugment(24)(x, torch.tensor([0, 1, 2]), norm)
     assert inputs.shape == (3, 3, 24, 24) and inputs.dtype == torch.float32
     assert torch.allclose(inputs, torch.full_like(inputs, 2.0)) and targets.tolist() == [0, 1, 2]
+
+
+def test_resize_box_is_interpolate_on_any_view():
+    """The contiguous channels-last copy (torch's fast uint8 path) changes speed, not values."""
+    import torch.nn.functional as F
+
+    from yingshe.data.augment import resize_box
+
+    torch.manual_seed(2)
+    shard_image = torch.randint(0, 256, (90, 70, 3), dtype=torch.uint8)  # NHWC, as shards store it
+    for top, left, h, w in [(3, 5, 40, 50), (0, 0, 90, 70), (60, 1, 9, 13)]:
+        box = shard_image[top : top + h, left : left + w].permute(2, 0, 1)[None]
+        want = F.interpolate(box, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        assert torch.equal(resize_box(box, 32), want)
+        assert torch.equal(resize_box(box.contiguous(), 32), want)  # channels-first input too
+
+
+def test_boxes_lie_inside_the_image_and_follow_the_seed():
+    from yingshe.data.augment import draw_boxes
+
+    torch.manual_seed(4)
+    boxes = draw_boxes(500, 60, 80, scale=(0.08, 1.0), flip=True)
+    for top, left, h, w, _ in boxes:
+        assert 1 <= h <= 60 and 1 <= w <= 80 and 0 <= top <= 60 - h and 0 <= left <= 80 - w
+    areas = [h * w / (60 * 80) for _, _, h, w, _ in boxes]
+    assert min(areas) < 0.15 and max(areas) > 0.8  # the whole range of scales is drawn
+    assert 200 < sum(m for *_, m in boxes) < 300
+    torch.manual_seed(4)
+    assert draw_boxes(500, 60, 80, scale=(0.08, 1.0), flip=True) == boxes

@@ -20,6 +20,7 @@ class Batch:
     labels: Tensor  # (B,) int64
     index: Tensor  # (B,) positions in the split
     ok: Tensor  # (B,) bool: False where the image could not be decoded
+    normalized: bool = False  # images are float and already normalised (packed_crops.PackedCrops)
 
 
 @runtime_checkable

@@ -12,9 +12,10 @@ prepared shards use) and the centre `image_size` square of that is kept (`images
 Evaluation decodes (or reads shards) at the stored side and `images.centre_crop`s the batch;
 `ImageClassifier.preprocess` (predict, serve, ONNX) calls `decode_image(..., resize=side)`, which
 crops the same square. Training with random-resized-crop crops in DataLoader workers as each photo
-is decoded or each prepared image read (`photo.PhotoCrops`), or, where another loader must serve
-the split (in-memory arrays, a per-image policy, streaming), from the stored side on the device
-(`augment.random_resized_crop`).
+is decoded (`photo.PhotoCrops`), cuts prepared images straight from their memory-mapped shards in
+this process (`packed_crops.PackedCrops`, normalising as it cuts on a CPU run), or, where another
+loader must serve the split (in-memory arrays, a per-image policy, streaming), crops from the
+stored side on the device (`augment.random_resized_crop`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from yingshe.config import AugmentConfig, RunConfig
 from yingshe.data.augment import BatchAugment, Normalize, random_resized_crop
 from yingshe.data.batch import Batch, BatchSource, default_workers
 from yingshe.data.loader import EpochBatches, EpochShuffle, _collate, make_batches
+from yingshe.data.packed_crops import PackedCrops
 from yingshe.data.photo import PhotoCrops
 from yingshe.data.splits import Split
 
@@ -135,10 +137,13 @@ def photo_training(
     weights: np.ndarray | None = None,
     rank: int = 0,
     world: int = 1,
+    normalize: Normalize | None = None,
 ) -> tuple[BatchSource, PhotoAugment]:
     """The training batches and augmentation of `augment.random_resized_crop`; `shape` is
-    (image_size, stored side, channels). Encoded files and prepared shards are cropped in
-    workers; anything else comes at the stored side and is cropped on the device."""
+    (image_size, stored side, channels). Encoded files are cropped in workers as they are
+    decoded; prepared shards are cut straight from their memory map by `packed_crops.PackedCrops`
+    in this process (threads), and normalised as they are cut when `normalize` is given (a CPU
+    run); anything else comes at the stored side and is cropped on the device."""
     size, side, channels = shape
     flip = flip_invariant if cfg.augment.hflip is None else cfg.augment.hflip
     scale = (cfg.augment.rrc_scale, 1.0)
@@ -148,7 +153,12 @@ def photo_training(
         sampler = EpochShuffle(len(split), cfg.train.seed, True, rank, world, weights)
         workers = default_workers() if cfg.data.workers is None else cfg.data.workers
         batches = EpochBatches(sampler, batch_size, merge_tail=True)
-        source: BatchSource = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip)
+        source: BatchSource
+        if split.packed is not None:
+            options = dict(seed=cfg.train.seed, scale=scale, flip=flip, normalize=normalize)
+            source = PackedCrops(split, size, batch_size, threads=workers, batches=batches, **options)
+        else:
+            source = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip)
     else:
         source = make_batches(
             split,

@@ -322,10 +322,12 @@ class DeviceBatches:
                 images, labels = pinned(images), pinned(labels)
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
+            # a source that normalised as it cropped (packed_crops.PackedCrops) is not normalised twice
+            normalize = _as_is if batch.normalized else self.normalize
             if self.augment is not None:
-                inputs, targets = self.augment(images, labels, self.normalize)
+                inputs, targets = self.augment(images, labels, normalize)
             else:
-                inputs, targets = self.normalize(images), labels
+                inputs, targets = normalize(images), labels
             if labels.ndim == 2:
                 targets = targets.float()
             yield inputs.contiguous(memory_format=self.memory_format), targets, labels
@@ -342,6 +344,10 @@ class DeviceBatches:
                     "remove or replace the file, or drop data.strict to skip such files",
                 )
             self.skipped[name] = reason
+
+
+def _as_is(images: Tensor) -> Tensor:
+    return images
 
 
 def pinned(tensor: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from (seed, epoch) and takes its own part of it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 
@@ -140,11 +141,14 @@ class PackedBatches:
             yield positions[(self.rank - offset) % self.world :: self.world], shards
             offset += len(positions)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def parts(self) -> Iterator[tuple[np.ndarray, int, int]]:
+        """The epoch's batches as parts of sorted view positions: (positions, batch size, offset of
+        the part in its batch). A batch that spans two windows comes as two parts; each part is
+        yielded while its window's shards are mapped, so a consumer reads it before they go."""
         sizes = [b - a for a, b in self.bounds()]
         if not sizes:
             return
-        done, parts, have = 0, [], 0
+        done, have = 0, 0
         try:
             for positions, shards in self.rank_windows():
                 self.packed.max_open = shards  # a batch that spans windows gathers its first part early
@@ -152,17 +156,26 @@ class PackedBatches:
                 while cursor < len(positions) and done < len(sizes):
                     part = positions[cursor : cursor + sizes[done] - have]
                     cursor += len(part)
-                    parts.append(self._gather(part))
+                    # order inside a batch is irrelevant; sorted reads are sequential
+                    yield np.sort(part), sizes[done], have
                     have += len(part)
                     if have == sizes[done]:
-                        yield to_batch(*(np.concatenate(x) for x in zip(*parts, strict=True)))
-                        done, parts, have = done + 1, [], 0
+                        done, have = done + 1, 0
                 self.release()  # leave the window: its pages leave the resident set
                 if done == len(sizes):
                     break
         finally:  # also when the consumer stops early
             self.release()
             self.packed.max_open = MAX_OPEN_SHARDS
+
+    def __iter__(self) -> Iterator[Batch]:
+        gathered = []
+        with contextlib.closing(self.parts()) as parts:
+            for positions, size, offset in parts:
+                gathered.append(self._gather(positions))
+                if offset + len(positions) == size:
+                    yield to_batch(*(np.concatenate(x) for x in zip(*gathered, strict=True)))
+                    gathered = []
 
     def release(self) -> None:
         self.packed.release()

@@ -1,0 +1,159 @@
+"""Random-resized-crop training batches straight from prepared shards, normalised as they are cut.
+
+Photos prepared at a short side above the crop size (256 for a 224 crop) would otherwise go
+through `PackedBatches` (gather the batch: a 12.6 MB copy, then an NCHW transpose: another)
+and `augment.random_resized_crop` (a channels-last copy back, a resize per image into a uint8
+batch) and `Normalize` (a fresh 38 MB float batch, then two passes over it). Here each image's
+box is resized straight from the memory-mapped NHWC shard (a channels-last view: torch's AVX2
+uint8 resize reads it as it is) and, on the CPU, normalised at once into its slot of a recycled
+float batch (`buffers.BufferRing`) while the 224-px crop is still in cache. Measured alone on
+one core, batch 64 of the photo corpus: 0.56 ms an image against 1.49 ms for the three steps above.
+The images of a batch are shared out among `threads` threads (the resize and arithmetic run
+outside the GIL), so both cores work on one batch.
+
+For one seed the batches are those of `PackedBatches` + `augment.ResizedCropAugment` +
+`Normalize`, value for value: the same order (`PackedBatches.parts`), the same boxes
+(`augment.draw_boxes`, drawn for the whole batch before any image is cut), the same resize and
+the same float operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from yingshe.data.augment import Normalize, draw_boxes, resize_box
+from yingshe.data.batch import Batch
+from yingshe.data.buffers import BufferRing
+from yingshe.data.loader import EpochBatches
+from yingshe.data.splits import Split
+from yingshe.data.stream import PackedBatches
+
+Box = tuple[int, int, int, int, bool]
+
+
+class PackedCrops:
+    """A prepared split's training batches as random-resized crops of `size` (area fraction in
+    `scale`, aspect in `ratio`, mirrored at random with `flip`).
+
+    With `normalize` (a CPU run) the batches are float and already normalised (`Batch.normalized`:
+    `DeviceBatches` does not normalise them again) and come from a `BufferRing` of `ring` buffers;
+    without, they are uint8 crops for the device to normalise (what a GPU wants: a quarter of
+    the bytes to copy). Same interface as the other batch sources.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+        normalize: Normalize | None = None,
+        threads: int = 2,
+        ring: int = 3,
+        rank: int = 0,
+        world: int = 1,
+        batches: EpochBatches | None = None,
+    ) -> None:
+        if split.packed is None:
+            raise ValueError("PackedCrops serves prepared (packed) splits only")
+        # the order: `batches` (a global permutation per epoch, or weighted draws, as the workers'
+        # loaders use), else PackedBatches' shard windows (sequential reads; shards keep the
+        # source's order, so a window of a class-sorted folder holds few classes)
+        self.batches = batches
+        self.order = PackedBatches(
+            split, batch_size, shuffle=True, seed=seed, merge_tail=True, rank=rank, world=world
+        )
+        self.skip = 0
+        self.packed, self.labels, self.size = split.packed, split.labels, size
+        self.scale, self.ratio, self.flip = scale, ratio, flip
+        self.threads = max(1, threads)
+        self.norm = None
+        if normalize is not None:  # per image: (C, 1, 1), the values Normalize uses
+            self.norm = (normalize.scale.detach().cpu()[0], normalize.shift.detach().cpu()[0])
+        self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
+        self.pool: ThreadPoolExecutor | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+        if self.batches is not None:
+            self.batches.sampler.set_epoch(epoch)
+
+    def skip_batches(self, count: int) -> None:
+        """Leave out the epoch's first `count` batches (a resumed epoch): not cut, no boxes drawn."""
+        self.skip = count
+
+    def __len__(self) -> int:
+        return len(self.batches) if self.batches is not None else len(self.order)
+
+    def parts(self) -> Iterator[tuple[np.ndarray, int, int]]:
+        """(sorted view positions, batch size, offset in the batch), as `PackedBatches.parts`."""
+        if self.batches is None:
+            with contextlib.closing(self.order.parts()) as parts:
+                yield from parts
+            return
+        for idx in self.batches.batches():
+            yield np.sort(idx.numpy()), len(idx), 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        side, _, channels = self.packed.image_shape
+        out, boxes, labels, index = None, [], [], []
+        number = -1  # of the batch being cut
+        for positions, size, offset in self.parts():
+            if offset == 0:
+                number += 1
+            if number < self.skip:
+                continue
+            if offset == 0:
+                boxes = draw_boxes(size, side, side, self.scale, self.ratio, self.flip)
+                out = self.ring.take((size, channels, self.size, self.size))
+                labels, index = [], []
+            part = slice(offset, offset + len(positions))
+            self._cut(positions, boxes[part], out[part])
+            labels.append(np.asarray(self.labels[positions], dtype=np.int64))
+            index.append(positions)
+            if offset + len(positions) == size:
+                yield Batch(
+                    out,
+                    torch.from_numpy(np.concatenate(labels)),
+                    torch.from_numpy(np.concatenate(index).astype(np.int64)),
+                    torch.ones(size, dtype=torch.bool),
+                    normalized=self.norm is not None,
+                )
+                out = None  # the ring recycles it once the consumer lets go
+
+    def _cut(self, positions: np.ndarray, boxes: list[Box], out: Tensor) -> None:
+        """Crop, resize (and normalise) the images at sorted view `positions` into `out`."""
+        g = self.packed.global_positions(positions)
+        shard_ids = self.packed.shard_of(g)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a read-only map: nothing here writes to it
+            shards = {int(s): torch.from_numpy(self.packed.shard(int(s))[0]) for s in np.unique(shard_ids)}
+        images = [shards[int(s)][int(p - self.packed.starts[s])] for s, p in zip(shard_ids, g, strict=True)]
+        jobs = list(zip(images, boxes, out, strict=True))
+        if self.threads == 1 or len(jobs) < 2 * self.threads:
+            self._cut_some(jobs)
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="yingshe-crop")
+        step = -(-len(jobs) // self.threads)
+        for done in self.pool.map(self._cut_some, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
+            del done  # map re-raises a thread's exception here
+
+    def _cut_some(self, jobs: list[tuple[Tensor, Box, Tensor]]) -> None:
+        for image, (top, left, height, width, mirrored), slot in jobs:
+            box = image[top : top + height, left : left + width].permute(2, 0, 1)[None]  # NHWC view
+            resized = resize_box(box, self.size)[0]
+            slot.copy_(resized.flip(-1) if mirrored else resized)
+            if self.norm is not None:  # Normalize's own operations, on one image while it is in cache
+                slot.mul_(self.norm[0]).sub_(self.norm[1])

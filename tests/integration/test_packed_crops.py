@@ -1,0 +1,162 @@
+"""Random-resized crops cut straight from prepared shards (data/packed_crops.py): the same batches
+as gathering, cropping and normalising step by step, and recycled buffers that never alias."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from yingshe.api import prepare_data
+from yingshe.config import DataConfig
+from yingshe.data.augment import Normalize, ResizedCropAugment
+from yingshe.data.dataset import build_dataset
+from yingshe.data.loader import DeviceBatches
+from yingshe.data.packed_crops import PackedCrops
+from yingshe.data.stream import PackedBatches
+
+CPU = torch.device("cpu")
+NORM = Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, cifar_members):
+    """30 CIFAR photos of 3 classes upscaled to 60×45 JPEGs, prepared as 48-px uint8 shards."""
+    root = tmp_path_factory.mktemp("packed-crops")
+    for cls in ("cat", "dog", "ship"):
+        (root / cls).mkdir()
+        for i, blob in enumerate(cifar_members["train"][cls][:10]):
+            image = Image.open(io.BytesIO(blob)).convert("RGB").resize((60, 45), Image.Resampling.BICUBIC)
+            image.save(root / cls / f"{i:03d}.jpg", quality=90)
+    cache = root.parent / f"{root.name}-cache"
+    prepare_data(str(root), image_size=48, cache_dir=str(cache))
+    data = build_dataset(DataConfig(spec=str(root), image_size=48, cache_dir=str(cache), val_fraction=0))
+    assert data.train.packed is not None
+    return data.train
+
+
+def reference(split, window: int) -> DeviceBatches:
+    order = PackedBatches(split, 8, shuffle=True, seed=3, merge_tail=True)
+    order.window_images = window
+    return DeviceBatches(order, split, CPU, NORM, ResizedCropAugment(32))
+
+
+def direct(split, window: int, threads: int, normalize: bool) -> DeviceBatches:
+    crops = PackedCrops(split, 32, 8, seed=3, normalize=NORM if normalize else None, threads=threads)
+    crops.order.window_images = window
+    return DeviceBatches(crops, split, CPU, NORM)
+
+
+def epoch(batches: DeviceBatches, seed: int) -> list[tuple[torch.Tensor, ...]]:
+    torch.manual_seed(seed)
+    batches.set_epoch(1)
+    return [tuple(t.clone() for t in out) for out in batches]
+
+
+@pytest.mark.parametrize(("threads", "normalize"), [(1, True), (2, True), (2, False)])
+def test_batches_equal_gather_crop_normalise_value_for_value(prepared, threads, normalize):
+    # windows of 7 images: batches of 8 span two windows, so parts are cut before a window goes
+    want = epoch(reference(prepared, 7), seed=11)
+    got = epoch(direct(prepared, 7, threads, normalize), seed=11)
+    assert [len(b[2]) for b in got] == [len(b[2]) for b in want]
+    assert sum(len(b[2]) for b in got) == len(prepared)
+    for (inputs, targets, labels), (ref_inputs, ref_targets, ref_labels) in zip(got, want, strict=True):
+        assert inputs.shape == ref_inputs.shape == (len(labels), 3, 32, 32)
+        assert inputs.dtype == torch.float32 and torch.equal(inputs, ref_inputs)
+        assert torch.equal(labels, ref_labels) and torch.equal(targets, ref_targets)
+    assert float(torch.cat([b[0] for b in got]).std()) > 0.3  # real pixels, normalised
+
+
+def test_batches_held_by_the_consumer_are_never_overwritten(prepared):
+    """A ring of 2 buffers and a consumer that keeps every batch of two epochs: each batch still
+    holds what it held when it was yielded (fresh memory was taken instead of a busy buffer)."""
+    crops = PackedCrops(prepared, 32, 8, seed=3, normalize=NORM, ring=2)
+    kept, snapshots = [], []
+    for e in (1, 2):
+        crops.set_epoch(e)
+        for batch in crops:
+            kept.append(batch.images)
+            snapshots.append(batch.images.clone())
+    assert crops.ring.recycled == 0 and len({t.data_ptr() for t in kept}) == len(kept) == 6
+    assert all(torch.equal(k, s) for k, s in zip(kept, snapshots, strict=True))
+    del kept, batch
+    crops.set_epoch(3)
+    # a consumer that holds one batch while the next is cut: two buffers take turns
+    pointers = [batch.images.data_ptr() for batch in crops]
+    assert crops.ring.recycled == 3 and len(set(pointers)) == 2
+
+
+def test_a_split_that_is_not_prepared_is_refused(cifar_folder):
+    data = build_dataset(DataConfig(spec=str(cifar_folder), prepared="off", image_size=32))
+    with pytest.raises(ValueError, match="prepared"):
+        PackedCrops(data.train, 24, 8)
+
+
+def test_a_sampler_orders_the_batches_and_a_resumed_epoch_skips_without_drawing(prepared):
+    """With the sampler the workers' loaders use (a global permutation per epoch), each batch is
+    the gathered, cropped, normalised batch of its sorted indices; `skip_batches` leaves the
+    first out without cutting them or drawing their boxes."""
+    import numpy as np
+
+    from yingshe.data.loader import EpochBatches, EpochShuffle
+    from yingshe.data.stream import to_batch
+
+    def crops(skip: int = 0) -> PackedCrops:
+        sampler = EpochBatches(EpochShuffle(len(prepared), seed=5), 8, merge_tail=True)
+        source = PackedCrops(prepared, 32, 8, normalize=NORM, threads=2, batches=sampler)
+        source.set_epoch(2)
+        source.skip_batches(skip)
+        return source
+
+    def reference(idx: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        positions = np.sort(idx.numpy())
+        labels = prepared.labels[positions]
+        batch = to_batch(prepared.packed.take(positions), labels, positions, positions >= 0)
+        return positions, ResizedCropAugment(32)(batch.images, batch.labels, NORM)[0]
+
+    torch.manual_seed(7)
+    got = [(b.images.clone(), b.index) for b in crops()]
+    order = EpochBatches(EpochShuffle(len(prepared), seed=5), 8, merge_tail=True)
+    order.sampler.set_epoch(2)
+    batches = list(order.batches())
+    assert len(got) == len(batches) == 3
+    torch.manual_seed(7)
+    for (images, index), idx in zip(got, batches, strict=True):
+        positions, want = reference(idx)
+        assert index.tolist() == positions.tolist() and torch.equal(images, want)
+    torch.manual_seed(7)
+    resumed = [(b.images.clone(), b.index) for b in crops(skip=1)]
+    torch.manual_seed(7)  # the skipped batch drew nothing: the next one gets the first draws
+    positions, want = reference(batches[1])
+    assert len(resumed) == 2 and resumed[0][1].tolist() == positions.tolist()
+    assert torch.equal(resumed[0][0], want)
+
+
+def test_yingshe_train_cuts_prepared_photos_with_packed_crops(tmp_path, cifar_members):
+    from yingshe.api import training_batches
+    from yingshe.config import RunConfig
+    from yingshe.data.crop import resolve_crop_pct
+
+    root = tmp_path / "photos"
+    for cls in ("cat", "ship"):
+        (root / cls).mkdir(parents=True)
+        for i, blob in enumerate(cifar_members["train"][cls][:8]):
+            image = Image.open(io.BytesIO(blob)).convert("RGB").resize((56, 44), Image.Resampling.BICUBIC)
+            image.save(root / cls / f"{i:03d}.jpg", quality=90)
+    cfg = RunConfig()
+    cfg.augment.random_resized_crop = True
+    cfg.data = DataConfig(
+        spec=str(root), image_size=24, prepared="always", cache_dir=str(tmp_path / "c"), val_fraction=0
+    )
+    cfg.train.batch_size = 4
+    resolve_crop_pct(cfg)
+    data = build_dataset(cfg.data, 0)
+    assert data.train.packed is not None and data.train.packed.image_size > 24
+    batches = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
+    assert isinstance(batches.batches, PackedCrops) and batches.batches.norm is not None
+    seen = list(batches)
+    assert sum(len(y) for _, y, _ in seen) == len(data.train)
+    for x, y, _ in seen:
+        assert x.shape == (len(y), 3, 24, 24) and x.dtype == torch.float32
+    pixels = torch.cat([x for x, _, _ in seen])
+    assert abs(float(pixels.mean())) < 0.6 and 0.5 < float(pixels.std()) < 1.6  # normalised once, not twice
