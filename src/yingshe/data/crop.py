@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import numpy as np
-import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from yingshe.config import AugmentConfig, RunConfig
 from yingshe.data.augment import BatchAugment, Normalize, random_resized_crop
-from yingshe.data.batch import Batch, BatchSource, default_workers
-from yingshe.data.loader import EpochBatches, EpochShuffle, _collate, make_batches
+from yingshe.data.batch import BatchSource, default_workers
+from yingshe.data.loader import EpochBatches, EpochShuffle, FileBatches, make_batches
 from yingshe.data.packed_crops import PackedCrops
 from yingshe.data.photo import PhotoCrops
 from yingshe.data.splits import Split
@@ -85,7 +82,7 @@ class PhotoAugment:
         return self.rest(x, y, normalize)
 
 
-class PhotoTrainBatches:
+class PhotoTrainBatches(FileBatches):
     """Training batches cropped in DataLoader workers (`photo.PhotoCrops`: decode-time crops of
     encoded photos, or crops of prepared shards), behind the sampler `FileBatches` uses, so ranks,
     class-balanced draws and a resumed epoch's skipped batches work as they do there."""
@@ -100,29 +97,8 @@ class PhotoTrainBatches:
         scale: tuple[float, float],
         flip: bool,
     ) -> None:
-        self.sampler, self.batch_sampler = batches.sampler, batches
-        seed = batches.sampler.seed
-        self.loader = DataLoader(
-            PhotoCrops(split, size, channels, seed, scale, flip),
-            batch_sampler=batches,
-            num_workers=workers,
-            collate_fn=_collate,
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-            generator=torch.Generator().manual_seed(seed),  # as FileBatches: not the global one
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def skip_batches(self, count: int) -> None:
-        self.batch_sampler.skip = count
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(self.loader)
+        crops = PhotoCrops(split, size, channels, batches.sampler.seed, scale, flip)
+        super().__init__(split, size, channels, batches, workers, dataset=crops)
 
 
 def photo_training(

@@ -181,7 +181,8 @@ class ArrayBatches:
 
 
 class FileBatches:
-    """Batches decoded by a DataLoader's worker processes."""
+    """Batches decoded by a DataLoader's worker processes (from `SplitDataset`, or from `dataset`
+    where another per-batch reader serves the same sampler, e.g. random-resized-crop's)."""
 
     def __init__(
         self,
@@ -191,10 +192,11 @@ class FileBatches:
         batches: EpochBatches,
         workers: int,
         transform=None,
+        dataset: Dataset | None = None,
     ):
         self.sampler, self.batch_sampler = batches.sampler, batches
         self.loader = DataLoader(
-            SplitDataset(split, size, channels, transform),
+            dataset if dataset is not None else SplitDataset(split, size, channels, transform),
             batch_sampler=batches,
             num_workers=workers,
             collate_fn=_collate,
