@@ -44,7 +44,11 @@ def test_batch_endpoint_model_info_health_and_metrics(server, real_pngs):
     assert all(len(r["top"]) == 3 and r["error"] is None for r in results[:3])
     assert results[3]["top"] == [] and "not an image" in results[3]["error"]
     info = httpx.get(f"{server}/v1/model").json()
-    assert info["classes"][0] == "T-shirt/top" and info["image_size"] == 28 and len(info["sha256"]) == 64
+    assert (
+        info["classes"][0] == "T-shirt/top"
+        and info["image_size"] == info["resize"] == 28
+        and len(info["sha256"]) == 64
+    )
     assert info["model"] == "fashion.onnx" and "/" not in info["model"] and info["backend"] == "onnxruntime"
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server}/readyz").status_code == 200

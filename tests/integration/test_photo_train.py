@@ -127,6 +127,8 @@ def test_onnx_export_and_serve_carry_the_crop_and_predict_as_pytorch(photo_run, 
     upload = Path(files[0]).read_bytes()
     with TestClient(create_app(ServeConfig(model=str(result.path), max_wait_ms=1))) as client:
         answer = client.post("/v1/predict", content=upload, headers={"content-type": "image/jpeg"})
+        info = client.get("/v1/model").json()
+    assert (info["image_size"], info["resize"]) == (SIZE, SIDE)
     assert answer.status_code == 200, answer.text
     served = answer.json()["top"][0]
     assert served["class"] == torch_probs[0].top[0][0]

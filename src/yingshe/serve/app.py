@@ -100,6 +100,7 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "backend": backend,
         "classes": classifier.classes,
         "image_size": classifier.image_size,
+        "resize": classifier.resize or classifier.image_size,  # short side before the centre crop
         "channels": classifier.channels,
         "tta_flip": tta_flip(classifier),
         "sha256": checksum,
