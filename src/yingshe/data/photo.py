@@ -10,7 +10,7 @@ FFCV's JPEG path and DALI's ROI decode do:
   scaling: the pixels the crop would have thrown away are never computed);
 - other JPEGs are decoded by torchvision's libjpeg-turbo decoder (faster than Pillow's, EXIF
   orientation applied), non-JPEG files by Pillow;
-- the box is resized to the crop size by `F.interpolate` (bilinear, antialiased, uint8) and
+- the box is resized to the crop size by `augment.resize_box` (bilinear, antialiased, uint8) and
   mirrored at random, so workers hand uint8 (B, C, size, size) to the main process, which only
   normalises (`DeviceBatches` with no augment).
 
@@ -25,10 +25,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from yingshe.data.augment import resize_box
 from yingshe.data.batch import Batch
 from yingshe.data.decode import decode_jpeg, jpeg_frame
 from yingshe.data.images import UnreadableImage, open_image, to_mode
@@ -53,8 +53,7 @@ def draw_box(
 def crop_resize(image: Tensor, box: tuple[int, int, int, int], size: int, mirror: bool) -> Tensor:
     """(C, H, W) uint8 → the box resized to (C, size, size), mirrored if asked."""
     left, top, bw, bh = box
-    part = image[None, :, top : top + bh, left : left + bw].contiguous(memory_format=torch.channels_last)
-    out = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    out = resize_box(image[None, :, top : top + bh, left : left + bw], size)[0]
     return out.flip(-1) if mirror else out
 
 
