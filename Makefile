@@ -12,6 +12,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP) browser
 
 $(DEMO_STAMP): pyproject.toml constraints.txt
+	@bash scripts/check_disk.sh $(VENV) 6
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e .
@@ -30,6 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+	@bash scripts/check_disk.sh $(VENV) 7
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
