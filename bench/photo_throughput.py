@@ -5,9 +5,9 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
                   DataLoader(num_workers=2), the whole photo decoded per image
   (b) jpeg        yingshe on the JPEG folder (data/photo.py): 2 DataLoader workers decode a batch
                   and random-resized-crop each photo as it is decoded (box drawn from the JPEG
-                  header; DCT-scaled decode via Pillow's draft when the box is >= 2x the crop,
-                  else torchvision's libjpeg-turbo), uint8 224 px to the main process, which
-                  only normalises
+                  header; libjpeg-turbo's fast IDCT and chroma upsampling through simplejpeg,
+                  at 1/2-1/8 scale when the box is >= 2x the crop), uint8 224 px to the main
+                  process, which only normalises
   (c) packed      yingshe on prepared uint8 shards at 256 px (data/packed_crops.py, in the
                   order `yingshe train` draws): each box resized straight from the memory-mapped
                   shard and normalised into a recycled float batch, the batch's images shared
@@ -17,6 +17,10 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
                   2 DataLoader workers (data/photo.py)
   (d) jpeg-shards yingshe on WebDataset shards re-encoded as 256 px JPEGs at --quality (FFCV's
                   trade-off), read as (b) reads the folder
+
+yingshe's batches are channels-last (NHWC in memory, NCHW in shape), the layout `yingshe train`
+hands its model on the CPU and on CUDA; the seeds' are contiguous NCHW, the layout their model
+took. Both are normalised float32 (B, 3, 224, 224), value for value what the model trains on.
 
 plus the time and disk of each prepared form, as GB per 100,000 images.
 
@@ -107,17 +111,17 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     normalize = Normalize(list(MEAN), list(STD))
     cpu = torch.device("cpu")
     if kind == "files" or packed_path == "workers":  # decode/read + crop in 2 workers (data/photo.py)
-        batches = PhotoBatches(data.train, CROP, 3, args.batch_size, workers=2)
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize)
+        batches = PhotoBatches(data.train, CROP, 3, args.batch_size, workers=2, channels_last=True)
+        device_batches = DeviceBatches(batches, data.train, cpu, normalize, channels_last=True)
     elif packed_path == "gather":  # gather the batch, then crop it (augment.random_resized_crop)
         batches = make_batches(data.train, args.short_side, 3, args.batch_size, train=True, workers=2)
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize, ResizedCropAugment(CROP))
+        crop = ResizedCropAugment(CROP)
+        device_batches = DeviceBatches(batches, data.train, cpu, normalize, crop, channels_last=True)
     else:  # crop + normalise straight from the memory map, 2 threads, as `yingshe train` does
         order = EpochBatches(EpochShuffle(len(data.train), 0), args.batch_size, merge_tail=True)
-        batches = PackedCrops(
-            data.train, CROP, args.batch_size, normalize=normalize, threads=2, batches=order
-        )
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize)
+        options = dict(normalize=normalize, threads=2, batches=order, channels_last=True)
+        batches = PackedCrops(data.train, CROP, args.batch_size, **options)
+        device_batches = DeviceBatches(batches, data.train, cpu, normalize, channels_last=True)
     epoch = [0]
 
     def epochs():

@@ -120,7 +120,7 @@ class TrainConfig:
     seed: int = 0  # seeds the splits, the subsets, the initial weights and the augmentation
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     amp: Amp = "auto"  # mixed precision; auto: bf16 on a GPU that has it, else off
-    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA (convolutions gain)
+    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA and the CPU (convolutions gain)
     patience: int | None = None  # early stopping: epochs without improvement of `monitor`
     monitor: Monitor = "val_accuracy"  # metric that picks best.pt and drives early stopping
     tensorboard: bool = False  # also write TensorBoard events to <run>/events

@@ -41,10 +41,11 @@ def reference(split, window: int) -> DeviceBatches:
     return DeviceBatches(order, split, CPU, NORM, ResizedCropAugment(32))
 
 
-def direct(split, window: int, threads: int, normalize: bool) -> DeviceBatches:
-    crops = PackedCrops(split, 32, 8, seed=3, normalize=NORM if normalize else None, threads=threads)
+def direct(split, window: int, threads: int, normalize: bool, channels_last: bool = False) -> DeviceBatches:
+    norm = NORM if normalize else None
+    crops = PackedCrops(split, 32, 8, seed=3, normalize=norm, threads=threads, channels_last=channels_last)
     crops.order.window_images = window
-    return DeviceBatches(crops, split, CPU, NORM)
+    return DeviceBatches(crops, split, CPU, NORM, channels_last=channels_last)
 
 
 def epoch(batches: DeviceBatches, seed: int) -> list[tuple[torch.Tensor, ...]]:
@@ -53,15 +54,19 @@ def epoch(batches: DeviceBatches, seed: int) -> list[tuple[torch.Tensor, ...]]:
     return [tuple(t.clone() for t in out) for out in batches]
 
 
-@pytest.mark.parametrize(("threads", "normalize"), [(1, True), (2, True), (2, False)])
-def test_batches_equal_gather_crop_normalise_value_for_value(prepared, threads, normalize):
+@pytest.mark.parametrize(
+    ("threads", "normalize", "channels_last"),
+    [(1, True, False), (2, True, False), (2, False, False), (2, True, True), (1, False, True)],
+)
+def test_batches_equal_gather_crop_normalise_value_for_value(prepared, threads, normalize, channels_last):
     # windows of 7 images: batches of 8 span two windows, so parts are cut before a window goes
     want = epoch(reference(prepared, 7), seed=11)
-    got = epoch(direct(prepared, 7, threads, normalize), seed=11)
+    got = epoch(direct(prepared, 7, threads, normalize, channels_last), seed=11)
     assert [len(b[2]) for b in got] == [len(b[2]) for b in want]
     assert sum(len(b[2]) for b in got) == len(prepared)
     for (inputs, targets, labels), (ref_inputs, ref_targets, ref_labels) in zip(got, want, strict=True):
         assert inputs.shape == ref_inputs.shape == (len(labels), 3, 32, 32)
+        assert inputs.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert inputs.dtype == torch.float32 and torch.equal(inputs, ref_inputs)
         assert torch.equal(labels, ref_labels) and torch.equal(targets, ref_targets)
     assert float(torch.cat([b[0] for b in got]).std()) > 0.3  # real pixels, normalised

@@ -30,7 +30,21 @@ class Normalize(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # (x / 255 - mean) / std, in place on one fresh float copy: a second full-size temporary
         # costs more than the arithmetic on the CPU (512 CIFAR images: 1.3 ms instead of 9 ms)
-        return x.to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
+        if not _channels_last_only(x):
+            return x.to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
+        # NHWC memory: a (C, 1, 1) operand makes the innermost loop 3 long (0.71 ms an image at
+        # 224 px); the same products over rows of W×C values run at full width (0.44 ms). The
+        # arithmetic is in place on a fresh tensor, never through a view (ONNX tracing loses those)
+        b, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # a view: the memory already is NHWC
+        y = rows.to(torch.float32, copy=True)
+        y.mul_(self.scale.view(c).repeat(w)).sub_(self.shift.view(c).repeat(w))
+        return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _channels_last_only(x: Tensor) -> bool:
+    """4-D, channels-last in memory, and not also contiguous (more than one channel and pixel)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def per_image_policy(name: str) -> torch.nn.Module | None:

@@ -96,8 +96,9 @@ class PhotoTrainBatches(FileBatches):
         workers: int,
         scale: tuple[float, float],
         flip: bool,
+        channels_last: bool = False,
     ) -> None:
-        crops = PhotoCrops(split, size, channels, batches.sampler.seed, scale, flip)
+        crops = PhotoCrops(split, size, channels, batches.sampler.seed, scale, flip, channels_last)
         super().__init__(split, size, channels, batches, workers, dataset=crops)
 
 
@@ -114,12 +115,14 @@ def photo_training(
     rank: int = 0,
     world: int = 1,
     normalize: Normalize | None = None,
+    channels_last: bool = False,
 ) -> tuple[BatchSource, PhotoAugment]:
     """The training batches and augmentation of `augment.random_resized_crop`; `shape` is
     (image_size, stored side, channels). Encoded files are cropped in workers as they are
     decoded; prepared shards are cut straight from their memory map by `packed_crops.PackedCrops`
     in this process (threads), and normalised as they are cut when `normalize` is given (a CPU
-    run); anything else comes at the stored side and is cropped on the device."""
+    run); anything else comes at the stored side and is cropped on the device. With
+    `channels_last` (the model's memory format) the crops are stored NHWC as they are cut."""
     size, side, channels = shape
     flip = flip_invariant if cfg.augment.hflip is None else cfg.augment.hflip
     scale = (cfg.augment.rrc_scale, 1.0)
@@ -132,9 +135,10 @@ def photo_training(
         source: BatchSource
         if split.packed is not None:
             options = dict(seed=cfg.train.seed, scale=scale, flip=flip, normalize=normalize)
-            source = PackedCrops(split, size, batch_size, threads=workers, batches=batches, **options)
+            options.update(threads=workers, batches=batches, channels_last=channels_last)
+            source = PackedCrops(split, size, batch_size, **options)
         else:
-            source = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip)
+            source = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip, channels_last)
     else:
         source = make_batches(
             split,

@@ -30,6 +30,11 @@ try:
 except ImportError:  # a torchvision without its image codecs
     decode_jpeg = None
 
+try:  # libjpeg-turbo with its speed switches exposed (a dependency; absent from some environments)
+    import simplejpeg
+except ImportError:
+    simplejpeg = None
+
 DECODERS = ("auto", "pil")  # auto: torchvision for exact-size JPEGs, Pillow for the rest
 
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic);
@@ -65,6 +70,66 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     except struct.error:
         return None
     return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read. Scans the
+    APP1 segments before the frame and IFD0 of their TIFF header; costs a few µs."""
+    pos, end = 2, len(data)
+    try:
+        while pos + 4 <= end and data[pos] == 0xFF:
+            marker = data[pos + 1]
+            if marker == 0xFF or marker in _NO_LENGTH:
+                pos += 1 if marker == 0xFF else 2
+                continue
+            if marker in _SOF or marker == 0xDA:
+                return 1
+            (length,) = struct.unpack_from(">H", data, pos + 2)
+            if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
+                return _tiff_orientation(data, pos + 10)
+            pos += 2 + length
+    except struct.error:
+        return 1
+    return 1
+
+
+def _tiff_orientation(data: bytes, tiff: int) -> int:
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[tiff : tiff + 2]))
+    if order is None:
+        return 1
+    (ifd,) = struct.unpack_from(order + "I", data, tiff + 4)
+    (count,) = struct.unpack_from(order + "H", data, tiff + ifd)
+    for k in range(count):
+        tag, kind, _, value = struct.unpack_from(order + "HHIH", data, tiff + ifd + 2 + 12 * k)
+        if tag == 0x0112 and kind == 3:  # Orientation, SHORT
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def decode_jpeg_fast(data: bytes, channels: int, reduce: int, name: str) -> np.ndarray | None:
+    """(H, W, channels) uint8 for a training crop, or None when this fast path does not apply
+    (no simplejpeg, a JPEG to be turned by its EXIF orientation): the caller decodes otherwise.
+
+    libjpeg-turbo's fast integer IDCT and plain chroma upsampling (FFCV's decoder settings),
+    1.7× torchvision's accurate decode on 300-500 px photos (0.66 against 1.11 ms on one core;
+    bench/photo_throughput.py). The pixels differ from the accurate decode by a few levels, which
+    random-resized-crop's own resampling dwarfs; evaluation and prediction keep the accurate
+    decoder. `reduce` (1, 2, 4 or 8) is libjpeg's DCT scaling: only powers of two, since its other
+    scales have no SIMD path and decode slower than the full image."""
+    if simplejpeg is None or exif_orientation(data) != 1:
+        return None
+    try:
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        return simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB" if channels == 3 else "GRAY",
+            fastdct=True,
+            fastupsample=True,
+            min_height=-(-height // reduce),
+            min_width=-(-width // reduce),
+        )
+    except ValueError as err:
+        raise UnreadableImage(f"{name}: {err}") from err
 
 
 def decode_many(

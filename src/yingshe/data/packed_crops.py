@@ -60,6 +60,7 @@ class PackedCrops:
         flip: bool = True,
         normalize: Normalize | None = None,
         threads: int = 2,
+        channels_last: bool = False,
         ring: int = 3,
         rank: int = 0,
         world: int = 1,
@@ -78,9 +79,13 @@ class PackedCrops:
         self.packed, self.labels, self.size = split.packed, split.labels, size
         self.scale, self.ratio, self.flip = scale, ratio, flip
         self.threads = max(1, threads)
+        self.channels_last = channels_last
         self.norm = None
-        if normalize is not None:  # per image: (C, 1, 1), the values Normalize uses
-            self.norm = (normalize.scale.detach().cpu()[0], normalize.shift.detach().cpu()[0])
+        if normalize is not None:  # the values Normalize uses: per image (C, 1, 1), or per NHWC row
+            scale, shift = normalize.scale.detach().cpu()[0], normalize.shift.detach().cpu()[0]
+            if channels_last:
+                scale, shift = scale.view(-1).repeat(size), shift.view(-1).repeat(size)
+            self.norm = (scale, shift)
         self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
         self.pool: ThreadPoolExecutor | None = None
 
@@ -116,7 +121,7 @@ class PackedCrops:
                 continue
             if offset == 0:
                 boxes = draw_boxes(size, side, side, self.scale, self.ratio, self.flip)
-                out = self.ring.take((size, channels, self.size, self.size))
+                out = self._take(size, channels)
                 labels, index = [], []
             part = slice(offset, offset + len(positions))
             self._cut(positions, boxes[part], out[part])
@@ -131,6 +136,14 @@ class PackedCrops:
                     normalized=self.norm is not None,
                 )
                 out = None  # the ring recycles it once the consumer lets go
+
+    def _take(self, size: int, channels: int) -> Tensor:
+        """A recycled (size, C, H, W) batch, NHWC in memory when the model wants channels-last:
+        then each crop is copied as it comes out of the resize (0.03 ms), where an NCHW slot
+        costs a transposing copy (0.09 ms of the ~0.5 an image takes)."""
+        if self.channels_last:
+            return self.ring.take((size, self.size, self.size, channels)).permute(0, 3, 1, 2)
+        return self.ring.take((size, channels, self.size, self.size))
 
     def _cut(self, positions: np.ndarray, boxes: list[Box], out: Tensor) -> None:
         """Crop, resize (and normalise) the images at sorted view `positions` into `out`."""
@@ -155,5 +168,9 @@ class PackedCrops:
             box = image[top : top + height, left : left + width].permute(2, 0, 1)[None]  # NHWC view
             resized = resize_box(box, self.size)[0]
             slot.copy_(resized.flip(-1) if mirrored else resized)
-            if self.norm is not None:  # Normalize's own operations, on one image while it is in cache
-                slot.mul_(self.norm[0]).sub_(self.norm[1])
+            if self.norm is None:
+                continue
+            # Normalize's own operations, on one image while it is in cache
+            if self.channels_last:  # over rows of W×C values, as Normalize does for NHWC
+                slot = slot.permute(1, 2, 0).view(self.size, -1)
+            slot.mul_(self.norm[0]).sub_(self.norm[1])
