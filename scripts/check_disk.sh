@@ -10,7 +10,7 @@ needed_gb=$2
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch" 2>/dev/null; then
     exit 0
 fi
-where=$(dirname "$(realpath -m "$venv")")
+where=$(dirname "$venv")
 mkdir -p "$where"
 free_kb=$(df -Pk "$where" | awk 'NR==2 {print $4}')
 needed_kb=$((needed_gb * 1024 * 1024))

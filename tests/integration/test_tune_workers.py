@@ -88,8 +88,9 @@ def grid_space(tmp_path: Path) -> Path:
 
 
 def check_shared_grid(study: optuna.Study, out: Path) -> None:
-    """Every grid point trained once, by one trial each, in one run folder each."""
-    trials = study.get_trials(deepcopy=False)
+    """Every grid point trained once, by one trial each, in one run folder each (a trial that drew
+    a point another worker had drawn at the same moment is pruned before it trains)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if "duplicate_of" not in t.user_attrs]
     assert len(trials) == len(GRID), [(t.number, t.state, t.params) for t in trials]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.params["optim.lr"] for t in trials) == GRID, "no point twice, none left out"

@@ -62,24 +62,33 @@ def test_fast_decode_is_close_to_the_accurate_one_and_scales_by_powers_of_two():
     image = photo()
     data = encode(image)
     accurate = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
-    fast = decode_jpeg_fast(data, 3, 1, "p.jpg")
+    fast = decode_jpeg_fast(data, 3, 1)
     assert fast.shape == (200, 300, 3) and fast.dtype == np.uint8
     difference = np.abs(fast.astype(int) - accurate)
     assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 8  # a few levels, not a shift
-    half = decode_jpeg_fast(data, 3, 2, "p.jpg")
+    half = decode_jpeg_fast(data, 3, 2)
     assert half.shape == (100, 150, 3)
-    assert decode_jpeg_fast(data, 3, 8, "p.jpg").shape == (25, 38, 3)  # libjpeg rounds up
-    grey = decode_jpeg_fast(encode(image.convert("L")), 1, 1, "g.jpg")
+    assert decode_jpeg_fast(data, 3, 8).shape == (25, 38, 3)  # libjpeg rounds up
+    grey = decode_jpeg_fast(encode(image.convert("L")), 1, 1)
     assert grey.shape == (200, 300, 1)
 
 
 @needs_simplejpeg
-def test_fast_decode_steps_aside_for_exif_turns_and_names_a_broken_file():
-    assert decode_jpeg_fast(with_exif(photo(), 6), 3, 1, "turned.jpg") is None
-    assert decode_jpeg_fast(with_exif(photo(), 1), 3, 1, "upright.jpg") is not None
+def test_fast_decode_steps_aside_for_exif_turns_and_damaged_files():
+    """Those go to the accurate decoders: they turn the picture, forgive stray bytes, and name
+    a file they cannot read."""
+    assert decode_jpeg_fast(with_exif(photo(), 6), 3, 1) is None
+    assert decode_jpeg_fast(with_exif(photo(), 1), 3, 1) is not None
     data = encode(photo())
+    sof = data.index(b"\xff\xc0")
+    stray = data[:sof] + b"\x00\x00\x00" + data[sof:]  # libjpeg: "3 extraneous bytes before marker"
+    assert decode_jpeg_fast(stray, 3, 1) is None
+    crop = decode_crop(stray, 32, 3, np.random.default_rng(0), "stray.jpg")
+    assert crop.shape == (3, 32, 32) and float(crop.float().std()) > 5
+    cut = data[: len(data) // 2]
+    assert decode_jpeg_fast(cut, 3, 1) is None
     with pytest.raises(UnreadableImage, match="cut.jpg"):
-        decode_jpeg_fast(data[: len(data) // 2], 3, 1, "cut.jpg")
+        decode_crop(cut, 32, 3, np.random.default_rng(0), "cut.jpg")
 
 
 def test_a_turned_photo_is_cropped_upright():
@@ -103,6 +112,12 @@ def test_normalize_gives_the_same_values_for_channels_last_batches():
     assert torch.equal(out, norm(x))
     for part in (x[:1], x[:, :, :1, :1]):  # one image; one pixel (both layouts at once)
         assert torch.equal(norm(part), norm(part.contiguous(memory_format=torch.channels_last)))
+
+
+def test_normalize_with_one_statistic_broadcasts_it_over_channels_last_batches_too():
+    norm = Normalize([0.5], [0.25])
+    x = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
+    assert torch.equal(norm(x.contiguous(memory_format=torch.channels_last)), norm(x))
 
 
 def test_normalize_leaves_a_float_channels_last_input_alone():

@@ -37,9 +37,17 @@ class Normalize(torch.nn.Module):
         # arithmetic is in place on a fresh tensor, never through a view (ONNX tracing loses those)
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # a view: the memory already is NHWC
+        scale, shift = self.row_operands(c, w)
         y = rows.to(torch.float32, copy=True)
-        y.mul_(self.scale.view(c).repeat(w)).sub_(self.shift.view(c).repeat(w))
+        y.mul_(scale).sub_(shift)
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+    def row_operands(self, channels: int, width: int) -> tuple[Tensor, Tensor]:
+        """(scale, shift) for one NHWC row of `width` pixels: W×C values, channel fastest."""
+        scale, shift = self.scale.reshape(-1), self.shift.reshape(-1)
+        if scale.numel() == 1:  # one statistic for every channel, as the NCHW broadcast allows
+            scale, shift = scale.expand(channels), shift.expand(channels)
+        return scale.repeat(width), shift.repeat(width)
 
 
 def _channels_last_only(x: Tensor) -> bool:

@@ -82,10 +82,11 @@ class PackedCrops:
         self.channels_last = channels_last
         self.norm = None
         if normalize is not None:  # the values Normalize uses: per image (C, 1, 1), or per NHWC row
-            scale, shift = normalize.scale.detach().cpu()[0], normalize.shift.detach().cpu()[0]
             if channels_last:
-                scale, shift = scale.view(-1).repeat(size), shift.view(-1).repeat(size)
-            self.norm = (scale, shift)
+                scale, shift = normalize.row_operands(split.packed.image_shape[2], size)
+            else:
+                scale, shift = normalize.scale[0], normalize.shift[0]
+            self.norm = (scale.detach().cpu(), shift.detach().cpu())
         self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
         self.pool: ThreadPoolExecutor | None = None
 

@@ -74,7 +74,7 @@ def decode_crop(
     reduce = min(box[2], box[3]) // size if box else 1
     fast = None
     if frame and frame[2] == channels:
-        fast = decode_jpeg_fast(data, channels, min(8, 1 << (max(reduce, 1).bit_length() - 1)), name)
+        fast = decode_jpeg_fast(data, channels, min(8, 1 << (max(reduce, 1).bit_length() - 1)))
     if fast is not None:
         image = torch.from_numpy(fast).permute(2, 0, 1)
     elif frame and frame[2] == channels and reduce < 2 and decode_jpeg is not None:
@@ -99,14 +99,13 @@ def decode_crop(
         array = np.array(to_mode(pil, channels), dtype=np.uint8)
         image = torch.from_numpy(array[:, :, None] if array.ndim == 2 else array).permute(2, 0, 1)
     height, width = image.shape[1:]
-    if box is None or (frame[0], frame[1]) != (width, height):  # drafted, rotated, or not a JPEG
-        if box is not None and (frame[0], frame[1]) == (height, width):  # EXIF-rotated: redraw
+    if box is None or (frame[0], frame[1]) != (width, height):  # drafted, turned, or not a JPEG
+        turned = box is not None and (frame[0] - frame[1]) * (width - height) < 0  # EXIF 5-8
+        if box is None or turned:  # a box for the picture as decoded
             box = draw_box(width, height, rng, scale)
-        elif box is not None:  # drafted: the same box, scaled
+        else:  # drafted: the same box, scaled
             sx, sy = width / frame[0], height / frame[1]
             box = (int(box[0] * sx), int(box[1] * sy), max(1, int(box[2] * sx)), max(1, int(box[3] * sy)))
-        else:
-            box = draw_box(width, height, rng, scale)
     return crop_resize(image, box, size, flip and bool(rng.random() < 0.5))
 
 

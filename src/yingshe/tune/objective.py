@@ -10,6 +10,7 @@ the run still writes its report, which names the pruning as its stop reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,18 @@ class Objective:
         pruner: str,
         cv: int | None = None,
         callbacks: list[Callback] | None = None,
+        duplicate_of: Callable[[optuna.Study, int], int | None] | None = None,
     ) -> None:
         self.base, self.space, self.study_dir = base, space, study_dir
         self.metric, self.pruner, self.cv = metric, pruner, cv
         self.callbacks = list(callbacks or [])
+        self.duplicate_of = duplicate_of  # a grid: the earlier trial that took this trial's point
 
     def __call__(self, trial: optuna.Trial) -> float:
+        first = self.duplicate_of(trial.study, trial.number) if self.duplicate_of else None
+        if first is not None:  # two workers drew the last open grid point at once: train it once
+            trial.set_user_attr("duplicate_of", first)
+            raise optuna.TrialPruned(f"grid point already taken by trial {first}")
         values = {p.key: suggest(trial, p) for p in self.space.params}
         out = trial_dir(self.study_dir, trial.number)
         cfg = trial_config(self.base, values, out)

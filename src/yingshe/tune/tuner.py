@@ -188,7 +188,6 @@ def tune(
         "cv": cv,
         "plots": plots,
     }
-    objective = Objective(base, parsed, study_dir, metric, pruner, cv, callbacks)
     guards = []
     if sampler == "grid":
         with warnings.catch_warnings():  # Optuna marks the heartbeat API experimental
@@ -197,6 +196,8 @@ def tune(
         guard = GridGuard(parsed.grid())
         trials = min(trials, guard.open_points(study))
         guards.append(guard)
+    duplicate_of = guards[0].duplicate_of if guards else None
+    objective = Objective(base, parsed, study_dir, metric, pruner, cv, callbacks, duplicate_of)
     started = time.perf_counter()
     with TrialProgress(trials, study, metric, progress, on_trial) as bar:
         if trials > 0:
@@ -226,8 +227,10 @@ class GridGuard:
     """Stop a grid worker once every point is taken (finished, running or queued for a retry).
 
     Optuna's GridSampler hands out points by trial number and, once none is left unvisited,
-    re-runs a point another worker is still running; a worker here stops instead, so a grid
-    shared by several workers trains each point once."""
+    re-runs a point another worker is still running; a worker here stops instead. Two workers
+    that start trials at the same moment can still draw the same open point: the later trial
+    finds the earlier one (`duplicate_of`) and is pruned before it trains, so a grid shared by
+    several workers trains each point once."""
 
     def __init__(self, grid: dict[str, list[Any]]) -> None:
         self.grid = {key: list(values) for key, values in sorted(grid.items())}
@@ -246,6 +249,26 @@ class GridGuard:
         taken = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs and self.mine(t)}
         waiting = sum(t.state == optuna.trial.TrialState.WAITING and self.mine(t) for t in trials)
         return max(self.size - len(taken), 0) + waiting
+
+    def duplicate_of(self, study: optuna.Study, number: int) -> int | None:
+        """The earliest other trial of this grid that ran or is running trial `number`'s point
+        (a trial that failed gave its point back), or None."""
+        trials = study.get_trials(deepcopy=False)
+        this = next((t for t in trials if t.number == number), None)
+        if this is None or "grid_id" not in this.system_attrs or not self.mine(this):
+            return None
+        state = optuna.trial.TrialState
+        taken = (state.RUNNING, state.COMPLETE, state.PRUNED)
+        earlier = [
+            t.number
+            for t in trials
+            if t.number < number
+            and t.system_attrs.get("grid_id") == this.system_attrs["grid_id"]
+            and t.state in taken
+            and "duplicate_of" not in t.user_attrs
+            and self.mine(t)
+        ]
+        return min(earlier) if earlier else None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.open_points(study) == 0:
