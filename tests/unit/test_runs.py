@@ -98,3 +98,16 @@ def test_metrics_csv_round_trip(tmp_path):
     back = read_metrics_csv(tmp_path / "metrics.csv")
     assert back[1] == {"epoch": 2.0, "val_accuracy": 0.75, "lr": 0.1}
     assert "lr" not in back[0]
+
+
+def test_keeping_a_copy_twice_leaves_no_temporary_link(tmp_path):
+    """A run killed after keeping last.prev.pt but before writing last.pt resumes with both names
+    on one file; keeping the copy again must not leave its temporary link behind."""
+    from yingshe.runs import keep_copy
+
+    last, prev = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    last.write_bytes(b"step 7")
+    keep_copy(last, prev)
+    keep_copy(last, prev)
+    assert prev.read_bytes() == b"step 7"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.pt", "last.pt"]
