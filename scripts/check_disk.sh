@@ -10,8 +10,11 @@ needed_gb=$2
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import torch" 2>/dev/null; then
     exit 0
 fi
-where=$(dirname "$venv")
-mkdir -p "$where"
+where=$venv  # an existing venv (or a link to one on another disk) is measured where it is
+if [ ! -e "$where" ]; then
+    where=$(dirname "$venv")
+    mkdir -p "$where"
+fi
 free_kb=$(df -Pk "$where" | awk 'NR==2 {print $4}')
 needed_kb=$((needed_gb * 1024 * 1024))
 if [ "$free_kb" -lt "$needed_kb" ]; then

@@ -180,7 +180,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
         )
         value = "" if trial.value is None else f"  {args.metric} {trial.value:.4f}"
-        if trial.state.name == "PRUNED":
+        if "duplicate_of" in trial.user_attrs:
+            value = f"  not trained: trial {trial.user_attrs['duplicate_of']} holds this grid point"
+        elif trial.state.name == "PRUNED":
             value = f"  pruned after epoch {trial.last_step}"
         print(f"trial {trial.number:>4}: {trial.state.name.lower():<8}{value}  {params}", flush=True)
 

@@ -128,7 +128,7 @@ def keep_copy(path: Path, copy: Path) -> None:
     """Make `copy` hold `path`'s content, atomically: a hard link renamed over `copy` (no bytes
     copied; the next atomic write of `path` gives `path` a new inode and leaves `copy` alone),
     or a byte copy where the file system has no hard links."""
-    if copy.is_file() and os.path.samefile(path, copy):
+    if copy.is_file() and not copy.is_symlink() and os.path.samefile(path, copy):
         # already one file (a run killed between keeping the copy and writing the new `path`):
         # renaming a link over its own file is a no-op that would leave the link behind
         return

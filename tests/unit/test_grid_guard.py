@@ -41,3 +41,18 @@ def test_a_failed_trial_gives_its_point_back_and_other_grids_do_not_count():
     guard = GridGuard(grid)
     assert guard.duplicate_of(study, 2) is None
     assert guard.duplicate_of(study, 4) == 2
+
+
+def test_a_queued_retry_holds_its_point_and_duplicates_are_listed_as_such():
+    from yingshe.tune.results import trial_rows
+
+    grid = {"optim.lr": [0.01, 0.1]}
+    state = optuna.trial.TrialState
+    study = optuna.create_study()
+    study.add_trial(grid_trial(state.WAITING, grid, 1))  # 0: a retry queued for point 1
+    study.add_trial(grid_trial(state.RUNNING, grid, 1))  # 1: a fresh trial drew point 1 too
+    study.add_trial(grid_trial(state.PRUNED, grid, 1, duplicate_of=0))  # 2: an earlier duplicate
+    assert GridGuard(grid).duplicate_of(study, 1, wait=0) == 0
+    rows = {row["number"]: row for row in trial_rows(study)}
+    assert rows[2]["state"] == "duplicate" and rows[2]["duplicate_of"] == 0
+    assert rows[1]["state"] == "running" and rows[1]["duplicate_of"] is None

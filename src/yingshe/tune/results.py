@@ -36,7 +36,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name.lower(),
+                # a later trial that drew a grid point another worker held (tuner.GridGuard)
+                "state": "duplicate" if "duplicate_of" in t.user_attrs else t.state.name.lower(),
+                "duplicate_of": t.user_attrs.get("duplicate_of"),
                 "value": t.value,
                 **{f"param:{k}": v for k, v in t.params.items()},
                 "epochs": t.user_attrs.get("epochs"),
@@ -179,7 +181,9 @@ def study_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "|" + "---|" * (len(params) + 4),
     ]
     for row in ranked:
-        link = f"[{row['number']}](trial-{row['number']:04d}/report.md)"
+        link = str(row["number"])  # a duplicate grid trial has no run folder
+        if row["run_dir"]:
+            link = f"[{row['number']}](trial-{row['number']:04d}/report.md)"
         cells = [_fmt(row.get(p)) for p in params]
         lines.append(
             f"| {link} | {row['state']} | {_fmt(row['value'])} | "

@@ -230,7 +230,8 @@ class GridGuard:
     re-runs a point another worker is still running; a worker here stops instead. Two workers
     that start trials at the same moment can still draw the same open point: the later trial
     finds the earlier one (`duplicate_of`) and is pruned before it trains, so a grid shared by
-    several workers trains each point once."""
+    several workers trains each point once. (Should the earlier trial then fail, its point stays
+    untrained, as any failed grid point does; a dead worker's point is queued again.)"""
 
     def __init__(self, grid: dict[str, list[Any]]) -> None:
         self.grid = {key: list(values) for key, values in sorted(grid.items())}
@@ -250,15 +251,25 @@ class GridGuard:
         waiting = sum(t.state == optuna.trial.TrialState.WAITING and self.mine(t) for t in trials)
         return max(self.size - len(taken), 0) + waiting
 
-    def duplicate_of(self, study: optuna.Study, number: int) -> int | None:
-        """The earliest other trial of this grid that ran or is running trial `number`'s point
-        (a trial that failed gave its point back), or None."""
-        trials = study.get_trials(deepcopy=False)
+    def duplicate_of(self, study: optuna.Study, number: int, wait: float = 2.0) -> int | None:
+        """The earliest other trial of this grid that holds trial `number`'s point (running,
+        finished, or a queued retry; a failed trial holds none), or None.
+
+        Optuna creates a trial and records its grid point in separate storage calls, so an
+        earlier trial may not show its point yet: this waits up to `wait` seconds for every
+        earlier running trial to show one."""
+        state = optuna.trial.TrialState
+        deadline = time.monotonic() + wait
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            earlier = [t for t in trials if t.number < number and t.state == state.RUNNING]
+            if all("grid_id" in t.system_attrs for t in earlier) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         this = next((t for t in trials if t.number == number), None)
         if this is None or "grid_id" not in this.system_attrs or not self.mine(this):
             return None
-        state = optuna.trial.TrialState
-        taken = (state.RUNNING, state.COMPLETE, state.PRUNED)
+        taken = (state.RUNNING, state.WAITING, state.COMPLETE, state.PRUNED)
         earlier = [
             t.number
             for t in trials
