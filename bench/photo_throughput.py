@@ -22,6 +22,9 @@ yingshe's batches are channels-last (NHWC in memory, NCHW in shape), the layout 
 hands its model on the CPU and on CUDA; the seeds' are contiguous NCHW, the layout their model
 took. Both are normalised float32 (B, 3, 224, 224), value for value what the model trains on.
 
+  (e) parts       one core: the decoders on 200 corpus photos, and Normalize on 224-px batches
+                  (NCHW; NHWC with the per-channel operand; NHWC by rows, as yingshe does it)
+
 plus the time and disk of each prepared form, as GB per 100,000 images.
 
     python bench/make_photo_corpus.py            # once: bench/.photo-corpus (git-ignored)
@@ -29,7 +32,8 @@ plus the time and disk of each prepared form, as GB per 100,000 images.
 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
 shard_gb_per_100k packed_gather_ips packed_workers_ips jpeg_shards_ips jpeg_shards_ratio
-jpeg_shard_gb_per_100k.
+jpeg_shard_gb_per_100k, then (e)'s decode_pil_ms decode_tv_ms decode_fast_ms norm_nchw_ms
+norm_nhwc_channel_ms norm_nhwc_ms fast_decode_ratio (`--parts`: (e) alone, with that line).
 """
 
 from __future__ import annotations
@@ -155,6 +159,51 @@ def run_prepare(args, fmt: str) -> dict:
     return {"seconds": seconds, "out": str(out), "gb_per_100k": folder_bytes(out) / count * 1e5 / 1e9}
 
 
+def best_ms(fn, items, rounds: int = 3) -> float:
+    """Best of `rounds` passes over `items`, milliseconds per item."""
+    fn(items[0])
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, (time.perf_counter() - started) / len(items))
+    return best * 1000
+
+
+def run_parts(args) -> dict:
+    """Per-image costs on one core: the decoders on corpus photos, and `Normalize` on a batch of
+    224-px crops stored NCHW, NHWC with a per-channel operand, and NHWC as yingshe does it."""
+    import io
+    import warnings
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from yingshe.data.augment import Normalize
+    from yingshe.data.decode import decode_jpeg, decode_jpeg_fast
+
+    photos = [p.read_bytes() for p in sorted(args.corpus.rglob("*.jpg"))[:200]]
+    warnings.simplefilter("ignore")  # torchvision's codec deprecation, read-only buffers
+    out = {
+        "decode_pil_ms": best_ms(lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")), photos),
+        "decode_tv_ms": best_ms(lambda d: decode_jpeg(torch.frombuffer(d, dtype=torch.uint8)), photos),
+        "decode_fast_ms": best_ms(lambda d: decode_jpeg_fast(d, 3, 1), photos),
+    }
+    norm = Normalize(list(MEAN), list(STD))
+    nchw = torch.randint(0, 256, (64, 3, CROP, CROP), dtype=torch.uint8)
+    nhwc = nchw.contiguous(memory_format=torch.channels_last)
+
+    def per_channel(x):  # Normalize's NCHW arithmetic applied to NHWC memory as it is
+        return x.to(torch.float32, copy=True).mul_(norm.scale).sub_(norm.shift)
+
+    for key, fn, x in (("norm_nchw_ms", norm, nchw), ("norm_nhwc_channel_ms", per_channel, nhwc)):
+        out[key] = best_ms(fn, [x] * 3) / len(x)
+    out["norm_nhwc_ms"] = best_ms(norm, [nhwc] * 3) / len(nhwc)
+    return out
+
+
 def child(args) -> None:
     import torch
 
@@ -168,6 +217,7 @@ def child(args) -> None:
         "jpeg-shards": lambda: run_yingshe(args, args.prepared, "off"),
         "prepare-packed": lambda: run_prepare(args, "packed"),
         "prepare-jpeg": lambda: run_prepare(args, "jpeg"),
+        "parts": lambda: run_parts(args),
     }
     print("RESULT " + json.dumps(jobs[args.only]()), flush=True)
 
@@ -206,6 +256,7 @@ def main() -> None:
     parser.add_argument("--short-side", type=int, default=256, help="side the prepared images are stored at")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the JPEG shards")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per pipeline process")
+    parser.add_argument("--parts", action="store_true", help="only the per-image costs (e), one core")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--prepared", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,6 +267,11 @@ def main() -> None:
     if not args.corpus.is_dir():
         sys.exit(f"{args.corpus} is missing: run bench/make_photo_corpus.py first")
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.parts:
+        parts = spawn(args, "parts")
+        print_parts(parts)
+        print(" ".join(f"{k}={v}" for k, v in parts_line(parts).items()))
+        return
     shutil.rmtree(args.work / "cache", ignore_errors=True)  # a fresh prepare each run
     photos = sum(1 for _ in args.corpus.rglob("*.jpg"))
     corpus_gb = folder_bytes(args.corpus) / photos * 1e5 / 1e9
@@ -243,6 +299,8 @@ def main() -> None:
     )
     shards = spawn(args, "jpeg-shards", "--prepared", prep_j["out"])
     print(f"(d) jpeg-shards yingshe, JPEG shards, 2 workers:         {shards['ips']:>8,.0f} img/s")
+    parts = spawn(args, "parts")
+    print_parts(parts)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     line = {
         "seed_ips": f"{seed['ips']:.0f}",
@@ -256,8 +314,25 @@ def main() -> None:
         "jpeg_shards_ips": f"{shards['ips']:.0f}",
         "jpeg_shards_ratio": f"{shards['ips'] / seed['ips']:.2f}",
         "jpeg_shard_gb_per_100k": f"{prep_j['gb_per_100k']:.2f}",
+        **parts_line(parts),
     }
     print(" ".join(f"{k}={v}" for k, v in line.items()))
+
+
+def parts_line(parts: dict) -> dict:
+    return {
+        **{k: f"{v:.3f}" for k, v in parts.items()},
+        "fast_decode_ratio": f"{parts['decode_tv_ms'] / parts['decode_fast_ms']:.2f}",
+    }
+
+
+def print_parts(parts: dict) -> None:
+    print(
+        f"(e) one core, ms an image: decode Pillow {parts['decode_pil_ms']:.2f}, torchvision "
+        f"{parts['decode_tv_ms']:.2f}, fast (simplejpeg) {parts['decode_fast_ms']:.2f}; Normalize "
+        f"NCHW {parts['norm_nchw_ms']:.3f}, NHWC per channel {parts['norm_nhwc_channel_ms']:.3f}, "
+        f"NHWC by rows {parts['norm_nhwc_ms']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -275,8 +275,9 @@ def resume_point(folder: RunDir) -> tuple[Checkpoint | None, RunConfig]:
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
-    """channels-last memory where it was measured faster (CUDA, and the CPU: 1.07-1.20x for
-    every built-in conv net's training step, docs/benchmarks.md), or as configured."""
+    """channels-last memory where it was measured faster (CUDA, and the CPU: 1.04-1.25x for the
+    built-in conv nets' training step, the ViT unchanged; `bench/cpu_levers.py`), or as
+    configured."""
     if cfg.train.channels_last is not None:
         return cfg.train.channels_last
     return device.type in ("cuda", "cpu")

@@ -32,8 +32,9 @@ class Normalize(torch.nn.Module):
         # costs more than the arithmetic on the CPU (512 CIFAR images: 1.3 ms instead of 9 ms)
         if not _channels_last_only(x):
             return x.to(torch.float32, copy=True).mul_(self.scale).sub_(self.shift)
-        # NHWC memory: a (C, 1, 1) operand makes the innermost loop 3 long (0.71 ms an image at
-        # 224 px); the same products over rows of W×C values run at full width (0.44 ms). The
+        # NHWC memory: a (C, 1, 1) operand makes the innermost loop 3 long (0.69-0.73 ms an image
+        # at 224 px); the same products over rows of W×C values run at full width (0.42-0.44 ms,
+        # as NCHW does; `bench/photo_throughput.py --parts`). The
         # arithmetic is in place on a fresh tensor, never through a view (ONNX tracing loses those)
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # a view: the memory already is NHWC

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,52 +43,51 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 _NO_LENGTH = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI, EOI carry no length field
 
 
+def _segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker segment of a JPEG up to its first frame or scan, the one
+    walk both header readers need; stops quietly where `data` is not a JPEG or breaks off (the
+    caller's `struct.error` for a segment cut short)."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return
+    pos, end = 2, len(data)
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        yield marker, pos
+        if marker in _SOF or marker == 0xDA:
+            return
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+
+
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, components) from a JPEG's frame header, or None when `data` is not a JPEG
     whose header can be read. Scans marker segments only; costs a few µs."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    pos, end = 2, len(data)
     try:
-        while pos + 4 <= end:
-            if data[pos] != 0xFF:
+        for marker, pos in _segments(data):
+            if marker == 0xDA:  # start of scan before any frame: malformed
                 return None
-            marker = data[pos + 1]
-            if marker == 0xFF:  # fill byte
-                pos += 1
-                continue
-            if marker in _NO_LENGTH:
-                pos += 2
-                continue
-            (length,) = struct.unpack_from(">H", data, pos + 2)
             if marker in _SOF:
                 _, height, width, components = struct.unpack_from(">BHHB", data, pos + 4)
                 # a height of 0 is left to a later DNL segment: not a size to plan crops on
                 return (width, height, components) if width and height else None
-            if marker == 0xDA:  # start of scan before any frame: malformed
-                return None
-            pos += 2 + length
     except struct.error:
         return None
     return None
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read. Scans the
+    """The EXIF orientation (1-8) of a JPEG, 1 when it has none or it cannot be read. Reads the
     APP1 segments before the frame and IFD0 of their TIFF header; costs a few µs."""
-    pos, end = 2, len(data)
     try:
-        while pos + 4 <= end and data[pos] == 0xFF:
-            marker = data[pos + 1]
-            if marker == 0xFF or marker in _NO_LENGTH:
-                pos += 1 if marker == 0xFF else 2
-                continue
-            if marker in _SOF or marker == 0xDA:
-                return 1
-            (length,) = struct.unpack_from(">H", data, pos + 2)
+        for marker, pos in _segments(data):
             if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
                 return _tiff_orientation(data, pos + 10)
-            pos += 2 + length
     except struct.error:
         return 1
     return 1
@@ -107,22 +106,25 @@ def _tiff_orientation(data: bytes, tiff: int) -> int:
     return 1
 
 
-def decode_jpeg_fast(data: bytes, channels: int, reduce: int) -> np.ndarray | None:
+def decode_jpeg_fast(
+    data: bytes, channels: int, reduce: int, size: tuple[int, int] | None = None
+) -> np.ndarray | None:
     """(H, W, channels) uint8 for a training crop, or None when this fast path does not apply
     (no simplejpeg, a JPEG to be turned by its EXIF orientation, any complaint from libjpeg: a
     few stray bytes, a cut-off scan): the caller then decodes it the accurate way, which
     forgives what it can and names the file when it cannot.
 
     libjpeg-turbo's fast integer IDCT and plain chroma upsampling (FFCV's decoder settings),
-    1.7× torchvision's accurate decode on 300-500 px photos (0.66 against 1.11 ms on one core;
-    bench/photo_throughput.py). The pixels differ from the accurate decode by a few levels, which
-    random-resized-crop's own resampling dwarfs; evaluation and prediction keep the accurate
+    1.7× torchvision's accurate decode on 300-500 px photos (0.66 against 1.09-1.13 ms on one
+    core: `bench/photo_throughput.py --parts`). The pixels differ from the accurate decode by a
+    few levels, which random-resized-crop's own resampling dwarfs; evaluation and prediction keep the accurate
     decoder. `reduce` (1, 2, 4 or 8) is libjpeg's DCT scaling: only powers of two, since its other
-    scales have no SIMD path and decode slower than the full image."""
+    scales have no SIMD path and decode slower than the full image. `size` is the (width,
+    height) the caller already read from the header (`jpeg_frame`), else it is read here."""
     if simplejpeg is None or exif_orientation(data) != 1:
         return None
     try:
-        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        width, height = size or simplejpeg.decode_jpeg_header(data)[1::-1]
         return simplejpeg.decode_jpeg(
             data,
             colorspace="RGB" if channels == 3 else "GRAY",
