@@ -7,7 +7,7 @@ streams), which both build on it, so neither imports the other at module level i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -35,3 +35,14 @@ class BatchSource(Protocol):
 
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
+
+
+def image_batch(
+    allocate: Callable[[tuple[int, ...]], Tensor], count: int, channels: int, side: int, channels_last: bool
+) -> Tensor:
+    """A (count, C, side, side) batch from `allocate(shape)`, NHWC in memory with `channels_last`
+    (what a channels-last model takes, and how a crop leaves the uint8 resize: storing it is then
+    a plain copy, not a transposing one)."""
+    if channels_last:
+        return allocate((count, side, side, channels)).permute(0, 3, 1, 2)
+    return allocate((count, channels, side, side))

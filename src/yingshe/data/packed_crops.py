@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from yingshe.data.augment import Normalize, draw_boxes, resize_box
-from yingshe.data.batch import Batch
+from yingshe.data.batch import Batch, image_batch
 from yingshe.data.buffers import BufferRing
 from yingshe.data.loader import EpochBatches
 from yingshe.data.splits import Split
@@ -122,7 +122,7 @@ class PackedCrops:
                 continue
             if offset == 0:
                 boxes = draw_boxes(size, side, side, self.scale, self.ratio, self.flip)
-                out = self._take(size, channels)
+                out = image_batch(self.ring.take, size, channels, self.size, self.channels_last)
                 labels, index = [], []
             part = slice(offset, offset + len(positions))
             self._cut(positions, boxes[part], out[part])
@@ -137,14 +137,6 @@ class PackedCrops:
                     normalized=self.norm is not None,
                 )
                 out = None  # the ring recycles it once the consumer lets go
-
-    def _take(self, size: int, channels: int) -> Tensor:
-        """A recycled (size, C, H, W) batch, NHWC in memory when the model wants channels-last:
-        then each crop is copied as it comes out of the resize, where an NCHW slot costs a
-        transposing copy."""
-        if self.channels_last:
-            return self.ring.take((size, self.size, self.size, channels)).permute(0, 3, 1, 2)
-        return self.ring.take((size, channels, self.size, self.size))
 
     def _cut(self, positions: np.ndarray, boxes: list[Box], out: Tensor) -> None:
         """Crop, resize (and normalise) the images at sorted view `positions` into `out`."""

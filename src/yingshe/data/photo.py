@@ -21,6 +21,7 @@ FFCV's JPEG path and DALI's ROI decode do:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from yingshe.data.augment import resize_box
-from yingshe.data.batch import Batch
+from yingshe.data.batch import Batch, image_batch
 from yingshe.data.decode import decode_jpeg, decode_jpeg_fast, jpeg_frame
 from yingshe.data.images import UnreadableImage, open_image, to_mode
 from yingshe.data.loader import EpochBatches, EpochShuffle, _collate
@@ -136,13 +137,8 @@ class PhotoCrops(Dataset):
     def __getitems__(self, indices: list[int]) -> Batch:
         # per-batch generator, from torch's (which the DataLoader seeds per worker from the run's)
         rng = np.random.default_rng([self.seed, int(indices[0]), int(torch.randint(1 << 30, ()).item())])
-        # NHWC in memory for a channels-last model: each crop leaves the resize NHWC, so storing it
-        # is a plain copy rather than a transposing one
-        if self.channels_last:
-            shape = (len(indices), self.size, self.size, self.channels)
-            images = torch.zeros(shape, dtype=torch.uint8).permute(0, 3, 1, 2)
-        else:
-            images = torch.zeros((len(indices), self.channels, self.size, self.size), dtype=torch.uint8)
+        zeros = functools.partial(torch.zeros, dtype=torch.uint8)
+        images = image_batch(zeros, len(indices), self.channels, self.size, self.channels_last)
         labels = torch.from_numpy(np.asarray(self.split.labels[indices]))
         if self.split.packed is not None:  # prepared at a short side above `size`: crop, no decode
             stored = torch.from_numpy(self.split.packed.take(np.asarray(indices))).permute(0, 3, 1, 2)

@@ -262,8 +262,8 @@ class GridGuard:
         deadline = time.monotonic() + wait
         while True:
             trials = study.get_trials(deepcopy=False)
-            earlier = [t for t in trials if t.number < number and t.state == state.RUNNING]
-            if all("grid_id" in t.system_attrs for t in earlier) or time.monotonic() > deadline:
+            running = [t for t in trials if t.number < number and t.state == state.RUNNING]
+            if all("grid_id" in t.system_attrs for t in running) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         this = next((t for t in trials if t.number == number), None)
