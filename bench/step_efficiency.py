@@ -17,7 +17,9 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -66,8 +68,23 @@ def make_trainer(cfg: RunConfig, channels: int, size: int, device: torch.device,
         [0.5] * channels,
         [0.25] * channels,
     )
-    batch = torch.randn(64, channels, size, size, device=device), None, None  # for init_from_data
-    return Trainer(model, cfg, [batch], [batch], device, run, meta)
+    return Trainer(
+        model,
+        cfg,
+        RandomBatches(channels, size, device),
+        RandomBatches(channels, size, device),
+        device,
+        run,
+        meta,
+    )
+
+
+class RandomBatches(list):
+    """One random batch, with the `split.labels` the Trainer reads for its loss (class weights)."""
+
+    def __init__(self, channels: int, size: int, device: torch.device) -> None:
+        super().__init__([(torch.randn(64, channels, size, size, device=device), None, None)])
+        self.split = SimpleNamespace(labels=np.arange(64) % 10)
 
 
 def step_rate(cfg: RunConfig, channels: int, size: int, device: torch.device, channels_last: bool, seconds):

@@ -13,11 +13,15 @@ from yingshe.train.callbacks import Callback
 
 
 class RecordStepLR(Callback):
-    """The learning rate each step ran at, and the peak rate."""
+    """The learning rate each step ran at, the peak rate, and the epochs planned at each epoch's end."""
 
     def __init__(self) -> None:
         self.lrs: list[float] = []
         self.peak = 0.0
+        self.planned: list[int | None] = []
+
+    def on_epoch_end(self, trainer, row) -> None:
+        self.planned.append(trainer.planned_epochs)
 
     def on_step_end(self, trainer) -> None:
         group = trainer.optimizer.param_groups[0]
@@ -70,6 +74,7 @@ def test_a_20_second_budget_finishes_inside_it_on_a_complete_schedule(tmp_path, 
     assert budget["spent_seconds"] <= wall and budget["within_budget"] == (budget["spent_seconds"] <= 20)
     assert training["steps"] == budget["planned_steps"] == len(lrs.lrs)
     assert training["epochs_run"] > 1  # more than train.epochs=1: the budget decided
+    assert lrs.planned[-1] == training["epochs_run"]  # what the progress shows as "epoch n/N"
     assert wall >= 20 * 0.5, "the budget was used, not left idle"
     assert lrs.lrs[-1] <= 0.01 * lrs.peak  # the last step ran at the one-cycle's end
     assert max(lrs.lrs) == pytest.approx(lrs.peak, rel=0.05)  # and the peak was reached on the way

@@ -29,6 +29,7 @@ import torch
 
 from yingshe.errors import YingsheError
 from yingshe.train.callbacks import Callback
+from yingshe.train.trainer import UNPLANNED_EPOCHS
 
 if TYPE_CHECKING:
     from yingshe.train.trainer import Trainer
@@ -239,7 +240,7 @@ def attach_budget(trainer: Trainer, seconds: float, started: float, final_images
     """Add a `TimeBudget` to `trainer`'s callbacks and let the loop run as many epochs as it plans."""
     budget = TimeBudget(seconds, started, final_images, len(trainer.val.split))
     trainer.callbacks.append(budget)
-    trainer.max_epochs = 10**9  # the budget's plan (made within its first steps) decides the length
+    trainer.max_epochs = UNPLANNED_EPOCHS  # the plan made within its first steps decides the length
     return budget
 
 

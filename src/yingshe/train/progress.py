@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+def epoch_line(row: dict[str, Any], epochs: int | None, best: bool) -> str:
     """One epoch as a line: losses, accuracies, throughput, time, `*` on the best epoch."""
     return (
-        f"epoch {row['epoch']:>3}/{epochs}  "
+        f"epoch {row['epoch']:>3}{'' if epochs is None else f'/{epochs}'}  "
         f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  "
         f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%  "
         f"{row['train_images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f} s" + (" *" if best else "")
@@ -42,7 +42,7 @@ class ProgressBar(Callback):
 
         self.bar = tqdm(
             total=steps,
-            desc=f"epoch {epoch}/{trainer.cfg.train.epochs}",
+            desc=f"epoch {epoch}" + ("" if trainer.planned_epochs is None else f"/{trainer.planned_epochs}"),
             unit="step",
             leave=False,
             file=self.file or sys.stderr,
@@ -64,7 +64,7 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
         best = trainer.state.best_epoch == row["epoch"]
-        log.info("%s", epoch_line(row, trainer.cfg.train.epochs, best))
+        log.info("%s", epoch_line(row, trainer.planned_epochs, best))
 
 
 def crop_text(cfg: Any, data: Any) -> str:

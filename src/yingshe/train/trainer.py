@@ -139,6 +139,9 @@ def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
         )
 
 
+UNPLANNED_EPOCHS = 10**9  # `max_epochs` while a time budget has not yet planned the run
+
+
 class Trainer:
     """Fits `model` on `train` batches, selecting the best epoch on `val` batches."""
 
@@ -231,6 +234,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.state
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """The epochs the run will train, as far as known: `train.epochs`, or a time budget's plan
+        (None before the budget has timed its first steps)."""
+        return self.max_epochs if self.max_epochs < UNPLANNED_EPOCHS else None
 
     def done(self) -> bool:
         max_steps = self.cfg.train.max_steps
