@@ -81,6 +81,8 @@ class AugmentConfig:
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 is off
     random_resized_crop: bool = False  # photos: Inception-style random-resized-crop + flip, no padded crop
     rrc_scale: float = 0.08  # random_resized_crop: smallest crop, as a fraction of the image's area (max 1)
+    progressive_min: int | None = None  # progressive resizing: the training side at the start; None: off
+    progressive_until: float = 0.5  # progressive resizing: the fraction of the run that reaches full size
 
 
 @dataclass
@@ -393,6 +395,8 @@ RANGES: dict[str, Range] = {
     "augment.mixup": NOT_NEGATIVE,
     "augment.cutmix": NOT_NEGATIVE,
     "augment.rrc_scale": Range(0, 1, open_low=True),
+    "augment.progressive_min": Range(4),
+    "augment.progressive_until": Range(0, 1, open_low=True),
     "optim.lr": POSITIVE,
     "optim.weight_decay": NOT_NEGATIVE,
     "optim.momentum": Range(0, 1, open_high=True),
@@ -443,6 +447,12 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             f"{source}: data.val_fraction + data.test_fraction must be < 1; got "
             f"{data.val_fraction:g} + {data.test_fraction:g}",
             "leave some images to train on",
+        )
+    if config.augment.progressive_min is not None and config.train.time_budget is not None:
+        raise YingsheError(
+            f"{source}: augment.progressive_min does not combine with train.time_budget yet (the budget "
+            "plans from the cost of its first steps, which progressive resizing makes cheaper than the rest)",
+            "drop one of them: set train.epochs instead of the budget, or augment.progressive_min=null",
         )
     return config
 

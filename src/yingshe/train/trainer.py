@@ -43,6 +43,7 @@ from yingshe.train.checkpointing import (
 )
 from yingshe.train.ema import WeightEMA
 from yingshe.train.optim import SchedulePlan, build_optimizer, build_schedule, set_lr
+from yingshe.train.progressive import resize_batch, training_side
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,26 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
         model.init_from_data(torch.cat(seen)[:limit])
 
 
+def check_progressive_side(model: nn.Module, cfg: RunConfig, meta: CheckpointMeta, device) -> None:
+    """Progressive resizing's first side must fit the net (fixed pools, a flattening head): one
+    forward pass of a blank batch at that side, before any training, names the fix if it fails."""
+    side = cfg.augment.progressive_min
+    if side is None or side >= meta.image_size:
+        return
+    was_training = model.training
+    model.eval()  # batch norm reads its running statistics and leaves them alone
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, meta.channels, side, side, device=device))
+    except RuntimeError as err:
+        raise YingsheError(
+            f"augment.progressive_min={side}: {cfg.model.name} cannot take {side}-px images ({err})",
+            f"raise augment.progressive_min towards data.image_size ({meta.image_size}) or turn it off",
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
     """`val_map` exists for multi-label runs only, `val_ece` for single-label runs only."""
     figures = multilabel.EPOCH_FIGURES if is_multilabel else EPOCH_FIGURES
@@ -187,6 +208,7 @@ class Trainer:
             cfg.optim.label_smoothing,
             getattr(cfg.train, "multilabel_loss", "bce"),
         )
+        check_progressive_side(unwrap(model), cfg, checkpoint_meta, device)
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         distributed.broadcast_state(unwrap(model))  # each rank initialised from its own shard
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
@@ -269,7 +291,7 @@ class Trainer:
                 break
             distributed.kill_hook(self.state.step + 1)
             set_lr(self.optimizer, self.schedule(self.plan.position(self.state.step)))
-            loss, logits = self.train_step(inputs, targets)
+            loss, logits = self.train_step(self.sized_for_step(inputs), targets)
             if self.ema is not None:
                 self.ema.update()
             progress.loss_sum += loss * len(labels)
@@ -305,6 +327,15 @@ class Trainer:
             "accuracy": float(correct) / seen,
             "images_per_second": round(seen / max(elapsed, 1e-9), 1),
         }
+
+    def sized_for_step(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The batch at the side progressive resizing asks for at this step (train/progressive.py)."""
+        aug = self.cfg.augment
+        if aug.progressive_min is None:
+            return inputs
+        fraction = self.plan.position(self.state.step) / max(self.plan.total, 1)
+        side = training_side(inputs.shape[-2], aug.progressive_min, aug.progressive_until, fraction)
+        return resize_batch(inputs, side)
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step; returns the detached loss and logits (no host sync here)."""
