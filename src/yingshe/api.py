@@ -48,7 +48,7 @@ from yingshe.evaluate.multilabel import tune_thresholds
 from yingshe.evaluate.report import write_report
 from yingshe.inference import Classifier, ImageClassifier, model_from_checkpoint
 from yingshe.models import count_parameters, create_model
-from yingshe.models.probe import check_input_size
+from yingshe.models.probe import check_input_size, check_progressive_side
 from yingshe.models.tta import flip_tta_applies
 from yingshe.outputs import (
     check_report_folder,
@@ -294,6 +294,7 @@ def build_model(cfg: RunConfig, data: DatasetSpec, device: torch.device, channel
         **cfg.model.kwargs,
     )
     check_input_size(model, cfg.model.name, data.channels, data.image_size)
+    check_progressive_side(model, cfg.model.name, data.channels, data.image_size, cfg.augment.progressive_min)
     return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 

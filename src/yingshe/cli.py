@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -946,11 +947,28 @@ def setup_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w]*\.[\w.]+=")
+
+
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """argparse, plus `key=value` overrides anywhere after the command: argparse fills a `*`
+    positional once, so `--out DIR a.b=1 --epochs 2 c.d=2` would otherwise reject `c.d=2`."""
+    top = parser()
+    args, extras = top.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    stray = [word for word in extras if not (takes_overrides and OVERRIDE.match(word))]
+    if stray:
+        top.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extras:
+        args.overrides = [*args.overrides, *extras]  # later overrides win, as on the command line
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from yingshe.transfer.cli import finetune_argv  # SOURCE before the trailing key=value overrides
 
     try:
-        args = parser().parse_args(finetune_argv(sys.argv[1:] if argv is None else argv))
+        args = parse_command_line(finetune_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as done:  # --help, --version, or a bad argument (already explained)
         return int(done.code or 0)
     setup_logging(args.verbose, args.quiet)

@@ -82,7 +82,7 @@ class AugmentConfig:
     random_resized_crop: bool = False  # photos: Inception-style random-resized-crop + flip, no padded crop
     rrc_scale: float = 0.08  # random_resized_crop: smallest crop, as a fraction of the image's area (max 1)
     progressive_min: int | None = None  # progressive resizing: the training side at the start; None: off
-    progressive_until: float = 0.5  # progressive resizing: the fraction of the run that reaches full size
+    progressive_until: float = 0.5  # progressive resizing: the fraction of the run where the ramp ends
 
 
 @dataclass
@@ -396,7 +396,7 @@ RANGES: dict[str, Range] = {
     "augment.cutmix": NOT_NEGATIVE,
     "augment.rrc_scale": Range(0, 1, open_low=True),
     "augment.progressive_min": Range(4),
-    "augment.progressive_until": Range(0, 1, open_low=True),
+    "augment.progressive_until": Range(0, 1, open_low=True, open_high=True),
     "optim.lr": POSITIVE,
     "optim.weight_decay": NOT_NEGATIVE,
     "optim.momentum": Range(0, 1, open_high=True),

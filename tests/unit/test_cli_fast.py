@@ -110,3 +110,16 @@ assert bound(3) == ("called", (3,), {{}})
     env = {**os.environ, "PYTHONPATH": str(Path(yingshe.__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_overrides_may_come_between_and_after_options():
+    from yingshe.cli import parse_command_line
+
+    args = parse_command_line(
+        ["train", "--data", "digits", "optim.lr=0.1", "--out", "r", "train.plots=false", "optim.lr=0.2"]
+    )
+    assert args.out == "r" and args.overrides == ["optim.lr=0.1", "train.plots=false", "optim.lr=0.2"]
+    with pytest.raises(SystemExit):
+        parse_command_line(["train", "--data", "digits", "a.b=1", "--out", "r", "stray"])  # not key=value
+    with pytest.raises(SystemExit):
+        parse_command_line(["models", "optim.lr=0.1"])  # a command without overrides refuses them

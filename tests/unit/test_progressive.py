@@ -85,6 +85,29 @@ def test_a_first_side_the_net_cannot_take_is_refused_before_training(tmp_path):
             "augment.progressive_min=4",
         ],
     )
-    with pytest.raises(YingsheError, match="airbench cannot take 4-px images") as caught:
+    with pytest.raises(YingsheError, match="model airbench cannot take 4 px images") as caught:
         yingshe.train(cfg, progress=False)
     assert "raise augment.progressive_min" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("model", "side", "problem"),
+    [
+        ("airbench", 8, "is not below the image size"),  # digits are 8 px: nothing would change
+        ("resnet18", 4, "model resnet18 cannot take 4 px images"),  # would run, but on padding
+    ],
+)
+def test_a_side_that_would_do_nothing_or_train_on_padding_is_refused(tmp_path, model, side, problem):
+    cfg = RunConfig()
+    apply_overrides(
+        cfg,
+        [
+            "data.spec=digits",
+            f"train.out={tmp_path / 'run'}",
+            f"model.name={model}",
+            f"augment.progressive_min={side}",
+        ],
+    )
+    with pytest.raises(YingsheError, match=problem):
+        yingshe.train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder

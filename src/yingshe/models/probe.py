@@ -67,3 +67,27 @@ def check_input_size(model: nn.Module, name: str, channels: int, image_size: int
             f"model {name} cannot take {image_size} px, {channels}-channel images: {error}",
             "choose another --image-size (data.image_size) or another model",
         )
+
+
+def check_progressive_side(
+    model: nn.Module, name: str, channels: int, image_size: int, side: int | None
+) -> None:
+    """Progressive resizing's first side (`augment.progressive_min`) must be below the image size
+    and one the model can take, by the same measure as the image size itself."""
+    if side is None:
+        return
+    if side >= image_size:
+        raise YingsheError(
+            f"augment.progressive_min={side} is not below the image size ({image_size} px): "
+            "progressive resizing would never resize",
+            f"set augment.progressive_min below {image_size} (three quarters of it is usual), or null",
+        )
+    factor = downsampling(model, channels)
+    _, error = smallest_map(model, channels, side)
+    if (factor is not None and side < factor) or error is not None:
+        why = f"it shrinks its input {factor}x" if error is None else str(error)
+        raise YingsheError(
+            f"augment.progressive_min={side}: model {name} cannot take {side} px images ({why})",
+            f"raise augment.progressive_min towards {image_size}, or set it to null (a model with a "
+            "fixed input size, such as a ViT, trains at full size only)",
+        )

@@ -6,7 +6,11 @@ half; the early, high-learning-rate steps learn coarse features that do not need
 side follows the learning-rate schedule's position, not the epoch count, so a resumed or extended
 run resizes exactly as the uninterrupted one: linearly from `augment.progressive_min` at the start
 to the full side at `augment.progressive_until` of the run, in even steps, then full size to the
-end. Evaluation always sees full-size images. Nets need a global pool (the built-in ones have one).
+end (`progressive_until` < 1, so the last steps and batch norm's running statistics are at full
+size). Evaluation always sees full-size images. The first side is checked against the model
+before the run starts (`models/probe.check_progressive_side`): convolutional nets with a global
+pool take smaller images; a ViT's fixed position embedding does not. With `train.compile`, each
+new side compiles again.
 """
 
 from __future__ import annotations

@@ -129,26 +129,6 @@ def init_from_data(model: nn.Module, batches, limit: int = 5000) -> None:
         model.init_from_data(torch.cat(seen)[:limit])
 
 
-def check_progressive_side(model: nn.Module, cfg: RunConfig, meta: CheckpointMeta, device) -> None:
-    """Progressive resizing's first side must fit the net (fixed pools, a flattening head): one
-    forward pass of a blank batch at that side, before any training, names the fix if it fails."""
-    side = cfg.augment.progressive_min
-    if side is None or side >= meta.image_size:
-        return
-    was_training = model.training
-    model.eval()  # batch norm reads its running statistics and leaves them alone
-    try:
-        with torch.no_grad():
-            model(torch.zeros(2, meta.channels, side, side, device=device))
-    except RuntimeError as err:
-        raise YingsheError(
-            f"augment.progressive_min={side}: {cfg.model.name} cannot take {side}-px images ({err})",
-            f"raise augment.progressive_min towards data.image_size ({meta.image_size}) or turn it off",
-        ) from None
-    finally:
-        model.train(was_training)
-
-
 def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
     """`val_map` exists for multi-label runs only, `val_ece` for single-label runs only."""
     figures = multilabel.EPOCH_FIGURES if is_multilabel else EPOCH_FIGURES
@@ -208,7 +188,6 @@ class Trainer:
             cfg.optim.label_smoothing,
             getattr(cfg.train, "multilabel_loss", "bce"),
         )
-        check_progressive_side(unwrap(model), cfg, checkpoint_meta, device)
         init_from_data(unwrap(model), train)  # before the EMA copies the weights
         distributed.broadcast_state(unwrap(model))  # each rank initialised from its own shard
         self.ema = WeightEMA(unwrap(model), cfg.train.ema) if cfg.train.ema else None
@@ -261,7 +240,9 @@ class Trainer:
     def planned_epochs(self) -> int | None:
         """The epochs the run will train, as far as known: `train.epochs`, or a time budget's plan
         (None before the budget has timed its first steps)."""
-        return self.max_epochs if self.max_epochs < UNPLANNED_EPOCHS else None
+        if self.max_epochs >= UNPLANNED_EPOCHS:
+            return None
+        return min(self.max_epochs, math.ceil(self.total_steps / self.steps_per_epoch))  # train.max_steps
 
     def done(self) -> bool:
         max_steps = self.cfg.train.max_steps
