@@ -51,20 +51,16 @@ class RecordSides(Callback):
         trainer.model.register_forward_pre_hook(record)
 
 
-def test_a_run_trains_small_first_and_full_size_later_and_evaluates_full_size(tmp_path):
+def digits_run(out, model: str, side: int, *more: str) -> RunConfig:
+    """An airbench-sized run on the 8-px digits with progressive resizing from `side`."""
     cfg = RunConfig()
-    apply_overrides(
-        cfg,
-        [
-            "data.spec=digits",
-            f"train.out={tmp_path}",
-            "model.name=airbench",
-            "train.epochs=4",
-            "train.plots=false",
-            "augment.progressive_min=6",
-            "augment.progressive_until=0.5",
-        ],
-    )
+    words = ["data.spec=digits", f"train.out={out}", f"model.name={model}", "train.plots=false"]
+    apply_overrides(cfg, [*words, f"augment.progressive_min={side}", *more])
+    return cfg
+
+
+def test_a_run_trains_small_first_and_full_size_later_and_evaluates_full_size(tmp_path):
+    cfg = digits_run(tmp_path, "airbench", 6, "train.epochs=4", "augment.progressive_until=0.5")
     sides = RecordSides()
     result = yingshe.train(cfg, callbacks=[sides], progress=False)
     half = len(sides.train) // 2
@@ -74,19 +70,8 @@ def test_a_run_trains_small_first_and_full_size_later_and_evaluates_full_size(tm
 
 
 def test_a_first_side_the_net_cannot_take_is_refused_before_training(tmp_path):
-    cfg = RunConfig()
-    apply_overrides(
-        cfg,
-        [
-            "data.spec=digits",
-            f"train.out={tmp_path}",
-            "model.name=airbench",
-            "train.plots=false",
-            "augment.progressive_min=4",
-        ],
-    )
     with pytest.raises(YingsheError, match="model airbench cannot take 4 px images") as caught:
-        yingshe.train(cfg, progress=False)
+        yingshe.train(digits_run(tmp_path, "airbench", 4), progress=False)
     assert "raise augment.progressive_min" in caught.value.fix
 
 
@@ -98,16 +83,6 @@ def test_a_first_side_the_net_cannot_take_is_refused_before_training(tmp_path):
     ],
 )
 def test_a_side_that_would_do_nothing_or_train_on_padding_is_refused(tmp_path, model, side, problem):
-    cfg = RunConfig()
-    apply_overrides(
-        cfg,
-        [
-            "data.spec=digits",
-            f"train.out={tmp_path / 'run'}",
-            f"model.name={model}",
-            f"augment.progressive_min={side}",
-        ],
-    )
     with pytest.raises(YingsheError, match=problem):
-        yingshe.train(cfg, progress=False)
+        yingshe.train(digits_run(tmp_path / "run", model, side), progress=False)
     assert not (tmp_path / "run").exists()  # refused before the run folder
