@@ -29,10 +29,11 @@ import torch
 
 from yingshe.errors import YingsheError
 from yingshe.train.callbacks import Callback
-from yingshe.train.trainer import UNPLANNED_EPOCHS
 
 if TYPE_CHECKING:
     from yingshe.train.trainer import Trainer
+
+UNPLANNED_EPOCHS = 10**9  # `Trainer.max_epochs` while the budget has not yet planned the run
 
 log = logging.getLogger(__name__)
 

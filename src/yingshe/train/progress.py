@@ -20,10 +20,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def epoch_label(epoch: int, epochs: int | None, width: int = 0) -> str:
+    """`epoch 3/8`, or `epoch 3` while the count is not known yet (a time budget before its plan)."""
+    return f"epoch {epoch:>{width}}" + ("" if epochs is None else f"/{epochs}")
+
+
 def epoch_line(row: dict[str, Any], epochs: int | None, best: bool) -> str:
     """One epoch as a line: losses, accuracies, throughput, time, `*` on the best epoch."""
     return (
-        f"epoch {row['epoch']:>3}{'' if epochs is None else f'/{epochs}'}  "
+        f"{epoch_label(row['epoch'], epochs, 3)}  "
         f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  "
         f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%  "
         f"{row['train_images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f} s" + (" *" if best else "")
@@ -42,7 +47,7 @@ class ProgressBar(Callback):
 
         self.bar = tqdm(
             total=steps,
-            desc=f"epoch {epoch}" + ("" if trainer.planned_epochs is None else f"/{trainer.planned_epochs}"),
+            desc=epoch_label(epoch, trainer.planned_epochs),
             unit="step",
             leave=False,
             file=self.file or sys.stderr,

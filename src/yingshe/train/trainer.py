@@ -33,6 +33,7 @@ from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
 from yingshe.train import distributed
 from yingshe.train.balance import build_loss
+from yingshe.train.budget import UNPLANNED_EPOCHS
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.checkpointing import (
     EpochProgress,
@@ -138,9 +139,6 @@ def check_monitor_task(monitor: str, is_multilabel: bool) -> None:
             f"train.monitor={monitor} is not measured on {kind} data",
             f"use one of {', '.join('val_' + f for f in figures)}, train_loss, train_accuracy or epoch",
         )
-
-
-UNPLANNED_EPOCHS = 10**9  # `max_epochs` while a time budget has not yet planned the run
 
 
 class Trainer:
