@@ -29,6 +29,10 @@ plus the time and disk of each prepared form, as GB per 100,000 images.
 
     python bench/make_photo_corpus.py            # once: bench/.photo-corpus (git-ignored)
     python bench/photo_throughput.py [--corpus bench/.photo-corpus] [--short-side 256] [--quality 90]
+                                     [--rounds 3]
+
+(a), (b) and (c) are measured in turn, --rounds times (3): the line gives their median ips and
+jpeg_ratio, packed_ratio as the median of the rounds' own ratios (neighbours in time).
 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
 shard_gb_per_100k packed_gather_ips packed_workers_ips jpeg_shards_ips jpeg_shards_ratio
@@ -42,6 +46,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -255,6 +260,9 @@ def main() -> None:
     )
     parser.add_argument("--short-side", type=int, default=256, help="side the prepared images are stored at")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the JPEG shards")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="(a), (b), (c) measured in turn this many times"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per pipeline process")
     parser.add_argument("--parts", action="store_true", help="only the per-image costs (e), one core")
     parser.add_argument("--only", help=argparse.SUPPRESS)
@@ -280,14 +288,9 @@ def main() -> None:
         f"{args.short_side} px; batch {args.batch_size}; {os.cpu_count()} CPU cores; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    seed = spawn(args, "seed")
-    print(f"(a) seed        ImageFolder + PIL transforms, 2 workers: {seed['ips']:>8,.0f} img/s")
-    jpeg = spawn(args, "jpeg")
-    print(f"(b) jpeg        yingshe, JPEG folder, 2 workers:         {jpeg['ips']:>8,.0f} img/s")
     prep = spawn(args, "prepare-packed")
     print(f"    prepare packed: {prep['seconds']:.1f} s, {prep['gb_per_100k']:.1f} GB per 100k images")
-    packed = spawn(args, "packed")
-    print(f"(c) packed      yingshe, uint8 shards, cut from the map, 2 threads: {packed['ips']:>8,.0f} img/s")
+    seed, jpeg, packed = measure_in_rounds(args)
     gather = spawn(args, "packed-gather")
     print(f"(c0) packed     yingshe, uint8 shards, gather + batch crop:   {gather['ips']:>8,.0f} img/s")
     packed_w = spawn(args, "packed-workers")
@@ -306,8 +309,8 @@ def main() -> None:
         "seed_ips": f"{seed['ips']:.0f}",
         "jpeg_ips": f"{jpeg['ips']:.0f}",
         "packed_ips": f"{packed['ips']:.0f}",
-        "jpeg_ratio": f"{jpeg['ips'] / seed['ips']:.2f}",
-        "packed_ratio": f"{packed['ips'] / seed['ips']:.1f}",
+        "jpeg_ratio": f"{jpeg['ratio']:.2f}",
+        "packed_ratio": f"{packed['ratio']:.1f}",
         "packed_gather_ips": f"{gather['ips']:.0f}",
         "packed_workers_ips": f"{packed_w['ips']:.0f}",
         "shard_gb_per_100k": f"{prep['gb_per_100k']:.1f}",
@@ -317,6 +320,34 @@ def main() -> None:
         **parts_line(parts),
     }
     print(" ".join(f"{k}={v}" for k, v in line.items()))
+
+
+def measure_in_rounds(args) -> tuple[dict, dict, dict]:
+    """(a), (b) and (c) measured in turn, `--rounds` times. This machine's speed swings within
+    seconds (the same loop 0.44-0.80 ms an image minutes apart), so a ratio of two pipelines
+    measured at different moments is partly noise; each round's ratios compare neighbours in
+    time, and the line reports the median ips and the median of the rounds' ratios."""
+    rounds: list[dict[str, float]] = []
+    for number in range(1, args.rounds + 1):
+        ips = {name: spawn(args, name)["ips"] for name in ("seed", "jpeg", "packed")}
+        rounds.append(ips)
+        print(
+            f"round {number}: (a) seed {ips['seed']:,.0f}  (b) jpeg {ips['jpeg']:,.0f}  "
+            f"(c) packed {ips['packed']:,.0f} img/s  (b)/(a) {ips['jpeg'] / ips['seed']:.2f}  "
+            f"(c)/(a) {ips['packed'] / ips['seed']:.1f}"
+        )
+    summary = {}
+    for name in ("seed", "jpeg", "packed"):
+        summary[name] = {"ips": statistics.median(r[name] for r in rounds)}
+        summary[name]["ratio"] = statistics.median(r[name] / r["seed"] for r in rounds)
+    seed, jpeg, packed = summary["seed"], summary["jpeg"], summary["packed"]
+    print(f"(a) seed        ImageFolder + PIL transforms, 2 workers: {seed['ips']:>8,.0f} img/s (median)")
+    print(f"(b) jpeg        yingshe, JPEG folder, 2 workers:         {jpeg['ips']:>8,.0f} img/s (median)")
+    print(
+        f"(c) packed      yingshe, uint8 shards, cut from the map, 2 threads: {packed['ips']:>8,.0f} "
+        "img/s (median)"
+    )
+    return seed, jpeg, packed
 
 
 def parts_line(parts: dict) -> dict:

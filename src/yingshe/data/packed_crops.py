@@ -20,6 +20,7 @@ the same float operations.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from yingshe.data.augment import Normalize, draw_boxes, resize_box
+from yingshe.data.augment import Normalize, draw_boxes, resize_box_into
 from yingshe.data.batch import Batch, image_batch
 from yingshe.data.buffers import BufferRing
 from yingshe.data.loader import EpochBatches
@@ -89,6 +90,7 @@ class PackedCrops:
             self.norm = (scale.detach().cpu(), shift.detach().cpu())
         self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
         self.pool: ThreadPoolExecutor | None = None
+        self.local = threading.local()  # each cutting thread's recycled uint8 crop
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
@@ -145,8 +147,11 @@ class PackedCrops:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a read-only map: nothing here writes to it
             shards = {int(s): torch.from_numpy(self.packed.shard(int(s))[0]) for s in np.unique(shard_ids)}
-        images = [shards[int(s)][int(p - self.packed.starts[s])] for s, p in zip(shard_ids, g, strict=True)]
-        jobs = list(zip(images, boxes, out, strict=True))
+        starts = self.packed.starts
+        jobs = [
+            (shards[int(s)], int(p - starts[s]), box, slot)
+            for s, p, box, slot in zip(shard_ids, g, boxes, self._slots(out), strict=True)
+        ]
         if self.threads == 1 or len(jobs) < 2 * self.threads:
             self._cut_some(jobs)
             return
@@ -156,14 +161,32 @@ class PackedCrops:
         for done in self.pool.map(self._cut_some, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
             del done  # map re-raises a thread's exception here
 
-    def _cut_some(self, jobs: list[tuple[Tensor, Box, Tensor]]) -> None:
-        for image, (top, left, height, width, mirrored), slot in jobs:
-            box = image[top : top + height, left : left + width].permute(2, 0, 1)[None]  # NHWC view
-            resized = resize_box(box, self.size)[0]
-            slot.copy_(resized.flip(-1) if mirrored else resized)
-            if self.norm is None:
-                continue
-            # Normalize's own operations, on one image while it is in cache
-            if self.channels_last:  # over rows of W×C values, as Normalize does for NHWC
-                slot = slot.permute(1, 2, 0).view(self.size, -1)
-            slot.mul_(self.norm[0]).sub_(self.norm[1])
+    def _slots(self, out: Tensor) -> tuple[Tensor, ...]:
+        """Each image's place in `out`: normalised on NHWC memory, its rows of size×C values (the
+        layout of Normalize's row operands), else its (C, size, size) slot. Views made once a
+        batch, since every tensor operation in a thread holds the GIL for its dispatch."""
+        if self.norm is not None and self.channels_last:
+            return out.permute(0, 2, 3, 1).reshape(len(out), self.size, -1).unbind(0)
+        return out.unbind(0)
+
+    def _staging(self) -> tuple[Tensor, Tensor]:
+        """This thread's recycled uint8 crop, (1, C, size, size) channels-last, and its rows."""
+        staged = getattr(self.local, "staged", None)
+        if staged is None:
+            channels = self.packed.image_shape[2]
+            nhwc = torch.empty((1, self.size, self.size, channels), dtype=torch.uint8)
+            staged = self.local.staged = (nhwc.permute(0, 3, 1, 2), nhwc.view(self.size, -1))
+        return staged
+
+    def _cut_some(self, jobs: list[tuple[Tensor, int, Box, Tensor]]) -> None:
+        crop, crop_rows = self._staging()
+        for shard, index, (top, left, height, width, mirrored), slot in jobs:
+            box = shard[index, top : top + height, left : left + width]  # HWC, a view of the map
+            box = box.flip(1) if mirrored else box.contiguous()  # mirrored before the resize
+            resize_box_into(box.permute(2, 0, 1).unsqueeze(0), crop)  # channels-last: the AVX2 path
+            if self.norm is not None and self.channels_last:
+                slot.copy_(crop_rows)  # Normalize's own operations, by rows, while in cache
+            else:
+                slot.copy_(crop[0])
+            if self.norm is not None:
+                slot.mul_(self.norm[0]).sub_(self.norm[1])
