@@ -475,15 +475,15 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
     test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
-    tta = session.trainer.tta_flip
-    pred = predict_batches(model, test_batches, amp, tta)
+    tta = session.trainer.tta_flip, session.trainer.tta_translate
+    pred = predict_batches(model, test_batches, amp, *tta)
     thresholds, validation, val_pred = None, None, None
     if data.multilabel or data.val is not None:
         val_batches = session.val_batches  # under torchrun only this rank's share: take all of it
         if distributed.active():
             val_split = data.val if data.val is not None else data.test
             val_batches = eval_batches(val_split, data, cfg, device, session.normalize, session.channels_last)
-        val_pred = predict_batches(model, val_batches, amp, tta)
+        val_pred = predict_batches(model, val_batches, amp, *tta)
     notes = list(session.trainer.resume_notes)
     if data.multilabel:
         thresholds = store_thresholds(best, best_path, val_pred)
@@ -670,8 +670,8 @@ def evaluate(
     model = model_from_checkpoint(loaded).to(torch_device)
     normalize = Normalize(meta.mean, meta.std)
     batches = eval_batches(chosen, meta, cfg, torch_device, normalize, False)
-    tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant)
-    pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), tta)
+    tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant), cfg.train.tta_translate
+    pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, torch_device), *tta)
     claim_report_folder(folder, EVALUATION_FILES, is_evaluation_report, "evaluation")
     summary = {
         "spec": spec,

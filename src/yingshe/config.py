@@ -107,6 +107,7 @@ class OptimConfig:
     step_epochs: int = 30  # step schedule: decay every this many epochs
     gamma: float = 0.1  # step schedule: decay factor
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    bias_lr_scale: float = 1.0  # learning-rate multiplier for biases and norm weights (airbench94: 64)
     grad_clip: float | None = None  # clip the gradient norm to this value
 
 
@@ -133,6 +134,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model (pays off on GPU; compiling takes a while)
     ema: float | None = None  # decay of an exponential moving average of the weights; evaluated and saved
     tta_flip: bool = False  # evaluate on the mean logits of an image and its mirror (skipped for digits)
+    tta_translate: int = 0  # also on copies shifted ±N px diagonally (airbench's TTA level 2); 0: off
     sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
     dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
     balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
@@ -404,6 +406,8 @@ RANGES: dict[str, Range] = {
     "optim.step_epochs": AT_LEAST_1,
     "optim.gamma": POSITIVE,
     "optim.label_smoothing": FRACTION,
+    "optim.bias_lr_scale": POSITIVE,
+    "train.tta_translate": Range(0, 4),
     "optim.grad_clip": POSITIVE,
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,

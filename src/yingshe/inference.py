@@ -179,6 +179,7 @@ class Classifier(ImageClassifier):
         self.normalize = Normalize(meta.mean, meta.std).to(self.device)
         # served as the run was evaluated: with flip TTA where the run asked and the data allows
         self.tta_flip = flip_tta_applies(checkpoint.train_config.get("tta_flip", False), meta.flip_invariant)
+        self.tta_translate = int(checkpoint.train_config.get("tta_translate", 0))
         self.multilabel = meta.task == "multilabel"
         self.thresholds = meta.thresholds
 
@@ -192,7 +193,7 @@ class Classifier(ImageClassifier):
     def logits(self, arrays: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) → logits (N, K) on the CPU, flip TTA applied as in evaluation."""
         x = self.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2).to(self.device))
-        return tta_forward(self.model, x, self.tta_flip).float().cpu()
+        return tta_forward(self.model, x, self.tta_flip, self.tta_translate).float().cpu()
 
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
         """Softmax over classes; per-label sigmoid scores for a multi-label model."""

@@ -42,7 +42,9 @@ def test_run_files_are_shared_and_evaluate_never_writes_into_a_run(digits_run):
         yingshe.evaluate(digits_run.run_dir, out=digits_run.run_dir)
 
 
-def test_a_flip_tta_run_serves_what_it_evaluated(cifar_folder, tmp_path):
+def test_a_tta_run_serves_and_exports_what_it_evaluated(cifar_folder, tmp_path):
+    """Mirror plus shifted copies (train.tta_translate): evaluation, serving and the ONNX graph
+    average the same views."""
     cfg = RunConfig()
     apply_overrides(
         cfg,
@@ -51,6 +53,7 @@ def test_a_flip_tta_run_serves_what_it_evaluated(cifar_folder, tmp_path):
             f"train.out={tmp_path}",
             "train.epochs=1",
             "train.tta_flip=true",
+            "train.tta_translate=1",
             "train.plots=false",
             "data.limit_test=40",
             "model.kwargs={widths: [8, 8, 8, 8]}",
@@ -62,9 +65,17 @@ def test_a_flip_tta_run_serves_what_it_evaluated(cifar_folder, tmp_path):
     model = model_from_checkpoint(checkpoint)
     normalize = Normalize(checkpoint.meta.mean, checkpoint.meta.std)
     batches = eval_batches(data.test, data, cfg, torch.device("cpu"), normalize, False)
-    evaluated = predict_batches(model, batches, tta_flip=True).logits.softmax(1)
+    evaluated = predict_batches(model, batches, tta_flip=True, tta_translate=1).logits.softmax(1)
+    mirrored = predict_batches(model, batches, tta_flip=True).logits.softmax(1)
     plain = predict_batches(model, batches, tta_flip=False).logits.softmax(1)
-    assert not torch.allclose(evaluated, plain), "the mirror must change the answer here"
+    assert not torch.allclose(mirrored, plain), "the mirror must change the answer here"
+    assert not torch.allclose(evaluated, mirrored), "so must the shifted copies"
     names = [data.test.files.name(i) for i in range(len(data.test))]
     served = Classifier.load(run.run_dir, device="cpu").predict(names, top_k=1)
     np.testing.assert_allclose([p.top[0][1] for p in served], evaluated.max(1).values, atol=1e-5)
+    assert run.report["accuracy"] == pytest.approx(
+        float((evaluated.argmax(1) == torch.as_tensor(data.test.labels)).float().mean())
+    )
+    pytest.importorskip("onnxruntime")
+    exported = yingshe.export(run.run_dir, "onnx", out=tmp_path / "m.onnx", parity_images=8)
+    assert exported.metadata["tta_flip"] and exported.metadata["tta_translate"] == 1

@@ -42,6 +42,17 @@ def test_no_weight_decay_on_biases_and_norms():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
 
 
+def test_bias_lr_scale_multiplies_the_biases_rate_through_the_schedule_and_a_resume():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=0.1, bias_lr_scale=64.0))
+    weights, biases = optimizer.param_groups
+    assert weights["lr"] == pytest.approx(0.1) and biases["lr"] == pytest.approx(6.4)
+    assert set_lr(optimizer, 0.5) == pytest.approx(0.05) and biases["lr"] == pytest.approx(3.2)
+    restored = build_optimizer(model, OptimConfig(name="sgd", lr=0.1))  # the scale comes from the state
+    restored.load_state_dict(optimizer.state_dict())
+    assert [g["lr_scale"] for g in restored.param_groups] == [1.0, 64.0]
+
+
 def test_onecycle_rises_to_the_peak_then_anneals_to_almost_zero():
     factor = build_schedule(OptimConfig(schedule="onecycle"), total_steps=100, steps_per_epoch=10)
     values = [factor(s) for s in range(100)]

@@ -124,6 +124,7 @@ def predict_batches(
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     autocast_dtype: torch.dtype | None = None,
     tta_flip: bool = False,
+    tta_translate: int = 0,
 ) -> Predictions:
     """Run the model over (inputs, targets, labels) batches and gather logits on the CPU."""
     was_training = model.training
@@ -134,7 +135,7 @@ def predict_batches(
         with torch.autocast(
             device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
         ):
-            out = tta_forward(model, inputs, tta_flip)
+            out = tta_forward(model, inputs, tta_flip, tta_translate)
         logits.append(out.float().cpu())
         labels.append(batch_labels.cpu())
     model.train(was_training)

@@ -23,11 +23,12 @@ class DeployModule(nn.Module):
         super().__init__()
         self.model = classifier.model.to("cpu").eval()
         self.normalize = classifier.normalize.to("cpu")
-        self.tta_flip = classifier.tta_flip  # the run's one TTA decision, fixed into the graph
+        self.tta_flip = classifier.tta_flip  # the run's TTA decisions, fixed into the graph
+        self.tta_translate = classifier.tta_translate
         # eval at the root: torch.onnx.export restores the root's mode recursively afterwards, and
         # a root left in train mode would put the shared model's BatchNorm into batch statistics
         self.eval()
 
     def forward(self, image: Tensor) -> Tensor:
         x = self.normalize(image.permute(0, 3, 1, 2))
-        return tta_forward(self.model, x, self.tta_flip).float()
+        return tta_forward(self.model, x, self.tta_flip, self.tta_translate).float()

@@ -36,6 +36,7 @@ def export_metadata(classifier: Classifier, checkpoint: Path, fmt: str, **extra:
         "input": {"name": INPUT_NAME, "dtype": "uint8", "layout": "NHWC", "normalized_inside": True},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "meaning": "logits; softmax gives probabilities"},
         "tta_flip": classifier.tta_flip,
+        "tta_translate": classifier.tta_translate,
         "model": meta.model.name,
         "checkpoint_sha256": file_sha256(checkpoint),
         "yingshe_version": __version__,

@@ -102,7 +102,8 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "image_size": classifier.image_size,
         "resize": classifier.resize or classifier.image_size,  # short side before the centre crop
         "channels": classifier.channels,
-        "tta_flip": tta_flip(classifier),
+        "tta_flip": tta_setting(classifier, "tta_flip", False),
+        "tta_translate": tta_setting(classifier, "tta_translate", 0),
         "sha256": checksum,
         "versions": versions,
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
@@ -110,10 +111,11 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
     }
 
 
-def tta_flip(classifier: ImageClassifier) -> bool:
-    """Whether answers average the image and its mirror (inside the graph for an export)."""
+def tta_setting(classifier: ImageClassifier, key: str, default: bool | int) -> bool | int:
+    """The run's TTA setting `key` (tta_flip, tta_translate) as answers apply it: the loaded
+    run's own, or an export's metadata (the views are inside its graph)."""
     meta = getattr(classifier, "meta", {})
-    return bool(getattr(classifier, "tta_flip", meta.get("tta_flip", False)))
+    return type(default)(getattr(classifier, key, meta.get(key, default)))
 
 
 def page() -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from yingshe.errors import YingsheError
+from yingshe.models.tta import tta_views
 from yingshe.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ class TimeBudget(Callback):
             model.train(was_training)
         if started is None or seen == 0:  # one batch only: its time, start-up included, is the rate
             return self.plan.step_s / max(1, trainer.cfg.train.batch_size) if self.plan.step_s else 0.0
-        return (time.perf_counter() - started) / seen * (2 if trainer.tta_flip else 1)
+        return (time.perf_counter() - started) / seen * tta_views(trainer.tta_flip, trainer.tta_translate)
 
     def replan(self, trainer: Trainer, now: float) -> None:
         """Choose the total steps that fit what is left, and stretch the schedule onto them."""

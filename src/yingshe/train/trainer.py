@@ -177,6 +177,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
+        self.tta_translate = cfg.train.tta_translate  # a shift keeps the class, even for digits
         self.multilabel = checkpoint_meta.task == "multilabel"
         check_monitor_task(cfg.train.monitor, self.multilabel)
         self.loss_fn = build_loss(
@@ -200,7 +201,7 @@ class Trainer:
     def predict(self, batches: DeviceBatches) -> Predictions:
         """Predictions of the evaluated weights on `batches`; under torchrun each rank predicts its
         share of the split and every rank gets all of them, so every rank computes the same figures."""
-        pred = predict_batches(self.eval_model(), batches, self.amp_dtype, self.tta_flip)
+        pred = predict_batches(self.eval_model(), batches, self.amp_dtype, self.tta_flip, self.tta_translate)
         if not distributed.active():
             return pred
         parts = [p for p in distributed.gather_objects((pred.logits, pred.labels)) if len(p[1])]
@@ -406,8 +407,8 @@ class Trainer:
             self.ema.module.load_state_dict(checkpoint.state_dict)
         if checkpoint.optimizer:
             self.optimizer.load_state_dict(checkpoint.optimizer)
-            for group in self.optimizer.param_groups:
-                group["peak_lr"] = self.cfg.optim.lr
+            for group in self.optimizer.param_groups:  # this config's lr, each group's own scale
+                group["peak_lr"] = self.cfg.optim.lr * group.get("lr_scale", 1.0)
         if checkpoint.scaler:
             self.scaler.load_state_dict(checkpoint.scaler)
         if checkpoint.rng:  # augmentation draws from the global generators
