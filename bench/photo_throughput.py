@@ -269,6 +269,8 @@ def main() -> None:
     parser.add_argument("--prepared", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.work, args.corpus = args.work.resolve(), args.corpus.resolve()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.only:
         child(args)
         return

@@ -74,3 +74,23 @@ def test_an_unknown_monitor_fails_before_the_first_epoch(tmp_path):
         yingshe.train(cfg)
     assert "val_accuracy" in err.value.fix
     assert not (tmp_path / "last.pt").exists()
+
+
+class RecordPeaks(Callback):
+    """Each parameter group's peak learning rate at the start of every epoch."""
+
+    def __init__(self) -> None:
+        self.peaks: list[list[float]] = []
+
+    def on_epoch_start(self, trainer, epoch: int, steps: int) -> None:
+        self.peaks.append([group["peak_lr"] for group in trainer.optimizer.param_groups])
+
+
+def test_a_resumed_run_keeps_the_biases_learning_rate_scale(tmp_path):
+    cfg = config(tmp_path, 2)
+    apply_overrides(cfg, ["optim.bias_lr_scale=4", "optim.name=sgd", "optim.lr=0.05"])
+    with pytest.raises(KeyboardInterrupt):
+        yingshe.train(cfg, callbacks=[InterruptAtEpoch(2)])
+    resumed = RecordPeaks()
+    yingshe.train(resume=tmp_path, callbacks=[resumed])
+    assert resumed.peaks and all(peaks == pytest.approx([0.05, 0.2]) for peaks in resumed.peaks)

@@ -1,8 +1,9 @@
-"""The module that leaves yingshe: raw uint8 pixels in, logits out, normalisation and flip TTA inside.
+"""The module that leaves yingshe: raw uint8 pixels in, logits out, normalisation and TTA inside.
 
-Putting `Normalize` and the mirror average inside the exported graph means a consumer of the file
-(ONNX Runtime, TorchScript, a plain `onnxruntime` session with no yingshe code) only has to give it
-the decoded pixels `data.images.decode_image` makes; nothing about preprocessing can be forgotten.
+Putting `Normalize` and the run's TTA views (mirror, shifted copies) inside the exported graph
+means a consumer of the file (ONNX Runtime, TorchScript, a plain `onnxruntime` session with no
+yingshe code) only has to give it the decoded pixels `data.images.decode_image` makes; nothing
+about preprocessing can be forgotten.
 """
 
 from __future__ import annotations

@@ -170,9 +170,11 @@ class TimeBudget(Callback):
                     break
         finally:
             model.train(was_training)
-        if started is None or seen == 0:  # one batch only: its time, start-up included, is the rate
-            return self.plan.step_s / max(1, trainer.cfg.train.batch_size) if self.plan.step_s else 0.0
-        return (time.perf_counter() - started) / seen * tta_views(trainer.tta_flip, trainer.tta_translate)
+        views = tta_views(trainer.tta_flip, trainer.tta_translate)
+        if started is None or seen == 0:  # one batch only: a training image's time (~3 forward passes)
+            per_image = self.plan.step_s / max(1, trainer.cfg.train.batch_size) if self.plan.step_s else 0.0
+            return per_image * max(1.0, views / 3)  # more where the TTA views cost more than that
+        return (time.perf_counter() - started) / seen * views
 
     def replan(self, trainer: Trainer, now: float) -> None:
         """Choose the total steps that fit what is left, and stretch the schedule onto them."""

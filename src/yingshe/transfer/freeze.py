@@ -115,14 +115,18 @@ def plan_stages(
     return StagePlan(stages, sorted(classifier_names(model)), starts, factors, head_lr_mult)
 
 
-def _groups(named: dict[str, nn.Parameter], names: list[str], lr: float, weight_decay: float) -> list[dict]:
+def _groups(
+    named: dict[str, nn.Parameter], names: list[str], lr: float, weight_decay: float, bias_lr_scale: float
+) -> list[dict]:
+    """A stage's weights and its 1-D parameters (no decay, `optim.bias_lr_scale` × its rate), as
+    `optim.param_groups` splits a whole model."""
     params = [named[n] for n in names]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = []
-    for chosen, wd in ((decay, weight_decay), (no_decay, 0.0)):
+    for chosen, wd, scale in ((decay, weight_decay, 1.0), (no_decay, 0.0, bias_lr_scale)):
         if chosen:
-            groups.append({"params": chosen, "weight_decay": wd, "lr": lr, "peak_lr": lr})
+            groups.append({"params": chosen, "weight_decay": wd, "lr": lr * scale, "peak_lr": lr * scale})
     return groups
 
 
@@ -138,12 +142,13 @@ class FinetuneSchedule(Callback):
 
         cfg = trainer.cfg.optim
         named = dict(self.model.named_parameters())
-        groups = _groups(named, self.plan.head, cfg.lr * self.plan.head_lr_mult, cfg.weight_decay)
+        head_lr = cfg.lr * self.plan.head_lr_mult
+        groups = _groups(named, self.plan.head, head_lr, cfg.weight_decay, cfg.bias_lr_scale)
         for (_, names), start, factor in zip(
             self.plan.stages, self.plan.starts, self.plan.lr_factors, strict=True
         ):
             if start is not None:
-                groups += _groups(named, names, cfg.lr * factor, cfg.weight_decay)
+                groups += _groups(named, names, cfg.lr * factor, cfg.weight_decay, cfg.bias_lr_scale)
         peaks = [g["peak_lr"] for g in groups]
         optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):

@@ -89,8 +89,8 @@ def sweep(model, optimizer, batches, start: float, end: float, steps: int, loss_
         batches.set_epoch(epoch)
         for inputs, targets, _ in batches:
             lr = start * ratio**step
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group in optimizer.param_groups:  # each group at its own multiple (bias_lr_scale)
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss = loss_fn(model(inputs).float(), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,8 +23,10 @@ from yingshe.data.splits import stratified_folds, stratified_split, stratified_s
 from yingshe.errors import YingsheError
 from yingshe.evaluate.metrics import predict_batches
 from yingshe.inference import model_from_checkpoint
+from yingshe.models.tta import flip_tta_applies
 from yingshe.runs import load_checkpoint
 from yingshe.runtime import resolve_device
+from yingshe.train.trainer import autocast_dtype
 from yingshe.tune.cv import cv_folder, fold_config
 
 
@@ -95,7 +97,9 @@ def out_of_fold_probabilities(
             raise YingsheError("the fold's held-out images are not the pool's", "report this as a bug")
         model = model_from_checkpoint(checkpoint).to(device)
         batches = eval_batches(data.val, data, cfg, device, Normalize(meta.mean, meta.std), False)
-        pred = predict_batches(model, batches)
+        # as the fold's own report evaluated it: the run's TTA and precision
+        tta = flip_tta_applies(cfg.train.tta_flip, meta.flip_invariant), cfg.train.tta_translate
+        pred = predict_batches(model, batches, autocast_dtype(cfg.train.amp, device), *tta)
         if len(pred.labels) != len(held):
             raise YingsheError(
                 f"fold {fold}: {len(held) - len(pred.labels)} held-out images could not be decoded",
