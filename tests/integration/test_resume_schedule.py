@@ -94,3 +94,16 @@ def test_a_resumed_run_keeps_the_biases_learning_rate_scale(tmp_path):
     resumed = RecordPeaks()
     yingshe.train(resume=tmp_path, callbacks=[resumed])
     assert resumed.peaks and all(peaks == pytest.approx([0.05, 0.2]) for peaks in resumed.peaks)
+
+
+@pytest.mark.parametrize("strategy", ["gradual", "linear-probe"])
+def test_an_interrupted_fine_tune_resumes(tmp_path, strategy):
+    """Its stage-wise optimiser has other groups than the trainer's own: the resume restarts the
+    moments instead of failing to load them (it raised 'a different number of parameter groups')."""
+    yingshe.train(config(tmp_path / "source", 1))
+    cfg = config(tmp_path / "tuned", 3)
+    apply_overrides(cfg, [f"finetune.source={tmp_path / 'source'}", f"finetune.strategy={strategy}"])
+    with pytest.raises(KeyboardInterrupt):
+        yingshe.train(cfg, callbacks=[InterruptAtEpoch(2)])
+    yingshe.train(resume=tmp_path / "tuned")
+    assert [row["epoch"] for row in read_metrics_csv(tmp_path / "tuned" / "metrics.csv")] == [1, 2, 3]

@@ -405,7 +405,9 @@ class Trainer:
         unwrap(self.model).load_state_dict(checkpoint.raw_state_dict or checkpoint.state_dict)
         if self.ema is not None:
             self.ema.module.load_state_dict(checkpoint.state_dict)
-        if checkpoint.optimizer:
+        # a fine-tuned run's stage-wise optimiser (transfer/freeze.FinetuneSchedule) is installed
+        # afresh at fit start with other groups than this one: its moments restart
+        if checkpoint.optimizer and not self.cfg.finetune.source:
             self.optimizer.load_state_dict(checkpoint.optimizer)
             for group in self.optimizer.param_groups:  # this config's lr, each group's own scale
                 group["peak_lr"] = self.cfg.optim.lr * group.get("lr_scale", 1.0)
