@@ -27,10 +27,15 @@ def param_groups(model: nn.Module, weight_decay: float, bias_lr_scale: float = 1
     shrinks the scale BN is there to learn. Their learning rate is `bias_lr_scale` times the
     others' (airbench94 trains its BN biases 64× faster: with every conv followed by BN, the
     weights' updates act on their direction only, the biases' on the activations directly)."""
+    return split_decay([p for p in model.parameters() if p.requires_grad], weight_decay, bias_lr_scale)
+
+
+def split_decay(params: Iterable[nn.Parameter], weight_decay: float, bias_lr_scale: float) -> list[dict]:
+    """`param_groups`' two groups (weights; 1-D parameters) of `params`: the whole model's, or
+    one fine-tuning stage's (transfer/freeze.py)."""
     decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+    for param in params:
+        (no_decay if param.ndim <= 1 else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
         {"params": no_decay, "weight_decay": 0.0, "lr_scale": bias_lr_scale},

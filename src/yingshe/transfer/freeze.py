@@ -17,6 +17,7 @@ from torch import nn
 
 from yingshe.errors import YingsheError, close_matches
 from yingshe.train.callbacks import Callback
+from yingshe.train.optim import split_decay
 
 if TYPE_CHECKING:
     from yingshe.train.trainer import Trainer
@@ -120,13 +121,9 @@ def _groups(
 ) -> list[dict]:
     """A stage's weights and its 1-D parameters (no decay, `optim.bias_lr_scale` × its rate), as
     `optim.param_groups` splits a whole model."""
-    params = [named[n] for n in names]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = []
-    for chosen, wd, scale in ((decay, weight_decay, 1.0), (no_decay, 0.0, bias_lr_scale)):
-        if chosen:
-            groups.append({"params": chosen, "weight_decay": wd, "lr": lr * scale, "peak_lr": lr * scale})
+    groups = [g for g in split_decay((named[n] for n in names), weight_decay, bias_lr_scale) if g["params"]]
+    for group in groups:
+        group["lr"] = group["peak_lr"] = lr * group["lr_scale"]
     return groups
 
 
