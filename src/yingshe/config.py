@@ -72,6 +72,7 @@ class AugmentConfig:
 
     crop_padding: int | None = None  # random crop after zero padding; None: image_size // 8
     hflip: bool | None = None  # random horizontal flip; None: on unless the dataset is digit-like
+    alternate_flip: bool = False  # airbench's flip: each image mirrored every other epoch (half at first)
     rotate: float = 0.0  # max rotation in degrees (random affine, as in the seeds)
     translate: float = 0.0  # max translation as a fraction of the side
     scale: float = 0.0  # max relative zoom in or out
@@ -451,6 +452,12 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             f"{source}: data.val_fraction + data.test_fraction must be < 1; got "
             f"{data.val_fraction:g} + {data.test_fraction:g}",
             "leave some images to train on",
+        )
+    if config.augment.alternate_flip and config.augment.random_resized_crop:
+        raise YingsheError(
+            f"{source}: augment.alternate_flip applies to the padded crop, not to "
+            "augment.random_resized_crop (whose boxes draw their own mirror)",
+            "drop augment.alternate_flip, or set augment.random_resized_crop=false",
         )
     if config.augment.progressive_min is not None and config.train.time_budget is not None:
         raise YingsheError(

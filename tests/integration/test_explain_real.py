@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from yingshe.api import load
@@ -91,3 +92,30 @@ def test_explain_command_writes_overlays_for_real_images(fashion_run, model_and_
             ["explain", run, str(paths[0]), "--method", "saliency", "--out", str(out), "--device", "cpu"]
         )
     assert code == 0 and (out / "item0.saliency.png").is_file()
+
+
+def test_explain_shows_what_predict_serves_under_the_runs_tta(model_and_images, tmp_path):
+    """With the run's TTA (a mirror and 1 px shifts), the classes and probabilities an explanation
+    shows are `predict`'s, not those of the plain forward the heat map is computed from."""
+    from yingshe.evaluate.explain import explain_images
+
+    classifier, images = model_and_images
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"item{i}.png")
+        Image.fromarray(images[i][..., 0]).save(paths[-1])
+    tta = (classifier.tta_flip, classifier.tta_translate)
+    classifier.tta_flip, classifier.tta_translate = True, 1
+    try:
+        shown = explain_images(classifier, paths, tmp_path / "out", "gradcam", top_k=3)
+        served = classifier.predict(paths, top_k=3)
+        with torch.no_grad():
+            plain = classifier.model(classifier.normalize(torch.from_numpy(images[:4]).permute(0, 3, 1, 2)))
+    finally:
+        classifier.tta_flip, classifier.tta_translate = tta
+    for explanation, prediction, row in zip(shown, served, plain.softmax(1), strict=True):
+        assert [name for name, _ in explanation.top] == [name for name, _ in prediction.top]
+        assert [p for _, p in explanation.top] == pytest.approx([p for _, p in prediction.top], abs=1e-5)
+        assert explanation.target == prediction.top[0][0]
+        best = classifier.classes.index(prediction.top[0][0])
+        assert abs(float(row[best]) - prediction.top[0][1]) > 1e-4, "TTA changes the probability"

@@ -97,13 +97,32 @@ def test_a_resumed_run_keeps_the_biases_learning_rate_scale(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["gradual", "linear-probe"])
-def test_an_interrupted_fine_tune_resumes(tmp_path, strategy):
-    """Its stage-wise optimiser has other groups than the trainer's own: the resume restarts the
-    moments instead of failing to load them (it raised 'a different number of parameter groups')."""
+def test_an_interrupted_fine_tune_resumes_with_its_moments(tmp_path, strategy):
+    """Its stage-wise optimiser has other groups than the trainer's own (loading them into the
+    trainer's raised 'a different number of parameter groups'): it is built at fit start and
+    loads the saved moments then, so the resumed run continues them."""
+    import torch
+
     yingshe.train(config(tmp_path / "source", 1))
     cfg = config(tmp_path / "tuned", 3)
     apply_overrides(cfg, [f"finetune.source={tmp_path / 'source'}", f"finetune.strategy={strategy}"])
     with pytest.raises(KeyboardInterrupt):
         yingshe.train(cfg, callbacks=[InterruptAtEpoch(2)])
-    yingshe.train(resume=tmp_path / "tuned")
+    saved = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["optimizer"]["state"]
+    resumed = RecordMoments()
+    yingshe.train(resume=tmp_path / "tuned", callbacks=[resumed])
+    assert saved and set(resumed.state) == set(saved)
+    for key, moments in saved.items():
+        for name, value in moments.items():
+            assert torch.equal(resumed.state[key][name], value), (key, name)
     assert [row["epoch"] for row in read_metrics_csv(tmp_path / "tuned" / "metrics.csv")] == [1, 2, 3]
+
+
+class RecordMoments(Callback):
+    """The optimiser's state as fitting starts, after the fine-tuning schedule installed its own."""
+
+    def on_fit_start(self, trainer) -> None:
+        self.state = {
+            k: {n: v.clone() for n, v in m.items()}
+            for k, m in trainer.optimizer.state_dict()["state"].items()
+        }

@@ -100,3 +100,74 @@ def test_digit_like_data_is_not_flipped_by_default():
     assert aug.hflip is False and aug.padding == 3
     forced = BatchAugment(AugmentConfig(hflip=True), 28, flip_invariant=False, num_classes=10)
     assert forced.hflip is True
+
+
+def test_alternating_flip_mirrors_half_the_images_and_each_one_every_other_epoch():
+    from yingshe.data.augment import alternate_mirror
+
+    index = torch.arange(10_000)
+    first, second, third = (alternate_mirror(index, epoch) for epoch in (1, 2, 3))
+    assert 4_800 < int(first.sum()) < 5_200, "a fixed half starts mirrored"
+    assert torch.equal(second, ~first) and torch.equal(third, first)
+    assert torch.equal(alternate_mirror(index.flip(0), 1), first.flip(0)), "a function of the position only"
+
+
+def test_alternating_flip_through_device_batches_shows_each_image_both_ways():
+    """Two epochs in a row through `DeviceBatches` (which hands the augmentation the images'
+    positions and the epoch): every image arrives mirrored in exactly one of them, whatever the
+    order of the batches; a random flip shows about half of them the same way twice."""
+    from yingshe.data.batch import Batch
+    from yingshe.data.loader import DeviceBatches
+
+    torch.manual_seed(0)
+    images = batch(b=64)
+    plain = Normalize([0.0] * 3, [1.0] * 3)(images)
+
+    class Shuffled:
+        def set_epoch(self, epoch):
+            self.order = torch.randperm(64)
+
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            for part in self.order.split(16):
+                yield Batch(images[part], part.clone(), part.clone(), torch.ones(16, dtype=torch.bool))
+
+    def mirrored_by_epoch(alternate: bool) -> list[set[int]]:
+        cfg = AugmentConfig(crop_padding=0, hflip=True, alternate_flip=alternate)
+        loader = DeviceBatches(
+            Shuffled(),
+            None,
+            torch.device("cpu"),
+            Normalize([0.0] * 3, [1.0] * 3),
+            BatchAugment(cfg, 12, True, 10),
+        )
+        seen = []
+        for epoch in (1, 2):
+            loader.set_epoch(epoch)
+            seen.append(set())
+            for x, _, labels in loader:
+                for image, i in zip(x, labels.tolist(), strict=True):
+                    if torch.equal(image, plain[i].flip(-1)):
+                        seen[-1].add(i)
+                    else:
+                        assert torch.equal(image, plain[i])
+        return seen
+
+    first, second = mirrored_by_epoch(True)
+    assert 16 < len(first) < 48 and first.isdisjoint(second) and len(first | second) == 64
+    first, second = mirrored_by_epoch(False)
+    assert len(first & second) + len(set(range(64)) - first - second) > 8
+
+
+def test_alternating_flip_is_refused_with_random_resized_crops():
+    import pytest
+
+    from yingshe.config import RunConfig, validate
+    from yingshe.errors import YingsheError
+
+    cfg = RunConfig()
+    cfg.augment.alternate_flip, cfg.augment.random_resized_crop = True, True
+    with pytest.raises(YingsheError, match="alternate_flip applies to the padded crop"):
+        validate(cfg)

@@ -77,12 +77,25 @@ class BatchAugment:
         self.padding = cfg.crop_padding if cfg.crop_padding is not None else image_size // 8
         self.hflip = flip_invariant if cfg.hflip is None else cfg.hflip
         self.num_classes = num_classes
+        self.epoch = 0
 
-    def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
-        """uint8 (B, C, H, W) and int labels → normalised floats and targets (B,) or (B, K)."""
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch under way (1-based): the alternating flip mirrors by its parity."""
+        self.epoch = epoch
+
+    def __call__(
+        self, x: Tensor, y: Tensor, normalize: Normalize, index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """uint8 (B, C, H, W) and int labels → normalised floats and targets (B,) or (B, K).
+        `index`: the images' positions in their split, which the alternating flip needs."""
+        flip: bool | Tensor = self.hflip
+        if self.hflip and self.cfg.alternate_flip and index is not None:
+            flip = alternate_mirror(index.to(x.device), self.epoch)
         if self.padding > 0:
-            x = random_crop(x, self.padding, flip=self.hflip)  # the flip rides on the crop's gather
-        elif self.hflip:
+            x = random_crop(x, self.padding, flip=flip)  # the flip rides on the crop's gather
+        elif isinstance(flip, Tensor):
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        elif flip:
             x = random_flip(x)
         x = normalize(x)
         if self.cfg.rotate or self.cfg.translate or self.cfg.scale:
@@ -94,10 +107,20 @@ class BatchAugment:
         return x, y
 
 
-def random_crop(x: Tensor, padding: int, flip: bool = False) -> Tensor:
+def alternate_mirror(index: Tensor, epoch: int) -> Tensor:
+    """airbench's alternating flip: which of the images at split positions `index` are mirrored
+    in `epoch`. A fixed hash of the position picks the half that starts mirrored; every image
+    then changes orientation each epoch, so two epochs in a row see both, where a random flip
+    shows a quarter of the images the same way twice (airbench: +0.18 points at 10 epochs)."""
+    start = ((index.long() * 0x9E3779B1) >> 16) & 1  # Fibonacci hashing: a fixed, even mix
+    return (start + epoch) % 2 == 1
+
+
+def random_crop(x: Tensor, padding: int, flip: bool | Tensor = False) -> Tensor:
     """Zero-pad by `padding` and crop back at a random offset per image: (B, C, H, W) → same.
 
-    With `flip`, half the images (at random) are also mirrored, in the same pass. One gather over
+    With `flip`, half the images (at random) are also mirrored, in the same pass; a (B,) bool
+    tensor mirrors exactly those (the alternating flip). One gather over
     the flattened padded images: 2-3× faster on the CPU than indexing rows and columns (512 CIFAR
     images: 2.0 vs 5.7 ms on one core), and the flip costs nothing extra.
     """
@@ -108,9 +131,10 @@ def random_crop(x: Tensor, padding: int, flip: bool = False) -> Tensor:
     dx = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=x.device)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    if flip:
-        mirrored = torch.rand(b, 1, 1, device=x.device) < 0.5
-        cols = torch.where(mirrored, w - 1 - cols, cols)  # (B, 1, W)
+    if not isinstance(flip, Tensor) and flip:
+        flip = torch.rand(b, device=x.device) < 0.5
+    if isinstance(flip, Tensor):
+        cols = torch.where(flip.view(b, 1, 1), w - 1 - cols, cols)  # (B, 1, W)
     index = (dy + rows) * side + dx + cols  # (B, H, W) offsets into the padded image
     return padded.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
@@ -267,5 +291,10 @@ class ResizedCropAugment:
     def __init__(self, size: int, hflip: bool = True, scale: tuple[float, float] = (0.08, 1.0)) -> None:
         self.size, self.hflip, self.scale = size, hflip, scale
 
-    def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing depends on the epoch here (the boxes draw their own mirror)."""
+
+    def __call__(
+        self, x: Tensor, y: Tensor, normalize: Normalize, index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         return normalize(random_resized_crop(x, self.size, self.scale, flip=self.hflip)), y

@@ -76,7 +76,12 @@ class PhotoAugment:
         rest = dataclasses.replace(cfg, crop_padding=0, hflip=False, random_resized_crop=False)
         self.rest = BatchAugment(rest, size, False, num_classes)
 
-    def __call__(self, x: Tensor, y: Tensor, normalize: Normalize) -> tuple[Tensor, Tensor]:
+    def set_epoch(self, epoch: int) -> None:
+        self.rest.set_epoch(epoch)
+
+    def __call__(
+        self, x: Tensor, y: Tensor, normalize: Normalize, index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         if not self.cropped:
             x = random_resized_crop(x, self.size, self.scale, flip=self.flip)
         return self.rest(x, y, normalize)

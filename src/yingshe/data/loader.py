@@ -293,6 +293,8 @@ class DeviceBatches:
         """Start `epoch`; with `skip`, leave out its first `skip` source batches unaugmented (a
         resumed epoch), by the source itself where it can (`skip_batches`), else by reading them."""
         self.batches.set_epoch(epoch)
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
         skip_at_source = getattr(self.batches, "skip_batches", None)
         if callable(skip_at_source):
             skip_at_source(skip)
@@ -312,10 +314,10 @@ class DeviceBatches:
             self.position += 1
             if self.position <= skip:
                 continue
-            images, labels = batch.images, batch.labels
+            images, labels, index = batch.images, batch.labels, batch.index
             if not bool(batch.ok.all()):
                 self.record_bad(batch.index[~batch.ok])
-                images, labels = images[batch.ok], labels[batch.ok]
+                images, labels, index = images[batch.ok], labels[batch.ok], index[batch.ok]
                 if len(labels) == 0:
                     continue
             if self.crop is not None and images.shape[-1] != self.crop:
@@ -327,7 +329,7 @@ class DeviceBatches:
             # a source that normalised as it cropped (packed_crops.PackedCrops) is not normalised twice
             normalize = _as_is if batch.normalized else self.normalize
             if self.augment is not None:
-                inputs, targets = self.augment(images, labels, normalize)
+                inputs, targets = self.augment(images, labels, normalize, index)
             else:
                 inputs, targets = normalize(images), labels
             if labels.ndim == 2:

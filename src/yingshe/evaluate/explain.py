@@ -276,17 +276,20 @@ def explain_images(
     if not readable:
         return results
     stack = np.stack(arrays)
-    targets = None if target is None else np.full(len(stack), classifier.classes.index(target))
+    # the classes and probabilities shown are those `predict` serves (the run's TTA, sigmoid
+    # scores for a multi-label model); the map explains the plain forward of that class
+    probs = classifier.probabilities(stack).numpy()
+    targets = probs.argmax(1) if target is None else np.full(len(stack), classifier.classes.index(target))
     maps = explainer(stack, targets)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     k = min(top_k, len(classifier.classes))
     for i, result in enumerate(readable):
-        order = np.argsort(-maps.probs[i])[:k]
+        order = np.argsort(-probs[i])[:k]
         result.method, result.image, result.heatmap = maps.method, stack[i], maps.heatmaps[i]
         result.target = classifier.classes[int(maps.targets[i])]
-        result.top = [(classifier.classes[int(c)], float(maps.probs[i][c])) for c in order]
+        result.top = [(classifier.classes[int(c)], float(probs[i][c])) for c in order]
         result.path = folder / unique_name(Path(result.source).stem, maps.method, taken)
         plots.explanation_figure(
             result.image, result.heatmap, result.top, result.target, maps.method, result.source, result.path

@@ -162,6 +162,8 @@ class Trainer:
         check_every(cfg.train.checkpoint_every)
         self.state = FitState()
         self.resume_notes: list[str] = []  # from the checkpoint restored, for the report
+        # a resumed fine-tune's optimiser state, for the stage-wise optimiser built at fit start
+        self.resumed_optimizer: dict | None = None
         self.val_predictions: Predictions | None = None  # the last epoch's, on the validation split
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
@@ -405,9 +407,11 @@ class Trainer:
         unwrap(self.model).load_state_dict(checkpoint.raw_state_dict or checkpoint.state_dict)
         if self.ema is not None:
             self.ema.module.load_state_dict(checkpoint.state_dict)
-        # a fine-tuned run's stage-wise optimiser (transfer/freeze.FinetuneSchedule) is installed
-        # afresh at fit start with other groups than this one: its moments restart
-        if checkpoint.optimizer and not self.cfg.finetune.source:
+        # a fine-tuned run's stage-wise optimiser (transfer/freeze.FinetuneSchedule) has other
+        # groups than this one: it is built at fit start and loads the moments then
+        if checkpoint.optimizer and self.cfg.finetune.source:
+            self.resumed_optimizer = checkpoint.optimizer
+        elif checkpoint.optimizer:
             self.optimizer.load_state_dict(checkpoint.optimizer)
             for group in self.optimizer.param_groups:  # this config's lr, each group's own scale
                 group["peak_lr"] = self.cfg.optim.lr * group.get("lr_scale", 1.0)

@@ -9,6 +9,7 @@ running statistics stay those of the source (a frozen body must not drift on the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from yingshe.train.optim import split_decay
 
 if TYPE_CHECKING:
     from yingshe.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("linear-probe", "full", "gradual")
 
@@ -148,6 +151,11 @@ class FinetuneSchedule(Callback):
                 groups += _groups(named, names, cfg.lr * factor, cfg.weight_decay, cfg.bias_lr_scale)
         peaks = [g["peak_lr"] for g in groups]
         optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
+        if trainer.resumed_optimizer is not None:  # a resumed run: the same plan, the same groups
+            try:
+                optimizer.load_state_dict(trainer.resumed_optimizer)
+            except ValueError as err:  # the fine-tuning config changed since: start them afresh
+                log.warning("the optimiser's moments restart: the saved ones do not fit (%s)", err)
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
             group["peak_lr"] = peak
         trainer.optimizer = optimizer
