@@ -72,7 +72,7 @@ class AugmentConfig:
 
     crop_padding: int | None = None  # random crop after zero padding; None: image_size // 8
     hflip: bool | None = None  # random horizontal flip; None: on unless the dataset is digit-like
-    alternate_flip: bool = False  # airbench's flip: each image mirrored every other epoch (half at first)
+    alternate_flip: bool = False  # with hflip: each image mirrored every other epoch (airbench's flip)
     rotate: float = 0.0  # max rotation in degrees (random affine, as in the seeds)
     translate: float = 0.0  # max translation as a fraction of the side
     scale: float = 0.0  # max relative zoom in or out

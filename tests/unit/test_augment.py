@@ -116,6 +116,7 @@ def test_alternating_flip_through_device_batches_shows_each_image_both_ways():
     """Two epochs in a row through `DeviceBatches` (which hands the augmentation the images'
     positions and the epoch): every image arrives mirrored in exactly one of them, whatever the
     order of the batches; a random flip shows about half of them the same way twice."""
+    from yingshe.data.augment import alternate_mirror
     from yingshe.data.batch import Batch
     from yingshe.data.loader import DeviceBatches
 
@@ -131,8 +132,8 @@ def test_alternating_flip_through_device_batches_shows_each_image_both_ways():
             return 4
 
         def __iter__(self):
-            for part in self.order.split(16):
-                yield Batch(images[part], part.clone(), part.clone(), torch.ones(16, dtype=torch.bool))
+            for part in self.order.split(16):  # labels 100 + position; position 5 unreadable
+                yield Batch(images[part], part + 100, part.clone(), part != 5)
 
     def mirrored_by_epoch(alternate: bool) -> list[set[int]]:
         cfg = AugmentConfig(crop_padding=0, hflip=True, alternate_flip=alternate)
@@ -143,12 +144,13 @@ def test_alternating_flip_through_device_batches_shows_each_image_both_ways():
             Normalize([0.0] * 3, [1.0] * 3),
             BatchAugment(cfg, 12, True, 10),
         )
+        loader.record_bad = lambda indices: None  # no split to name the unreadable one from
         seen = []
         for epoch in (1, 2):
             loader.set_epoch(epoch)
             seen.append(set())
             for x, _, labels in loader:
-                for image, i in zip(x, labels.tolist(), strict=True):
+                for image, i in zip(x, (labels - 100).tolist(), strict=True):
                     if torch.equal(image, plain[i].flip(-1)):
                         seen[-1].add(i)
                     else:
@@ -156,9 +158,21 @@ def test_alternating_flip_through_device_batches_shows_each_image_both_ways():
         return seen
 
     first, second = mirrored_by_epoch(True)
-    assert 16 < len(first) < 48 and first.isdisjoint(second) and len(first | second) == 64
+    assert 16 < len(first) < 48 and first.isdisjoint(second) and len(first | second) == 63
+    positions = torch.tensor([i for i in range(64) if i != 5])
+    assert first == set(positions[alternate_mirror(positions, 1)].tolist()), "mirrored by position"
     first, second = mirrored_by_epoch(False)
-    assert len(first & second) + len(set(range(64)) - first - second) > 8
+    assert len(first & second) + len(set(range(64)) - {5} - first - second) > 8
+
+
+def test_random_crop_mirrors_exactly_the_images_a_mask_names():
+    """With padding (the recipes' path), a bool mask as `flip`: rows that ramp left to right
+    keep ramping up inside the crop unless mirrored."""
+    ramp = torch.arange(12, dtype=torch.uint8).mul(20).expand(32, 3, 12, 12).contiguous()
+    mask = torch.arange(32) % 3 == 0
+    out = random_crop(ramp, 2, flip=mask).float()
+    rising = out[:, 0, 6, 4:8].diff().mean(1) > 0  # an interior stretch: no zero padding there
+    assert torch.equal(rising, ~mask)
 
 
 def test_alternating_flip_is_refused_with_random_resized_crops():

@@ -323,9 +323,10 @@ class DeviceBatches:
             if self.crop is not None and images.shape[-1] != self.crop:
                 images = centre_crop(images, self.crop).contiguous()
             if cuda:
-                images, labels = pinned(images), pinned(labels)
+                images, labels, index = pinned(images), pinned(labels), pinned(index)
             images = images.to(self.device, non_blocking=cuda)
             labels = labels.to(self.device, non_blocking=cuda)
+            index = index.to(self.device, non_blocking=cuda)
             # a source that normalised as it cropped (packed_crops.PackedCrops) is not normalised twice
             normalize = _as_is if batch.normalized else self.normalize
             if self.augment is not None:

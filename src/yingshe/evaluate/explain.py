@@ -181,7 +181,9 @@ class Maps:
     method: str
     heatmaps: np.ndarray  # (B, H, W) float32 in [0, 1]
     targets: np.ndarray  # (B,) the class each map explains
-    probs: np.ndarray  # (B, K) softmax probabilities
+
+
+EXPLAIN_BATCH = 32  # images a forward (and its gradients) holds at once
 
 
 class Explainer:
@@ -204,16 +206,17 @@ class Explainer:
         self.layer = find_cam_layer(model, sample)
         self.method = choose_method(method, self.layer, model_name)
 
-    def __call__(self, images: np.ndarray, targets: np.ndarray | None = None, batch: int = 32) -> Maps:
+    def __call__(
+        self, images: np.ndarray, targets: np.ndarray | None = None, batch: int = EXPLAIN_BATCH
+    ) -> Maps:
         """images uint8 (B, H, W, C); targets: class per image, None for the predicted class."""
-        maps, chosen, probs = [], [], []
+        maps, chosen = [], []
         for start in range(0, len(images), batch):
             x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch]))
             x = self.normalize(x.permute(0, 3, 1, 2).to(self.device))
-            with torch.no_grad():
-                logits = self.model(x)
             if targets is None:
-                target = logits.argmax(1)
+                with torch.no_grad():
+                    target = self.model(x).argmax(1)
             else:
                 target = torch.as_tensor(targets[start : start + batch], device=self.device)
             if self.method == "gradcam":
@@ -222,11 +225,10 @@ class Explainer:
                 heat, _ = saliency(self.model, x, target)
             maps.append(heat.cpu().numpy().astype(np.float32))
             chosen.append(target.cpu().numpy())
-            probs.append(logits.float().softmax(1).cpu().numpy())
         if not maps:
             empty = np.zeros((0, *images.shape[1:3]), dtype=np.float32)
-            return Maps(self.method, empty, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
-        return Maps(self.method, np.concatenate(maps), np.concatenate(chosen), np.concatenate(probs))
+            return Maps(self.method, empty, np.zeros(0, dtype=np.int64))
+        return Maps(self.method, np.concatenate(maps), np.concatenate(chosen))
 
 
 @dataclass
@@ -278,7 +280,9 @@ def explain_images(
     stack = np.stack(arrays)
     # the classes and probabilities shown are those `predict` serves (the run's TTA, sigmoid
     # scores for a multi-label model); the map explains the plain forward of that class
-    probs = classifier.probabilities(stack).numpy()
+    probs = np.concatenate(
+        [classifier.probabilities(stack[i : i + 32]).numpy() for i in range(0, len(stack), 32)]
+    )
     targets = probs.argmax(1) if target is None else np.full(len(stack), classifier.classes.index(target))
     maps = explainer(stack, targets)
     folder = Path(out)

@@ -155,7 +155,10 @@ class FinetuneSchedule(Callback):
             try:
                 optimizer.load_state_dict(trainer.resumed_optimizer)
             except ValueError as err:  # the fine-tuning config changed since: start them afresh
-                log.warning("the optimiser's moments restart: the saved ones do not fit (%s)", err)
+                note = f"the optimiser's moments restarted: the saved ones do not fit ({err})"
+                log.warning(note)
+                trainer.resume_notes.append(note)
+            trainer.resumed_optimizer = None
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
             group["peak_lr"] = peak
         trainer.optimizer = optimizer
