@@ -77,6 +77,7 @@ class BatchAugment:
         self.padding = cfg.crop_padding if cfg.crop_padding is not None else image_size // 8
         self.hflip = flip_invariant if cfg.hflip is None else cfg.hflip
         self.num_classes = num_classes
+        self.alternate = bool(self.hflip and cfg.alternate_flip)  # needs the images' positions
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -89,14 +90,12 @@ class BatchAugment:
         """uint8 (B, C, H, W) and int labels → normalised floats and targets (B,) or (B, K).
         `index`: the images' positions in their split, which the alternating flip needs."""
         flip: bool | Tensor = self.hflip
-        if self.hflip and self.cfg.alternate_flip and index is not None:
+        if self.alternate and index is not None:
             flip = alternate_mirror(index, self.epoch)
         if self.padding > 0:
             x = random_crop(x, self.padding, flip=flip)  # the flip rides on the crop's gather
-        elif isinstance(flip, Tensor):
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        elif flip:
-            x = random_flip(x)
+        elif isinstance(flip, Tensor) or flip:
+            x = random_flip(x, flip if isinstance(flip, Tensor) else None)
         x = normalize(x)
         if self.cfg.rotate or self.cfg.translate or self.cfg.scale:
             x = random_affine(x, self.cfg.rotate, self.cfg.translate, self.cfg.scale)
@@ -140,9 +139,11 @@ def random_crop(x: Tensor, padding: int, flip: bool | Tensor = False) -> Tensor:
     return padded.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
 
 
-def random_flip(x: Tensor) -> Tensor:
-    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
-    return torch.where(flip, x.flip(-1), x)
+def random_flip(x: Tensor, mirrored: Tensor | None = None) -> Tensor:
+    """Mirror half the images at random, or exactly those a (B,) bool `mirrored` names."""
+    if mirrored is None:
+        mirrored = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(mirrored.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def random_affine(x: Tensor, degrees: float, translate: float, scale: float) -> Tensor:

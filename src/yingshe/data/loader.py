@@ -283,6 +283,8 @@ class DeviceBatches:
     ):
         self.batches, self.split, self.device, self.crop = batches, split, device, crop
         self.normalize, self.augment = normalize.to(device), augment
+        # only the alternating flip reads the images' positions: copied to the device just for it
+        self.wants_index = bool(getattr(augment, "alternate", False))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.strict = strict
         self.skipped: dict[str, str] = {}
@@ -306,9 +308,6 @@ class DeviceBatches:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        # a copy from pageable memory is synchronous whatever non_blocking says: on CUDA the batch
-        # is staged in page-locked memory first, so the copy overlaps with the previous step's work
-        cuda = self.device.type == "cuda"
         skip, self.pending_skip = self.pending_skip, 0
         for batch in self.batches:
             self.position += 1
@@ -322,11 +321,8 @@ class DeviceBatches:
                     continue
             if self.crop is not None and images.shape[-1] != self.crop:
                 images = centre_crop(images, self.crop).contiguous()
-            if cuda:
-                images, labels, index = pinned(images), pinned(labels), pinned(index)
-            images = images.to(self.device, non_blocking=cuda)
-            labels = labels.to(self.device, non_blocking=cuda)
-            index = index.to(self.device, non_blocking=cuda)
+            images, labels = self.to_device(images), self.to_device(labels)
+            index = self.to_device(index) if self.wants_index else None
             # a source that normalised as it cropped (packed_crops.PackedCrops) is not normalised twice
             normalize = _as_is if batch.normalized else self.normalize
             if self.augment is not None:
@@ -336,6 +332,12 @@ class DeviceBatches:
             if labels.ndim == 2:
                 targets = targets.float()
             yield inputs.contiguous(memory_format=self.memory_format), targets, labels
+
+    def to_device(self, tensor: Tensor) -> Tensor:
+        """A copy from pageable memory is synchronous whatever non_blocking says: on CUDA the
+        tensor is staged in page-locked memory first, so the copy overlaps the previous step's work."""
+        cuda = self.device.type == "cuda"
+        return (pinned(tensor) if cuda else tensor).to(self.device, non_blocking=cuda)
 
     def record_bad(self, indices: Tensor) -> None:
         for index in indices.tolist():

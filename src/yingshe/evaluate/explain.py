@@ -280,9 +280,8 @@ def explain_images(
     stack = np.stack(arrays)
     # the classes and probabilities shown are those `predict` serves (the run's TTA, sigmoid
     # scores for a multi-label model); the map explains the plain forward of that class
-    probs = np.concatenate(
-        [classifier.probabilities(stack[i : i + 32]).numpy() for i in range(0, len(stack), 32)]
-    )
+    chunks = range(0, len(stack), EXPLAIN_BATCH)
+    probs = np.concatenate([classifier.probabilities(stack[i : i + EXPLAIN_BATCH]).numpy() for i in chunks])
     targets = probs.argmax(1) if target is None else np.full(len(stack), classifier.classes.index(target))
     maps = explainer(stack, targets)
     folder = Path(out)
