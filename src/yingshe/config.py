@@ -25,8 +25,8 @@ from yingshe.errors import YingsheError, close_matches
 # evaluate.metrics.monitor_choices() (the per-epoch figures of the metric table).
 Prepared = Literal["auto", "always", "off"]
 Policy = Literal["none", "randaugment", "trivialaugment"]
-OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"]
-Schedule = Literal["onecycle", "cosine", "step", "constant"]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "muon"]
+Schedule = Literal["onecycle", "cosine", "linear", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
 ManifestDuplicates = Literal["error", "collapse"]
 Balance = Literal["none", "weights", "sampler", "logit-adjust"]
@@ -99,12 +99,14 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser, schedule and loss settings."""
 
-    name: OptimizerName = "adamw"  # the optimiser (sgd is Nesterov SGD)
+    name: OptimizerName = "adamw"  # the optimiser (sgd is Nesterov SGD; muon: Muon filters, SGD for the rest)
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 5e-4  # weight decay: decoupled for adamw, L2 for the others
-    momentum: float = 0.9  # momentum of sgd and rmsprop
+    momentum: float = 0.9  # momentum of sgd and rmsprop (and muon's SGD part)
+    muon_lr: float = 0.24  # muon: the filters' rate (a step's size relative to each filter bank's norm)
+    muon_momentum: float = 0.6  # muon: the filters' Nesterov momentum (airbench94_muon's 0.6)
     schedule: Schedule = "onecycle"  # learning-rate schedule over the run
-    warmup_epochs: float = 0.0  # linear warm-up for cosine and step
+    warmup_epochs: float = 0.0  # linear warm-up for cosine, linear and step
     step_epochs: int = 30  # step schedule: decay every this many epochs
     gamma: float = 0.1  # step schedule: decay factor
     label_smoothing: float = 0.0  # cross-entropy label smoothing
@@ -403,6 +405,8 @@ RANGES: dict[str, Range] = {
     "optim.lr": POSITIVE,
     "optim.weight_decay": NOT_NEGATIVE,
     "optim.momentum": Range(0, 1, open_high=True),
+    "optim.muon_lr": POSITIVE,
+    "optim.muon_momentum": Range(0, 1, open_high=True),
     "optim.warmup_epochs": NOT_NEGATIVE,
     "optim.step_epochs": AT_LEAST_1,
     "optim.gamma": POSITIVE,
@@ -458,6 +462,12 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             f"{source}: augment.alternate_flip applies to the padded crop, not to "
             "augment.random_resized_crop (whose boxes draw their own mirror)",
             "drop augment.alternate_flip, or set augment.random_resized_crop=false",
+        )
+    if config.optim.name == "muon" and config.finetune.source:
+        raise YingsheError(
+            f"{source}: optim.name=muon does not fine-tune (it rescales every pretrained filter bank "
+            "to a fixed norm before each step)",
+            "fine-tune with optim.name=sgd or adamw",
         )
     if config.augment.progressive_min is not None and config.train.time_budget is not None:
         raise YingsheError(

@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from yingshe.config import OptimConfig
+from yingshe.config import OptimConfig, RunConfig, validate
+from yingshe.errors import YingsheError
+from yingshe.train.muon import orthogonalise
 from yingshe.train.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -105,3 +107,88 @@ def test_a_plan_survives_a_checkpoint_round_trip_and_a_second_extension():
     again = plan.extended(120, 300)
     assert again.position(120) == pytest.approx(plan.position(120))
     assert again.position(300) == pytest.approx(100)
+
+
+def test_linear_falls_straight_from_the_peak_to_zero_after_its_warmup():
+    factor = build_schedule(OptimConfig(schedule="linear"), total_steps=100, steps_per_epoch=10)
+    assert factor(0) == 1.0 and factor(50) == pytest.approx(0.5) and factor(99) == pytest.approx(0.01)
+    warmed = build_schedule(OptimConfig(schedule="linear", warmup_epochs=1), 100, 10)
+    assert warmed(0) == pytest.approx(0.1) and warmed(9) == pytest.approx(1.0)
+    assert warmed(10 + 45) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (8, 4, 3, 3), (4, 200)])
+def test_orthogonalise_gives_a_matrix_whose_singular_values_are_near_one(shape):
+    torch.manual_seed(0)
+    update = torch.randn(shape) * torch.logspace(-1, 0, shape[0]).view(-1, *[1] * (len(shape) - 1))
+    result = orthogonalise(update)
+    assert result.shape == update.shape and result.dtype == update.dtype
+    singular = torch.linalg.svdvals(result.reshape(shape[0], -1))
+    before = torch.linalg.svdvals(update.reshape(shape[0], -1))
+    assert before.max() / before.min() > 10  # the update was badly conditioned ...
+    assert singular.min() > 0.3 and singular.max() < 1.6  # ... its orthogonalised step is not
+
+
+def _conv_net() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 2),
+    )
+
+
+def test_muon_steps_the_filters_on_a_fixed_norm_and_the_rest_as_nesterov_sgd():
+    torch.manual_seed(0)
+    model, twin = _conv_net(), _conv_net()
+    twin.load_state_dict(model.state_dict())
+    cfg = OptimConfig(name="muon", lr=0.1, weight_decay=0.01, momentum=0.85, bias_lr_scale=4.0, muon_lr=0.05)
+    muon = build_optimizer(model, cfg)
+    kinds = sorted((g["muon"], g["weight_decay"], g["lr"]) for g in muon.param_groups)
+    assert kinds == [(False, 0.0, pytest.approx(0.4)), (False, 0.01, 0.1), (True, 0.0, pytest.approx(0.05))]
+    # the same non-filter parameters under torch's own Nesterov SGD, with the same groups
+    sgd_groups = [
+        {"params": [p for n, p in twin.named_parameters() if p.ndim == 2], "weight_decay": 0.01, "lr": 0.1},
+        {"params": [p for p in twin.parameters() if p.ndim == 1], "weight_decay": 0.0, "lr": 0.4},
+    ]
+    sgd = torch.optim.SGD(sgd_groups, lr=0.1, momentum=0.85, nesterov=True)
+    x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 2, (32,))
+    losses = []
+    for _ in range(20):
+        for net, opt in ((model, muon), (twin, sgd)):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            opt.step()
+            if net is model:
+                losses.append(float(loss.detach()))
+        twin[0].weight.data.copy_(model[0].weight.data)  # the filters follow Muon in both nets
+        twin[1].running_mean.copy_(model[1].running_mean)
+        twin[1].running_var.copy_(model[1].running_var)
+    assert losses[-1] < losses[0] * 0.8
+    for (name, mine), theirs in zip(model.named_parameters(), twin.parameters(), strict=True):
+        if mine.ndim != 4:
+            assert torch.allclose(mine, theirs, atol=1e-5), name
+    # the filter bank was rescaled to norm √out before its last step, which moved it by lr × ~√out
+    assert float(model[0].weight.detach().norm()) == pytest.approx(8**0.5, rel=0.2)
+
+
+def test_muon_resumes_its_moments_and_refuses_to_fine_tune():
+    model = _conv_net()
+    cfg = OptimConfig(name="muon", lr=0.1)
+    optimizer = build_optimizer(model, cfg)
+    model(torch.randn(4, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    restored = build_optimizer(model, cfg)
+    restored.load_state_dict(optimizer.state_dict())
+    assert [g["muon"] for g in restored.param_groups] == [g["muon"] for g in optimizer.param_groups]
+    assert all(
+        torch.equal(restored.state[p]["momentum_buffer"], optimizer.state[p]["momentum_buffer"])
+        for p in model.parameters()
+    )
+    config = RunConfig()
+    config.optim.name, config.finetune.source = "muon", "timm:resnet18"
+    with pytest.raises(YingsheError, match="optim.name=muon does not fine-tune"):
+        validate(config)

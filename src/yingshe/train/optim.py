@@ -17,6 +17,7 @@ from torch import nn
 
 from yingshe.config import OptimConfig
 from yingshe.registry import Registry
+from yingshe.train.muon import Muon, split_filters
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("schedule")
@@ -45,6 +46,11 @@ def split_decay(params: Iterable[nn.Parameter], weight_decay: float, bias_lr_sca
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("muon")
+def _muon(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return Muon(split_filters(groups, cfg.lr, cfg.muon_lr), cfg.lr, cfg.momentum, cfg.muon_momentum)
 
 
 @OPTIMIZERS.register("adam")
@@ -100,6 +106,17 @@ def _cosine(total: int, warmup: int, cfg: OptimConfig) -> Callable[[int], float]
     def factor(step: int) -> float:
         progress = min(1.0, max(0, step - warmup) / max(1, total - warmup))
         return _warmup(step, warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@SCHEDULES.register("linear")
+def _linear(total: int, warmup: int, cfg: OptimConfig) -> Callable[[int], float]:
+    """After the warm-up, straight down to zero at the end (airbench94_muon, without warm-up)."""
+
+    def factor(step: int) -> float:
+        progress = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+        return _warmup(step, warmup) * (1 - progress)
 
     return factor
 
