@@ -1,6 +1,9 @@
 """A recipe run end to end on real data (digits, a few steps): the config it records, the EMA
 weights in best.pt, and the raw weights kept in last.pt for an exact resume."""
 
+import csv
+
+import pytest
 import torch
 
 import yingshe
@@ -47,3 +50,32 @@ def test_resume_restores_raw_weights_and_ema(tmp_path):
     second = load_checkpoint(tmp_path / "last.pt")
     assert second.fit_state["epoch"] == 2 and second.fit_state["step"] > first.fit_state["step"]
     assert second.raw_state_dict is not None
+
+
+def test_the_colour_recipe_trains_real_cifar_jpegs_with_muon_and_resumes(tmp_path, cifar_folder):
+    """fast:colour-32 is Muon: its filter banks end near norm √out (each step rescales them
+    first), the run learns, and its last.pt resumes to a longer run."""
+    overrides = [
+        f"train.out={tmp_path}",
+        "train.epochs=6",
+        "train.batch_size=50",
+        "data.val_fraction=0.1",
+        "train.plots=false",
+        "model.kwargs={widths: [16, 32, 32]}",
+    ]
+    cfg = recipe_config("fast", data=str(cifar_folder), overrides=overrides)
+    assert cfg.optim.name == "muon" and cfg.train.recipe == "fast:colour-32"
+    result = yingshe.train(cfg, progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        losses = [float(row["train_loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert result.report["accuracy"] > 0.15  # ten classes: chance is 0.10
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert [g["muon"] for g in last.optimizer["param_groups"]].count(True) >= 1
+    for name, weight in last.state_dict.items():
+        if weight.ndim == 4 and not name.startswith("whiten"):  # the whitening stem is frozen
+            assert float(weight.norm()) == pytest.approx(len(weight) ** 0.5, rel=0.1), name
+    steps = result.report["training"]["steps"]
+    resumed = yingshe.train(resume=tmp_path, epochs=7, progress=False)
+    assert resumed.report["training"]["epochs_run"] == 7
+    assert resumed.report["training"]["steps"] == steps // 6 * 7

@@ -44,7 +44,7 @@ def test_help_shows_the_config_defaults_and_ranges():
     result, _ = run("train", "--help")
     text = " ".join(result.stdout.split())
     assert "(config train.epochs, default: 10; >= 1)" in text
-    assert "(config optim.name, default: adamw)" in text and "{sgd,adam,adamw,rmsprop,adagrad}" in text
+    assert "(config optim.name, default: adamw)" in text and "{sgd,adam,adamw,rmsprop,adagrad,muon}" in text
 
 
 def test_config_lists_every_key_and_the_docs_table_is_current():
