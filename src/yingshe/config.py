@@ -103,7 +103,7 @@ class OptimConfig:
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 5e-4  # weight decay: decoupled for adamw, L2 for the others
     momentum: float = 0.9  # momentum of sgd and rmsprop (and muon's SGD part)
-    muon_lr: float = 0.24  # muon: the filters' rate (a step's size relative to each filter bank's norm)
+    muon_lr: float = 0.24  # muon: filters' rate (a bank of norm √out moves ≈ muon_lr·√min(out, in·k²) a step)
     muon_momentum: float = 0.6  # muon: the filters' Nesterov momentum (airbench94_muon's 0.6)
     schedule: Schedule = "onecycle"  # learning-rate schedule over the run
     warmup_epochs: float = 0.0  # linear warm-up for cosine, linear and step
@@ -463,11 +463,11 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             "augment.random_resized_crop (whose boxes draw their own mirror)",
             "drop augment.alternate_flip, or set augment.random_resized_crop=false",
         )
-    if config.optim.name == "muon" and config.finetune.source:
+    if config.optim.name == "muon" and (config.finetune.source or config.model.pretrained):
         raise YingsheError(
-            f"{source}: optim.name=muon does not fine-tune (it rescales every pretrained filter bank "
-            "to a fixed norm before each step)",
-            "fine-tune with optim.name=sgd or adamw",
+            f"{source}: optim.name=muon does not train pretrained weights (it rescales every filter "
+            "bank to a fixed norm before each step)",
+            "fine-tune with optim.name=sgd or adamw, or train from scratch (model.pretrained=false)",
         )
     if config.augment.progressive_min is not None and config.train.time_budget is not None:
         raise YingsheError(

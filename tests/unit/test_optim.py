@@ -1,5 +1,6 @@
 """Optimisers by name take a step; schedules have the shapes their names promise."""
 
+import copy
 import itertools
 import math
 
@@ -8,7 +9,7 @@ import torch
 
 from yingshe.config import OptimConfig, RunConfig, validate
 from yingshe.errors import YingsheError
-from yingshe.train.muon import orthogonalise
+from yingshe.train.muon import Muon, orthogonalise
 from yingshe.train.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -175,20 +176,79 @@ def test_muon_steps_the_filters_on_a_fixed_norm_and_the_rest_as_nesterov_sgd():
     assert float(model[0].weight.detach().norm()) == pytest.approx(8**0.5, rel=0.2)
 
 
-def test_muon_resumes_its_moments_and_refuses_to_fine_tune():
+def _reference_muon(weight: torch.Tensor, grads: list[torch.Tensor], lr: float, momentum: float):
+    """airbench94_muon.py's `Muon.step` for one filter bank, transcribed (fp32 where it uses bf16)."""
+
+    def newton_schulz(g, steps=3, eps=1e-7):
+        a, b, c = (3.4445, -4.7750, 2.0315)
+        x = g.float()
+        x /= x.norm() + eps
+        if g.size(0) > g.size(1):
+            x = x.T
+        for _ in range(steps):
+            m = x @ x.T
+            x = a * x + (b * m + c * m @ m) @ x
+        return x.T if g.size(0) > g.size(1) else x
+
+    w, buf = weight.clone(), torch.zeros_like(weight)
+    for g in grads:
+        buf.mul_(momentum).add_(g)
+        g = g.add(buf, alpha=momentum)
+        w.mul_(len(w) ** 0.5 / w.norm())
+        w.add_(newton_schulz(g.reshape(len(g), -1)).view(g.shape), alpha=-lr)
+    return w
+
+
+@pytest.mark.parametrize("shape", [(8, 3, 3, 3), (64, 2, 2, 2)])  # wide and tall (out > in·k²)
+def test_muon_steps_a_filter_bank_as_airbench94_muon_does(shape):
+    torch.manual_seed(0)
+    weight = torch.randn(shape)
+    grads = [torch.randn(shape) for _ in range(3)]
+    param = torch.nn.Parameter(weight.clone())
+    optimizer = Muon([{"params": [param], "muon": True}], lr=0.24, momentum=0.85, muon_momentum=0.6)
+    for g in grads:
+        param.grad = g.clone()
+        optimizer.step()
+    expected = _reference_muon(weight, grads, lr=0.24, momentum=0.6)
+    torch.testing.assert_close(param.detach(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_muon_leaves_convolutions_with_a_bias_to_sgd():
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False),  # a BN follows: Muon
+        torch.nn.BatchNorm2d(8),
+        torch.nn.Conv2d(8, 4, 1),  # a gate with a bias (squeeze-excite, patch embedding): SGD
+    )
+    optimizer = build_optimizer(model, OptimConfig(name="muon", lr=0.1))
+    muon = [p for g in optimizer.param_groups if g["muon"] for p in g["params"]]
+    assert len(muon) == 1 and muon[0] is model[0].weight
+
+
+def test_muon_resumes_its_moments_and_refuses_pretrained_weights():
+    torch.manual_seed(0)
     model = _conv_net()
     cfg = OptimConfig(name="muon", lr=0.1)
     optimizer = build_optimizer(model, cfg)
-    model(torch.randn(4, 3, 8, 8)).sum().backward()
-    optimizer.step()
-    restored = build_optimizer(model, cfg)
-    restored.load_state_dict(optimizer.state_dict())
-    assert [g["muon"] for g in restored.param_groups] == [g["muon"] for g in optimizer.param_groups]
-    assert all(
-        torch.equal(restored.state[p]["momentum_buffer"], optimizer.state[p]["momentum_buffer"])
-        for p in model.parameters()
-    )
-    config = RunConfig()
-    config.optim.name, config.finetune.source = "muon", "timm:resnet18"
-    with pytest.raises(YingsheError, match="optim.name=muon does not fine-tune"):
-        validate(config)
+    x = torch.randn(4, 3, 8, 8)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+    twin = copy.deepcopy(model)
+    restored = build_optimizer(twin, cfg)
+    restored.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as from a file: no shared buffers
+    for net, opt in ((model, optimizer), (twin, restored)):  # one more step each: the same step
+        opt.zero_grad()
+        net(x).sum().backward()
+        opt.step()
+    for mine, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+    for key in ("finetune", "pretrained"):
+        config = RunConfig()
+        config.optim.name = "muon"
+        if key == "finetune":
+            config.finetune.source = "timm:resnet18"
+        else:
+            config.model.pretrained = True
+        with pytest.raises(YingsheError, match="optim.name=muon does not train pretrained weights"):
+            validate(config)

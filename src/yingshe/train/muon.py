@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)  # quintic coefficients with the largest slope at zero
 NEWTON_SCHULZ_STEPS = 3  # airbench94_muon's: singular values land in ~(0.5, 1.5), which trains as well as 1
@@ -79,23 +79,35 @@ class Muon(torch.optim.Optimizer):
             state["momentum_buffer"].mul_(momentum).add_(grad)
         step = grad.add(state["momentum_buffer"], alpha=momentum)  # Nesterov
         if group["muon"]:
-            norm = param.norm()
-            if norm > 0:  # every filter bank back to norm √out: BN makes only the direction count
-                param.mul_(math.sqrt(len(param)) / norm)
+            # every filter bank back to norm √out (BN after it makes only the direction count);
+            # clamped rather than tested, so a GPU never waits for the norm
+            param.mul_(math.sqrt(len(param)) / param.norm().clamp_min(1e-12))
             step = orthogonalise(step)
         param.add_(step, alpha=-group["lr"])
 
 
-def split_filters(groups: Iterable[dict], lr: float, muon_lr: float) -> list[dict]:
-    """Each of `groups` as two: its convolution filters (4-D tensors: Muon at `muon_lr` times the
-    group's own `lr_scale`, no decay) and the rest (SGD, as given)."""
+def filter_banks(model: nn.Module) -> set[int]:
+    """ids of the weights Muon steps: those of 2-D convolutions without a bias. In every built-in
+    net (and in timm's and torchvision's conv nets) exactly these are followed by a batch norm,
+    which makes their rescaling harmless; a conv with a bias (squeeze-excite gates, a ViT's patch
+    embedding, an unwhitened airbench stem) feeds something that sees its scale, so SGD steps it."""
+    return {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, nn.Conv2d) and module.bias is None and module.weight.requires_grad
+    }
+
+
+def split_filters(groups: Iterable[dict], lr: float, muon_lr: float, filters: set[int]) -> list[dict]:
+    """Each of `groups` as two: its weights in `filters` (Muon at `muon_lr` times the group's own
+    `lr_scale`, no decay) and the rest (SGD, as given)."""
     out = []
     for group in groups:
-        filters = [p for p in group["params"] if p.ndim == 4]
-        rest = [p for p in group["params"] if p.ndim != 4]
+        banks = [p for p in group["params"] if id(p) in filters]
+        rest = [p for p in group["params"] if id(p) not in filters]
         if rest:
             out.append({**group, "params": rest})
-        if filters:
+        if banks:
             scale = group.get("lr_scale", 1.0) * muon_lr / lr
-            out.append({**group, "params": filters, "muon": True, "weight_decay": 0.0, "lr_scale": scale})
+            out.append({**group, "params": banks, "muon": True, "weight_decay": 0.0, "lr_scale": scale})
     return out

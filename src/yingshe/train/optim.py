@@ -17,7 +17,7 @@ from torch import nn
 
 from yingshe.config import OptimConfig
 from yingshe.registry import Registry
-from yingshe.train.muon import Muon, split_filters
+from yingshe.train.muon import Muon, filter_banks, split_filters
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("schedule")
@@ -50,7 +50,8 @@ def _sgd(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("muon")
 def _muon(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return Muon(split_filters(groups, cfg.lr, cfg.muon_lr), cfg.lr, cfg.momentum, cfg.muon_momentum)
+    """Groups marked `muon` (build_optimizer splits the filter banks out) take Muon steps."""
+    return Muon(groups, cfg.lr, cfg.momentum, cfg.muon_momentum)
 
 
 @OPTIMIZERS.register("adam")
@@ -75,6 +76,8 @@ def _adagrad(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.bias_lr_scale)
+    if cfg.name == "muon":
+        groups = split_filters(groups, cfg.lr, cfg.muon_lr, filter_banks(model))
     optimizer = OPTIMIZERS.get(cfg.name)(groups, cfg)
     for group in optimizer.param_groups:
         group["peak_lr"] = cfg.lr * group.get("lr_scale", 1.0)  # lr_scale stays: a resume reads it

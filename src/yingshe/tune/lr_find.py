@@ -90,7 +90,8 @@ def sweep(model, optimizer, batches, start: float, end: float, steps: int, loss_
         for inputs, targets, _ in batches:
             lr = start * ratio**step
             for group in optimizer.param_groups:  # each group at its own multiple (bias_lr_scale)
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+                # Muon's filters keep optim.muon_lr: the sweep is over optim.lr, the SGD part's rate
+                group["lr"] = group["peak_lr"] if group.get("muon") else lr * group.get("lr_scale", 1.0)
             loss = loss_fn(model(inputs).float(), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
