@@ -25,7 +25,7 @@ CASES = [
     (["train.monitor=ece"], "train.monitor must be one of val_loss, val_accuracy, val_ece"),
     (["train.amp=fp8"], "train.amp must be one of auto, bf16, fp16, off; got 'fp8'"),
     (["augment.policy=autoaugment"], "augment.policy must be one of none, randaugment"),
-    (["optim.schedule=linear"], "optim.schedule must be one of onecycle"),
+    (["optim.schedule=exponential"], "optim.schedule must be one of onecycle"),
     (["data.prepared=maybe"], "data.prepared must be one of auto, always, off"),
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "val_fraction + data.test_fraction must be < 1"),
 ]
