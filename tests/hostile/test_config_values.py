@@ -28,6 +28,8 @@ CASES = [
     (["optim.schedule=exponential"], "optim.schedule must be one of onecycle"),
     (["data.prepared=maybe"], "data.prepared must be one of auto, always, off"),
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "val_fraction + data.test_fraction must be < 1"),
+    (["optim.muon_momentum=1"], "optim.muon_momentum must be >= 0 and < 1; got 1"),
+    (["--optimizer", "muon", "model.pretrained=true"], "optim.name=muon does not train pretrained weights"),
 ]
 
 
