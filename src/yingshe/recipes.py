@@ -109,7 +109,7 @@ def fast(family: str) -> dict[str, Any]:
         return {
             "model": {"name": "airbench", "kwargs": {"widths": [32, 64, 128]}},
             "augment": {"crop_padding": 2, "hflip": None},
-            "optim": {**_MUON},
+            "optim": _MUON,  # recipe_config deep-copies what a recipe returns
             "train": {
                 "epochs": 8,
                 "batch_size": 500,
