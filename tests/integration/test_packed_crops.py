@@ -19,20 +19,24 @@ CPU = torch.device("cpu")
 NORM = Normalize([0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, cifar_members):
-    """30 CIFAR photos of 3 classes upscaled to 60×45 JPEGs, prepared as 48-px uint8 shards."""
-    root = tmp_path_factory.mktemp("packed-crops")
+def prepare_photos(root, cifar_members, mode: str):
+    """30 CIFAR photos of 3 classes upscaled to 60×45 JPEGs (`mode` RGB or L), prepared as 48-px
+    uint8 shards: the train split."""
     for cls in ("cat", "dog", "ship"):
-        (root / cls).mkdir()
+        (root / cls).mkdir(parents=True)
         for i, blob in enumerate(cifar_members["train"][cls][:10]):
-            image = Image.open(io.BytesIO(blob)).convert("RGB").resize((60, 45), Image.Resampling.BICUBIC)
+            image = Image.open(io.BytesIO(blob)).convert(mode).resize((60, 45), Image.Resampling.BICUBIC)
             image.save(root / cls / f"{i:03d}.jpg", quality=90)
     cache = root.parent / f"{root.name}-cache"
     prepare_data(str(root), image_size=48, cache_dir=str(cache))
     data = build_dataset(DataConfig(spec=str(root), image_size=48, cache_dir=str(cache), val_fraction=0))
     assert data.train.packed is not None
     return data.train
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, cifar_members):
+    return prepare_photos(tmp_path_factory.mktemp("packed-crops"), cifar_members, "RGB")
 
 
 def reference(split, window: int) -> DeviceBatches:
@@ -43,7 +47,8 @@ def reference(split, window: int) -> DeviceBatches:
 
 def direct(split, window: int, threads: int, normalize: bool, channels_last: bool = False) -> DeviceBatches:
     norm = NORM if normalize else None
-    crops = PackedCrops(split, 32, 8, seed=3, normalize=norm, threads=threads, channels_last=channels_last)
+    options = dict(normalize=norm, threads=threads, channels_last=channels_last, resize="torch")
+    crops = PackedCrops(split, 32, 8, seed=3, **options)
     crops.order.window_images = window
     return DeviceBatches(crops, split, CPU, NORM, channels_last=channels_last)
 
@@ -70,6 +75,42 @@ def test_batches_equal_gather_crop_normalise_value_for_value(prepared, threads, 
         assert inputs.dtype == torch.float32 and torch.equal(inputs, ref_inputs)
         assert torch.equal(labels, ref_labels) and torch.equal(targets, ref_targets)
     assert float(torch.cat([b[0] for b in got]).std()) > 0.3  # real pixels, normalised
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_opencv_crops_match_torch_crops_box_for_box(tmp_path, cifar_members, prepared, mode):
+    """`resize="opencv"` cuts the same boxes in the same order as `torch` and, mirrored or not,
+    nearly the same pixels: a 48-px image to 32 px shrinks boxes by 0.67-1, so both kernels run
+    (OpenCV's bilinear only down to 0.75, where it lacks torch's antialiasing)."""
+    split = prepared if mode == "RGB" else prepare_photos(tmp_path / "grey", cifar_members, "L")
+
+    def crops(resize: str) -> list[torch.Tensor]:
+        source = PackedCrops(split, 32, 8, seed=3, threads=2, resize=resize, channels_last=True)
+        source.set_epoch(1)
+        torch.manual_seed(11)
+        return [batch.images.clone() for batch in source]
+
+    got, want = crops("opencv"), crops("torch")
+    assert [b.shape for b in got] == [b.shape for b in want]
+    assert got[0].dtype == torch.uint8 and got[0].shape[1] == (3 if mode == "RGB" else 1)
+    diff = (torch.cat(got).float() - torch.cat(want).float()).abs()
+    per_image = diff.flatten(1).mean(1)
+    # rounding of the two fixed-point kernels, and a wider filter below 1×: measured at most 1.14
+    # levels an image (0.33 on average); a box mirrored the wrong way is ~24-44 levels off (crops
+    # of the photo corpus), one misplaced by a pixel tens
+    assert float(per_image.max()) < 2.5 and float(diff.mean()) < 0.75, per_image
+    assert bool((per_image == 0).any())  # the boxes shrunk below 0.75 took torch's own kernel
+
+
+def test_opencv_is_asked_for_by_name_only_where_installed(prepared, monkeypatch):
+    from yingshe.data import packed_crops
+
+    monkeypatch.setattr(packed_crops, "opencv", lambda: None)
+    with pytest.raises(ValueError, match="opencv-python-headless"):
+        PackedCrops(prepared, 32, 8, resize="opencv")
+    assert PackedCrops(prepared, 32, 8).cv2 is None  # auto falls back to torch's resize
+    with pytest.raises(ValueError, match="auto, torch or opencv"):
+        PackedCrops(prepared, 32, 8, resize="pil")
 
 
 def test_batches_held_by_the_consumer_are_never_overwritten(prepared):
@@ -108,7 +149,7 @@ def test_a_sampler_orders_the_batches_and_a_resumed_epoch_skips_without_drawing(
 
     def crops(skip: int = 0) -> PackedCrops:
         sampler = EpochBatches(EpochShuffle(len(prepared), seed=5), 8, merge_tail=True)
-        source = PackedCrops(prepared, 32, 8, normalize=NORM, threads=2, batches=sampler)
+        source = PackedCrops(prepared, 32, 8, normalize=NORM, threads=2, batches=sampler, resize="torch")
         source.set_epoch(2)
         source.skip_batches(skip)
         return source

@@ -3,14 +3,15 @@
 Photos prepared at a short side above the crop size (256 for a 224 crop) would otherwise go
 through `PackedBatches` (gather the batch: a 12.6 MB copy, then an NCHW transpose: another)
 and `augment.random_resized_crop` (a channels-last copy back, a resize per image into a uint8
-batch) and `Normalize` (a fresh 38 MB float batch, then two passes over it). Here each image's
+batch) and `Normalize` (a fresh 38 MB float batch, then a multiply-add pass over it). Here each image's
 box is copied out of the memory-mapped NHWC shard (mirrored as it is copied, where it is; a
 contiguous channels-last box is what torch's AVX2 uint8 resize takes), resized into the thread's
 recycled uint8 crop and, on the CPU, normalised at once into its slot of a recycled float batch
 (`buffers.BufferRing`) while the 224-px crop is still in cache. Measured alone on one core,
-batch 64 of the photo corpus: ~0.46 ms an image against 1.49 ms for the three steps above.
-The images of a batch are shared out among `threads` threads (the resize and arithmetic run
-outside the GIL), so both cores work on one batch.
+batch 64 of the photo corpus: ~0.46 ms an image against 1.49 ms for the three steps above
+(session 7; ~0.37 ms since the multiply-add is fused, session 9). The images of a batch are
+shared out four at a time among `threads` threads, the calling one included (the resize and
+arithmetic run outside the GIL), so both cores work on one batch.
 
 For one seed the batches are those of `PackedBatches` + `augment.ResizedCropAugment` +
 `Normalize`, value for value: the same order (`PackedBatches.parts`), the same boxes
@@ -21,10 +22,14 @@ the same float operations.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import threading
 import warnings
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +43,24 @@ from yingshe.data.splits import Split
 from yingshe.data.stream import PackedBatches
 
 Box = tuple[int, int, int, int, bool]
+Shard = tuple[np.ndarray, Tensor]  # one shard's NHWC map, and its NCHW tensor view
+PIECE = 4  # images a thread takes at a time: ~1.5 ms of work against ~1 µs to take it
+Resize = Literal["auto", "torch", "opencv"]
+# OpenCV's bilinear resize has no antialiasing: used for boxes shrunk by at most this factor (a
+# 256-px prepared photo to a 224 crop: 0.875), where the antialiased filter is barely wider
+BILINEAR_MIN_FACTOR = 0.75
+
+
+@functools.cache
+def opencv() -> Any | None:
+    """cv2 on one thread (this module's threads are the parallelism), or None where it is absent.
+    Imported on first use: it costs ~0.1 s, and only photo training cuts crops."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    cv2.setNumThreads(1)
+    return cv2
 
 
 class PackedCrops:
@@ -48,6 +71,11 @@ class PackedCrops:
     `DeviceBatches` does not normalise them again) and come from a `BufferRing` of `ring` buffers;
     without, they are uint8 crops for the device to normalise (what a GPU wants: a quarter of
     the bytes to copy). Same interface as the other batch sources.
+
+    `resize`: `torch` resizes every box with torch's antialiased bilinear kernel (the values of
+    `augment.random_resized_crop`); `opencv` resizes the boxes shrunk by no more than
+    `BILINEAR_MIN_FACTOR` with OpenCV's bilinear one (read in place from the map, no copy; ~1.3×
+    the whole path's throughput), the rest with torch's; `auto` is `opencv` where cv2 imports.
     """
 
     def __init__(
@@ -67,9 +95,16 @@ class PackedCrops:
         rank: int = 0,
         world: int = 1,
         batches: EpochBatches | None = None,
+        resize: Resize = "auto",
     ) -> None:
         if split.packed is None:
             raise ValueError("PackedCrops serves prepared (packed) splits only")
+        if resize not in ("auto", "torch", "opencv"):
+            raise ValueError(f"resize must be auto, torch or opencv, not {resize!r}")
+        if resize == "opencv" and opencv() is None:
+            raise ValueError("resize='opencv' needs OpenCV: pip install opencv-python-headless")
+        # OpenCV's resize where it is installed and the box allows (see `_cut_some`), else torch's
+        self.cv2 = None if resize == "torch" else opencv()
         # the order: `batches` (a global permutation per epoch, or weighted draws, as the workers'
         # loaders use), else PackedBatches' shard windows (sequential reads; shards keep the
         # source's order, so a window of a class-sorted folder holds few classes)
@@ -85,10 +120,10 @@ class PackedCrops:
         self.norm = None
         if normalize is not None:  # the values Normalize uses: per image (C, 1, 1), or per NHWC row
             if channels_last:
-                scale, shift = normalize.row_operands(split.packed.image_shape[2], size)
+                scale, neg_shift = normalize.row_operands(split.packed.image_shape[2], size)
             else:
-                scale, shift = normalize.scale[0], normalize.shift[0]
-            self.norm = (scale.detach().cpu(), shift.detach().cpu())
+                scale, neg_shift = normalize.scale[0], normalize.neg_shift[0]
+            self.norm = (scale.detach().cpu(), neg_shift.detach().cpu())
         self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
         self.pool: ThreadPoolExecutor | None = None
         self.local = threading.local()  # each cutting thread's recycled uint8 crop
@@ -147,20 +182,33 @@ class PackedCrops:
         shard_ids = self.packed.shard_of(g)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a read-only map: nothing here writes to it
-            shards = {int(s): torch.from_numpy(self.packed.shard(int(s))[0]) for s in np.unique(shard_ids)}
+            shards = {int(s): self._shard(int(s)) for s in np.unique(shard_ids)}
         starts = self.packed.starts
         jobs = [
             (shards[int(s)], int(p - starts[s]), box, slot)
             for s, p, box, slot in zip(shard_ids, g, boxes, self._slots(out), strict=True)
         ]
-        if self.threads == 1 or len(jobs) < 2 * self.threads:
+        pieces = [jobs[i : i + PIECE] for i in range(0, len(jobs), PIECE)]
+        if self.threads == 1 or len(pieces) < 2:
             self._cut_some(jobs)
             return
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="yingshe-crop")
-        step = -(-len(jobs) // self.threads)
-        for done in self.pool.map(self._cut_some, [jobs[i : i + step] for i in range(0, len(jobs), step)]):
-            del done  # map re-raises a thread's exception here
+            self.pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="yingshe-crop")
+        # the pieces go to whichever thread is free (the calling one included), not half to each:
+        # an equal split of random boxes leaves one core idle while the other finishes its larger
+        # ones. next() on the shared counter is atomic under the GIL
+        taken = itertools.count()
+        helpers = [self.pool.submit(self._cut_pieces, pieces, taken) for _ in range(self.threads - 1)]
+        try:
+            self._cut_pieces(pieces, taken)
+        finally:  # no thread may still write into `out` once this returns, error or not
+            futures.wait(helpers)
+        for helper in helpers:
+            helper.result()  # re-raises a helper's exception here
+
+    def _cut_pieces(self, pieces: list[list[tuple[Shard, int, Box, Tensor]]], taken: Iterator[int]) -> None:
+        while (k := next(taken)) < len(pieces):
+            self._cut_some(pieces[k])
 
     def _slots(self, out: Tensor) -> tuple[Tensor, ...]:
         """Each image's place in `out`: normalised on NHWC memory, its rows of size×C values (the
@@ -170,24 +218,57 @@ class PackedCrops:
             return out.permute(0, 2, 3, 1).reshape(len(out), self.size, -1).unbind(0)
         return out.unbind(0)
 
-    def _staging(self) -> tuple[Tensor, Tensor]:
-        """This thread's recycled uint8 crop, (1, C, size, size) channels-last, and its rows."""
+    def _shard(self, number: int) -> Shard:
+        """Shard `number`'s NHWC memory map as numpy (what OpenCV reads) and as an NCHW tensor view
+        (a box of one image is then a channels-last (1, C, h, w), what torch's resize takes)."""
+        images = self.packed.shard(number)[0]
+        return images, torch.from_numpy(images).permute(0, 3, 1, 2)
+
+    def _staging(self) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray, Tensor]:
+        """This thread's recycled crops: uint8 (1, C, size, size) channels-last and its rows (what
+        torch's resize writes), then OpenCV's HWC (HW for one channel) output, its mirror, and the
+        mirror's rows."""
         staged = getattr(self.local, "staged", None)
         if staged is None:
             channels = self.packed.image_shape[2]
-            nhwc = torch.empty((1, self.size, self.size, channels), dtype=torch.uint8)
-            staged = self.local.staged = (nhwc.permute(0, 3, 1, 2), nhwc.view(self.size, -1))
+            nhwc = torch.empty((2, self.size, self.size, channels), dtype=torch.uint8)
+            planes = nhwc.numpy()[..., 0] if channels == 1 else nhwc.numpy()
+            rows = nhwc.view(2, self.size, -1)
+            staged = self.local.staged = (
+                nhwc[:1].permute(0, 3, 1, 2),
+                rows[0],
+                planes[0],
+                planes[1],
+                rows[1],
+            )
         return staged
 
-    def _cut_some(self, jobs: list[tuple[Tensor, int, Box, Tensor]]) -> None:
-        crop, crop_rows = self._staging()
-        for shard, index, (top, left, height, width, mirrored), slot in jobs:
-            box = shard[index, top : top + height, left : left + width]  # HWC, a view of the map
-            box = box.flip(1) if mirrored else box.contiguous()  # mirrored before the resize
-            resize_box_into(box.permute(2, 0, 1).unsqueeze(0), crop)  # channels-last: the AVX2 path
-            if self.norm is not None and self.channels_last:
-                slot.copy_(crop_rows)  # Normalize's own operations, by rows, while in cache
+    def _cut_some(self, jobs: list[tuple[Shard, int, Box, Tensor]]) -> None:
+        crop, crop_rows, plane, mirror, mirror_rows = self._staging()
+        for (array, shard), index, (top, left, height, width, mirrored), slot in jobs:
+            if self.cv2 is not None and self.size >= BILINEAR_MIN_FACTOR * max(height, width):
+                # read in place from the map (a strided HWC view), mirrored after the resize
+                region = array[index, top : top + height, left : left + width]
+                if region.shape[-1] == 1:
+                    region = region[..., 0]
+                self.cv2.resize(
+                    region, (self.size, self.size), dst=plane, interpolation=self.cv2.INTER_LINEAR
+                )
+                rows = crop_rows
+                if mirrored:
+                    self.cv2.flip(plane, 1, dst=mirror)
+                    rows = mirror_rows
+                image = rows.view(self.size, self.size, -1).permute(2, 0, 1)
             else:
-                slot.copy_(crop[0])
-            if self.norm is not None:
-                slot.mul_(self.norm[0]).sub_(self.norm[1])
+                box = shard[index : index + 1, :, top : top + height, left : left + width]
+                # a contiguous channels-last copy (mirrored as it is made): the AVX2 resize takes it
+                box = box.flip(3) if mirrored else box.contiguous(memory_format=torch.channels_last)
+                resize_box_into(box, crop)
+                rows, image = crop_rows, crop[0]
+            if self.norm is None:
+                slot.copy_(image)
+                continue
+            # Normalize's operations (a float copy, then × scale + (−shift) fused) while the crop
+            # is in cache; on NHWC memory by rows of size×C values
+            slot.copy_(rows if self.channels_last else image)
+            torch.addcmul(self.norm[1], slot, self.norm[0], out=slot)
