@@ -10,8 +10,9 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
                   process, which only normalises
   (c) packed      yingshe on prepared uint8 shards at 256 px (data/packed_crops.py, in the
                   order `yingshe train` draws): each box resized straight from the memory-mapped
-                  shard and normalised into a recycled float batch, the batch's images shared
-                  by 2 threads; packed_ips. For comparison
+                  shard (OpenCV's bilinear kernel where cv2 is installed, else torch's) and
+                  normalised into a recycled float batch, the batch's images taken four at a
+                  time by 2 threads; packed_ips. For comparison
                   (c0) the same shards gathered a batch at a time and cropped as a batch
                   (augment.random_resized_crop) in the main process, and (c') read and cropped in
                   2 DataLoader workers (data/photo.py)
@@ -29,9 +30,9 @@ plus the time and disk of each prepared form, as GB per 100,000 images.
 
     python bench/make_photo_corpus.py            # once: bench/.photo-corpus (git-ignored)
     python bench/photo_throughput.py [--corpus bench/.photo-corpus] [--short-side 256] [--quality 90]
-                                     [--rounds 3]
+                                     [--rounds 5]
 
-(a), (b) and (c) are measured in turn, --rounds times (3): the line gives their median ips and
+(a), (b) and (c) are measured in turn, --rounds times (5): the line gives their median ips and
 jpeg_ratio, packed_ratio as the median of the rounds' own ratios (neighbours in time).
 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
@@ -141,7 +142,8 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     ips = timed(epochs, lambda b: len(b[2]), args.images, args.seconds)
     inputs = next(iter(device_batches))[0]
     assert inputs.shape[1:] == (3, CROP, CROP) and inputs.dtype == torch.float32
-    return {"ips": ips, "kind": kind, "images": len(data.train)}
+    resize = "opencv" if getattr(batches, "cv2", None) is not None else "torch"
+    return {"ips": ips, "kind": kind, "images": len(data.train), "resize": resize}
 
 
 def run_prepare(args, fmt: str) -> dict:
@@ -261,7 +263,7 @@ def main() -> None:
     parser.add_argument("--short-side", type=int, default=256, help="side the prepared images are stored at")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the JPEG shards")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="(a), (b), (c) measured in turn this many times"
+        "--rounds", type=int, default=5, help="(a), (b), (c) measured in turn this many times"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per pipeline process")
     parser.add_argument("--parts", action="store_true", help="only the per-image costs (e), one core")
@@ -330,8 +332,11 @@ def measure_in_rounds(args) -> tuple[dict, dict, dict]:
     measured at different moments is partly noise; each round's ratios compare neighbours in
     time, and the line reports the median ips and the median of the rounds' ratios."""
     rounds: list[dict[str, float]] = []
+    resize = "?"
     for number in range(1, args.rounds + 1):
-        ips = {name: spawn(args, name)["ips"] for name in ("seed", "jpeg", "packed")}
+        results = {name: spawn(args, name) for name in ("seed", "jpeg", "packed")}
+        ips = {name: result["ips"] for name, result in results.items()}
+        resize = results["packed"]["resize"]
         rounds.append(ips)
         print(
             f"round {number}: (a) seed {ips['seed']:,.0f}  (b) jpeg {ips['jpeg']:,.0f}  "
@@ -346,8 +351,8 @@ def measure_in_rounds(args) -> tuple[dict, dict, dict]:
     print(f"(a) seed        ImageFolder + PIL transforms, 2 workers: {seed['ips']:>8,.0f} img/s (median)")
     print(f"(b) jpeg        yingshe, JPEG folder, 2 workers:         {jpeg['ips']:>8,.0f} img/s (median)")
     print(
-        f"(c) packed      yingshe, uint8 shards, cut from the map, 2 threads: {packed['ips']:>8,.0f} "
-        "img/s (median)"
+        f"(c) packed      yingshe, uint8 shards, cut from the map ({resize} resize), 2 threads: "
+        f"{packed['ips']:>8,.0f} img/s (median)"
     )
     return seed, jpeg, packed
 
