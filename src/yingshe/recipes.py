@@ -96,12 +96,13 @@ def fast(family: str) -> dict[str, Any]:
     if family == "grey-28":
         # Light regularisation wins in a run this short (train accuracy ≈ test): 1 px crops and
         # label smoothing 0.1 beat 2 px and 0.2. The optimiser is colour-32's Muon: Fashion-MNIST,
-        # 4 epochs on 18,000 images, 89.93% with the old SGD (lr 0.2, batch 256), 92.12% with it
+        # 4 epochs on 18,000 images, 89.93% with the old SGD (lr 0.2, batch 256), 92.12% with it.
+        # Three epochs: 93.43% test on all 60,000, as 4 epochs gave (6: 93.82%, 2: 92.69%)
         return {
             "model": {"name": "airbench", "kwargs": {"widths": [32, 64, 128]}},
             "augment": {"crop_padding": 1, "hflip": None},
             "optim": {**_MUON, "label_smoothing": 0.1},
-            "train": {"epochs": 6, "batch_size": 500, "channels_last": True, "tta_flip": True},
+            "train": {"epochs": 3, "batch_size": 500, "channels_last": True, "tta_flip": True},
         }
     if family == "colour-32":
         # airbench94_muon's optimiser and airbench's mirror + 1 px shift TTA. CIFAR-10, 4 epochs on
