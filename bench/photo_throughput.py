@@ -203,7 +203,8 @@ def run_parts(args) -> dict:
     nhwc = nchw.contiguous(memory_format=torch.channels_last)
 
     def per_channel(x):  # Normalize's NCHW arithmetic applied to NHWC memory as it is
-        return x.to(torch.float32, copy=True).mul_(norm.scale).sub_(norm.shift)
+        y = x.to(torch.float32, copy=True)
+        return torch.addcmul(norm.neg_shift, y, norm.scale, out=y)
 
     for key, fn, x in (("norm_nchw_ms", norm, nchw), ("norm_nhwc_channel_ms", per_channel, nhwc)):
         out[key] = best_ms(fn, [x] * 3) / len(x)

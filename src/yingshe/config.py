@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import types
 import typing
@@ -25,6 +26,7 @@ from yingshe.errors import YingsheError, close_matches
 # evaluate.metrics.monitor_choices() (the per-epoch figures of the metric table).
 Prepared = Literal["auto", "always", "off"]
 Policy = Literal["none", "randaugment", "trivialaugment"]
+CropResize = Literal["auto", "torch", "opencv"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "muon"]
 Schedule = Literal["onecycle", "cosine", "linear", "step", "constant"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
@@ -82,6 +84,7 @@ class AugmentConfig:
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 is off
     random_resized_crop: bool = False  # photos: Inception-style random-resized-crop + flip, no padded crop
     rrc_scale: float = 0.08  # random_resized_crop: smallest crop, as a fraction of the image's area (max 1)
+    crop_resize: CropResize = "auto"  # shard crops: opencv unless shrunk below 0.75x; auto: if installed
     progressive_min: int | None = None  # progressive resizing: the training side at the start; None: off
     progressive_until: float = 0.5  # progressive resizing: the fraction of the run where the ramp ends
 
@@ -462,6 +465,11 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             f"{source}: augment.alternate_flip applies to the padded crop, not to "
             "augment.random_resized_crop (whose boxes draw their own mirror)",
             "drop augment.alternate_flip, or set augment.random_resized_crop=false",
+        )
+    if config.augment.crop_resize == "opencv" and importlib.util.find_spec("cv2") is None:
+        raise YingsheError(
+            f"{source}: augment.crop_resize=opencv needs OpenCV, which is not installed",
+            "pip install opencv-python-headless (or yingshe[opencv]), or set augment.crop_resize=auto",
         )
     if config.optim.name == "muon" and (config.finetune.source or config.model.pretrained):
         raise YingsheError(

@@ -97,7 +97,8 @@ def fast(family: str) -> dict[str, Any]:
         # Light regularisation wins in a run this short (train accuracy ≈ test): 1 px crops and
         # label smoothing 0.1 beat 2 px and 0.2. The optimiser is colour-32's Muon: Fashion-MNIST,
         # 4 epochs on 18,000 images, 89.93% with the old SGD (lr 0.2, batch 256), 92.12% with it.
-        # Three epochs: 93.43% test on all 60,000, as 4 epochs gave (6: 93.82%, 2: 92.69%)
+        # Three epochs on all 60,000 images: 93.43% test; 4 epochs also 93.43%, 6 gave 93.82%,
+        # 2 gave 92.69% (docs/benchmarks.md, session 9)
         return {
             "model": {"name": "airbench", "kwargs": {"widths": [32, 64, 128]}},
             "augment": {"crop_padding": 1, "hflip": None},
@@ -132,7 +133,7 @@ def best(family: str) -> dict[str, Any]:
     """Highest accuracy within a CPU session (grey) or GPU minutes (colour): a wider airbench net,
     longer, with an EMA of the weights."""
     if family == "grey-28":
-        # twice the fast net's width (≈3× its FLOPs), 2.5× the epochs, 2 px crops for the longer run
+        # twice the fast net's width (≈3× its FLOPs), 5× the epochs, 2 px crops for the longer run
         return {
             "model": {"name": "airbench", "kwargs": {"widths": [64, 128, 256]}},
             "augment": {"crop_padding": 2, "hflip": None},

@@ -30,6 +30,7 @@ CASES = [
     (["data.val_fraction=0.5", "data.test_fraction=0.5"], "val_fraction + data.test_fraction must be < 1"),
     (["optim.muon_momentum=1"], "optim.muon_momentum must be >= 0 and < 1; got 1"),
     (["--optimizer", "muon", "model.pretrained=true"], "optim.name=muon does not train pretrained weights"),
+    (["augment.crop_resize=pil"], "augment.crop_resize must be one of auto, torch, opencv"),
 ]
 
 
@@ -79,6 +80,18 @@ def test_a_config_built_in_code_is_validated_too():
     cfg.data.channels = True  # a bool is never the int choice 1
     with pytest.raises(YingsheError, match="data.channels must be one of 1, 3"):
         validate(cfg)
+
+
+def test_asking_for_opencv_without_it_names_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "cv2" else find_spec(name))
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "augment.crop_resize=opencv"]) == 2
+    err = capsys.readouterr().err
+    assert "augment.crop_resize=opencv needs OpenCV" in err and "pip install opencv-python-headless" in err
+    assert not run.exists()
 
 
 def test_the_real_command_refuses_a_negative_limit_in_a_subprocess(tmp_path):

@@ -77,29 +77,54 @@ def test_batches_equal_gather_crop_normalise_value_for_value(prepared, threads, 
     assert float(torch.cat([b[0] for b in got]).std()) > 0.3  # real pixels, normalised
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_opencv_crops_match_torch_crops_box_for_box(tmp_path, cifar_members, prepared, mode):
+@pytest.mark.parametrize(
+    ("mode", "normalize", "channels_last"),
+    [("RGB", False, True), ("L", False, True), ("RGB", True, True), ("RGB", True, False)],
+)
+def test_opencv_crops_match_torch_crops_box_for_box(
+    tmp_path, cifar_members, prepared, monkeypatch, mode, normalize, channels_last
+):
     """`resize="opencv"` cuts the same boxes in the same order as `torch` and, mirrored or not,
     nearly the same pixels: a 48-px image to 32 px shrinks boxes by 0.67-1, so both kernels run
     (OpenCV's bilinear only down to 0.75, where it lacks torch's antialiasing)."""
     split = prepared if mode == "RGB" else prepare_photos(tmp_path / "grey", cifar_members, "L")
+    sent: dict[str, list] = {"opencv": [], "torch": []}  # the boxes each kernel was given
+    opencv_resize, torch_resize = PackedCrops._resize_opencv, PackedCrops._resize_torch
+
+    def spy_opencv(self, image, box, plane, mirror):
+        sent["opencv"].append(box)
+        return opencv_resize(self, image, box, plane, mirror)
+
+    def spy_torch(shard, index, box, crop):
+        sent["torch"].append(box)
+        torch_resize(shard, index, box, crop)
+
+    monkeypatch.setattr(PackedCrops, "_resize_opencv", spy_opencv)
+    monkeypatch.setattr(PackedCrops, "_resize_torch", staticmethod(spy_torch))
 
     def crops(resize: str) -> list[torch.Tensor]:
-        source = PackedCrops(split, 32, 8, seed=3, threads=2, resize=resize, channels_last=True)
+        options = dict(normalize=NORM if normalize else None, channels_last=channels_last)
+        source = PackedCrops(split, 32, 8, seed=3, threads=2, resize=resize, **options)
         source.set_epoch(1)
         torch.manual_seed(11)
         return [batch.images.clone() for batch in source]
 
-    got, want = crops("opencv"), crops("torch")
+    got = crops("opencv")
+    assert sent["opencv"] and all(0.75 * max(h, w) <= 32 for _, _, h, w, _ in sent["opencv"])
+    assert sent["torch"] and all(0.75 * max(h, w) > 32 for _, _, h, w, _ in sent["torch"])
+    want = crops("torch")
     assert [b.shape for b in got] == [b.shape for b in want]
-    assert got[0].dtype == torch.uint8 and got[0].shape[1] == (3 if mode == "RGB" else 1)
+    assert got[0].shape[1] == (3 if mode == "RGB" else 1)
+    assert got[0].dtype == (torch.float32 if normalize else torch.uint8)
+    assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
     diff = (torch.cat(got).float() - torch.cat(want).float()).abs()
+    if normalize:
+        diff = diff / NORM.scale  # back to levels
     per_image = diff.flatten(1).mean(1)
     # rounding of the two fixed-point kernels, and a wider filter below 1×: measured at most 1.14
     # levels an image (0.33 on average); a box mirrored the wrong way is ~24-44 levels off (crops
     # of the photo corpus), one misplaced by a pixel tens
     assert float(per_image.max()) < 2.5 and float(diff.mean()) < 0.75, per_image
-    assert bool((per_image == 0).any())  # the boxes shrunk below 0.75 took torch's own kernel
 
 
 def test_opencv_is_asked_for_by_name_only_where_installed(prepared, monkeypatch):
@@ -200,6 +225,10 @@ def test_yingshe_train_cuts_prepared_photos_with_packed_crops(tmp_path, cifar_me
     assert data.train.packed is not None and data.train.packed.image_size > 24
     batches = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
     assert isinstance(batches.batches, PackedCrops) and batches.batches.norm is not None
+    assert batches.batches.cv2 is not None  # augment.crop_resize=auto, and the dev extras have cv2
+    cfg.augment.crop_resize = "torch"
+    exact = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
+    assert exact.batches.cv2 is None
     seen = list(batches)
     assert sum(len(y) for _, y, _ in seen) == len(data.train)
     for x, y, _ in seen:

@@ -185,3 +185,15 @@ def test_alternating_flip_is_refused_with_random_resized_crops():
     cfg.augment.alternate_flip, cfg.augment.random_resized_crop = True, True
     with pytest.raises(YingsheError, match="alternate_flip applies to the padded crop"):
         validate(cfg)
+
+
+def test_normalize_keeps_the_gradient_of_an_input_that_asks_for_one():
+    """The fast path writes in place with `out=`, which autograd refuses; an input that requires
+    grad (a saliency map of the pixels) takes the out-of-place form and gets d/dx = scale."""
+    norm = Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    x = (torch.rand(2, 3, 5, 5) * 255).requires_grad_()
+    y = norm(x)
+    y.sum().backward()
+    assert torch.allclose(x.grad, norm.scale.expand_as(x))
+    with torch.no_grad():
+        assert torch.equal(norm(x), y.detach())  # the in-place form: the same values

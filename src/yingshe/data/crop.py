@@ -141,6 +141,7 @@ def photo_training(
         if split.packed is not None:
             options = dict(seed=cfg.train.seed, scale=scale, flip=flip, normalize=normalize)
             options.update(threads=workers, batches=batches, channels_last=channels_last)
+            options.update(resize=cfg.augment.crop_resize)
             source = PackedCrops(split, size, batch_size, **options)
         else:
             source = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip, channels_last)

@@ -3,20 +3,23 @@
 Photos prepared at a short side above the crop size (256 for a 224 crop) would otherwise go
 through `PackedBatches` (gather the batch: a 12.6 MB copy, then an NCHW transpose: another)
 and `augment.random_resized_crop` (a channels-last copy back, a resize per image into a uint8
-batch) and `Normalize` (a fresh 38 MB float batch, then a multiply-add pass over it). Here each image's
-box is copied out of the memory-mapped NHWC shard (mirrored as it is copied, where it is; a
-contiguous channels-last box is what torch's AVX2 uint8 resize takes), resized into the thread's
-recycled uint8 crop and, on the CPU, normalised at once into its slot of a recycled float batch
-(`buffers.BufferRing`) while the 224-px crop is still in cache. Measured alone on one core,
-batch 64 of the photo corpus: ~0.46 ms an image against 1.49 ms for the three steps above
-(session 7; ~0.37 ms since the multiply-add is fused, session 9). The images of a batch are
-shared out four at a time among `threads` threads, the calling one included (the resize and
-arithmetic run outside the GIL), so both cores work on one batch.
+batch) and `Normalize` (a fresh 38 MB float batch, then a multiply-add pass over it). Here each
+image's box is resized straight from the memory-mapped NHWC shard into the thread's recycled
+uint8 crop and, on the CPU, normalised at once into its slot of a recycled float batch
+(`buffers.BufferRing`) while the 224-px crop is still in cache. The resize is OpenCV's bilinear
+one where cv2 is installed and the box is not shrunk much (`resize`, below: it reads the box in
+place and the crop is mirrored afterwards), else torch's antialiased one (the box copied
+contiguous channels-last first, mirrored as it is copied: what torch's AVX2 uint8 kernel takes).
+Measured alone on one core, batch 64 of the photo corpus, torch's resize: ~0.46 ms an image
+against 1.49 ms for the three steps above (session 7). The images of a batch are shared out four
+at a time among `threads` threads, the calling one included (the resize and arithmetic run
+outside the GIL), so both cores work on one batch.
 
-For one seed the batches are those of `PackedBatches` + `augment.ResizedCropAugment` +
-`Normalize`, value for value: the same order (`PackedBatches.parts`), the same boxes
-(`augment.draw_boxes`, drawn for the whole batch before any image is cut), the same resize and
-the same float operations.
+For one seed, with `resize="torch"`, the batches are those of `PackedBatches` +
+`augment.ResizedCropAugment` + `Normalize`, value for value: the same order
+(`PackedBatches.parts`), the same boxes (`augment.draw_boxes`, drawn for the whole batch before
+any image is cut), the same resize and the same float operations. With OpenCV the boxes and
+order are the same and the pixels within about a level.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -53,8 +55,9 @@ BILINEAR_MIN_FACTOR = 0.75
 
 @functools.cache
 def opencv() -> Any | None:
-    """cv2 on one thread (this module's threads are the parallelism), or None where it is absent.
-    Imported on first use: it costs ~0.1 s, and only photo training cuts crops."""
+    """cv2 set to one thread (this module's threads are the parallelism; the setting is
+    process-wide), or None where it is absent. Imported on first use: it costs ~0.1 s, and only
+    photo training cuts crops."""
     try:
         import cv2
     except ImportError:
@@ -72,10 +75,11 @@ class PackedCrops:
     without, they are uint8 crops for the device to normalise (what a GPU wants: a quarter of
     the bytes to copy). Same interface as the other batch sources.
 
-    `resize`: `torch` resizes every box with torch's antialiased bilinear kernel (the values of
-    `augment.random_resized_crop`); `opencv` resizes the boxes shrunk by no more than
-    `BILINEAR_MIN_FACTOR` with OpenCV's bilinear one (read in place from the map, no copy; ~1.3×
-    the whole path's throughput), the rest with torch's; `auto` is `opencv` where cv2 imports.
+    `resize` (`augment.crop_resize`): `torch` resizes every box with torch's antialiased bilinear
+    kernel (the values of `augment.random_resized_crop`); `opencv` resizes the boxes shrunk by no
+    more than `BILINEAR_MIN_FACTOR` with OpenCV's bilinear one, which has no antialiasing (read in
+    place from the map, no copy; ~1.3x the whole path's throughput), the rest with torch's; `auto`
+    is `opencv` where cv2 imports. OpenCV is set to one thread for the whole process.
     """
 
     def __init__(
@@ -125,7 +129,7 @@ class PackedCrops:
                 scale, neg_shift = normalize.scale[0], normalize.neg_shift[0]
             self.norm = (scale.detach().cpu(), neg_shift.detach().cpu())
         self.ring = BufferRing(ring, torch.float32 if normalize is not None else torch.uint8)
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: futures.ThreadPoolExecutor | None = None
         self.local = threading.local()  # each cutting thread's recycled uint8 crop
 
     def set_epoch(self, epoch: int) -> None:
@@ -193,13 +197,14 @@ class PackedCrops:
             self._cut_some(jobs)
             return
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="yingshe-crop")
+            self.pool = futures.ThreadPoolExecutor(self.threads - 1, thread_name_prefix="yingshe-crop")
         # the pieces go to whichever thread is free (the calling one included), not half to each:
         # an equal split of random boxes leaves one core idle while the other finishes its larger
         # ones. next() on the shared counter is atomic under the GIL
-        taken = itertools.count()
-        helpers = [self.pool.submit(self._cut_pieces, pieces, taken) for _ in range(self.threads - 1)]
+        # (free-threaded Python would need a lock here)
+        taken, helpers = itertools.count(), []
         try:
+            helpers += [self.pool.submit(self._cut_pieces, pieces, taken) for _ in range(self.threads - 1)]
             self._cut_pieces(pieces, taken)
         finally:  # no thread may still write into `out` once this returns, error or not
             futures.wait(helpers)
@@ -224,51 +229,59 @@ class PackedCrops:
         images = self.packed.shard(number)[0]
         return images, torch.from_numpy(images).permute(0, 3, 1, 2)
 
-    def _staging(self) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray, Tensor]:
-        """This thread's recycled crops: uint8 (1, C, size, size) channels-last and its rows (what
-        torch's resize writes), then OpenCV's HWC (HW for one channel) output, its mirror, and the
-        mirror's rows."""
+    def _staging(self) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+        """This thread's two recycled uint8 crops, (2, size, size, C): the first is where either
+        resize writes, the second where OpenCV's result is mirrored; the first as torch's resize
+        takes it ((1, C, size, size) channels-last), and both as OpenCV does (HWC, or HW for one
+        channel). All views of the same memory."""
         staged = getattr(self.local, "staged", None)
         if staged is None:
             channels = self.packed.image_shape[2]
             nhwc = torch.empty((2, self.size, self.size, channels), dtype=torch.uint8)
             planes = nhwc.numpy()[..., 0] if channels == 1 else nhwc.numpy()
-            rows = nhwc.view(2, self.size, -1)
-            staged = self.local.staged = (
-                nhwc[:1].permute(0, 3, 1, 2),
-                rows[0],
-                planes[0],
-                planes[1],
-                rows[1],
-            )
+            staged = self.local.staged = (nhwc, nhwc[:1].permute(0, 3, 1, 2), planes[0], planes[1])
         return staged
 
     def _cut_some(self, jobs: list[tuple[Shard, int, Box, Tensor]]) -> None:
-        crop, crop_rows, plane, mirror, mirror_rows = self._staging()
-        for (array, shard), index, (top, left, height, width, mirrored), slot in jobs:
+        crops, first, plane, mirror = self._staging()
+        for (array, shard), index, box, slot in jobs:
+            _, _, height, width, _ = box
             if self.cv2 is not None and self.size >= BILINEAR_MIN_FACTOR * max(height, width):
-                # read in place from the map (a strided HWC view), mirrored after the resize
-                region = array[index, top : top + height, left : left + width]
-                if region.shape[-1] == 1:
-                    region = region[..., 0]
-                self.cv2.resize(
-                    region, (self.size, self.size), dst=plane, interpolation=self.cv2.INTER_LINEAR
-                )
-                rows = crop_rows
-                if mirrored:
-                    self.cv2.flip(plane, 1, dst=mirror)
-                    rows = mirror_rows
-                image = rows.view(self.size, self.size, -1).permute(2, 0, 1)
+                crop = crops[self._resize_opencv(array[index], box, plane, mirror)]
             else:
-                box = shard[index : index + 1, :, top : top + height, left : left + width]
-                # a contiguous channels-last copy (mirrored as it is made): the AVX2 resize takes it
-                box = box.flip(3) if mirrored else box.contiguous(memory_format=torch.channels_last)
-                resize_box_into(box, crop)
-                rows, image = crop_rows, crop[0]
+                self._resize_torch(shard, index, box, first)
+                crop = crops[0]
             if self.norm is None:
-                slot.copy_(image)
+                slot.copy_(crop.permute(2, 0, 1))
                 continue
-            # Normalize's operations (a float copy, then × scale + (−shift) fused) while the crop
-            # is in cache; on NHWC memory by rows of size×C values
-            slot.copy_(rows if self.channels_last else image)
+            # Normalize's operations (a float copy, then x scale + (-shift) in one pass) while the
+            # crop is in cache; on NHWC memory by rows of size x C values
+            slot.copy_(crop.view(self.size, -1) if self.channels_last else crop.permute(2, 0, 1))
             torch.addcmul(self.norm[1], slot, self.norm[0], out=slot)
+
+    def _resize_opencv(self, image: np.ndarray, box: Box, plane: np.ndarray, mirror: np.ndarray) -> int:
+        """Resize `box` of one HWC `image` of the map with OpenCV, read in place (a strided view:
+        no copy), into `plane`, and mirror that into `mirror` where the box is mirrored. Returns
+        which staged crop holds the result (0: plane, 1: mirror)."""
+        top, left, height, width, mirrored = box
+        region = image[top : top + height, left : left + width]
+        if region.shape[-1] == 1:
+            region = region[..., 0]
+        done = self.cv2.resize(region, plane.shape[1::-1], dst=plane, interpolation=self.cv2.INTER_LINEAR)
+        if done is not plane:  # cv2 writes into `dst` only when its shape and type fit
+            raise RuntimeError("cv2.resize did not write into the staged crop")
+        if not mirrored:
+            return 0
+        if self.cv2.flip(plane, 1, dst=mirror) is not mirror:
+            raise RuntimeError("cv2.flip did not write into the staged crop")
+        return 1
+
+    @staticmethod
+    def _resize_torch(shard: Tensor, index: int, box: Box, crop: Tensor) -> None:
+        """Resize `box` of image `index` of the (N, C, H, W) channels-last `shard` view into `crop`
+        with torch's antialiased kernel. The box is copied first, contiguous channels-last
+        (mirrored as it is copied, where it is): what torch's AVX2 uint8 resize takes."""
+        top, left, height, width, mirrored = box
+        region = shard[index : index + 1, :, top : top + height, left : left + width]
+        region = region.flip(3) if mirrored else region.contiguous(memory_format=torch.channels_last)
+        resize_box_into(region, crop)
