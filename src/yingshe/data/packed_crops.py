@@ -11,7 +11,7 @@ one where cv2 is installed and the box is not shrunk much (`resize`, below: it r
 place and the crop is mirrored afterwards), else torch's antialiased one (the box copied
 contiguous channels-last first, mirrored as it is copied: what torch's AVX2 uint8 kernel takes).
 Measured alone on one core, batch 64 of the photo corpus, torch's resize: ~0.46 ms an image
-against 1.49 ms for the three steps above (session 7). The images of a batch are shared out four
+against 1.49 ms for the three steps above. The images of a batch are shared out four
 at a time among `threads` threads, the calling one included (the resize and arithmetic run
 outside the GIL), so both cores work on one batch.
 
