@@ -31,12 +31,13 @@ import threading
 import warnings
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from yingshe.config import CropResize
 from yingshe.data.augment import Normalize, draw_boxes, resize_box_into
 from yingshe.data.batch import Batch, image_batch
 from yingshe.data.buffers import BufferRing
@@ -47,7 +48,6 @@ from yingshe.data.stream import PackedBatches
 Box = tuple[int, int, int, int, bool]
 Shard = tuple[np.ndarray, Tensor]  # one shard's NHWC map, and its NCHW tensor view
 PIECE = 4  # images a thread takes at a time: ~1.5 ms of work against ~1 µs to take it
-Resize = Literal["auto", "torch", "opencv"]
 # OpenCV's bilinear resize has no antialiasing: used for boxes shrunk by at most this factor (a
 # 256-px prepared photo to a 224 crop: 0.875), where the antialiased filter is barely wider
 BILINEAR_MIN_FACTOR = 0.75
@@ -99,11 +99,11 @@ class PackedCrops:
         rank: int = 0,
         world: int = 1,
         batches: EpochBatches | None = None,
-        resize: Resize = "auto",
+        resize: CropResize = "auto",
     ) -> None:
         if split.packed is None:
             raise ValueError("PackedCrops serves prepared (packed) splits only")
-        if resize not in ("auto", "torch", "opencv"):
+        if resize not in get_args(CropResize):
             raise ValueError(f"resize must be auto, torch or opencv, not {resize!r}")
         if resize == "opencv" and opencv() is None:
             raise ValueError("resize='opencv' needs OpenCV: pip install opencv-python-headless")
