@@ -147,6 +147,7 @@ class TrainConfig:
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
     checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
+    val_every: int = 1  # validate every N epochs and always after the last; 0: after the last only
 
 
 @dataclass
@@ -420,6 +421,7 @@ RANGES: dict[str, Range] = {
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,
     "train.checkpoint_every": AT_LEAST_1,
+    "train.val_every": NOT_NEGATIVE,
     "train.batch_size": AT_LEAST_1,
     "train.eval_batch_size": AT_LEAST_1,
     "train.patience": AT_LEAST_1,

@@ -31,6 +31,7 @@ CASES = [
     (["optim.muon_momentum=1"], "optim.muon_momentum must be >= 0 and < 1; got 1"),
     (["--optimizer", "muon", "model.pretrained=true"], "optim.name=muon does not train pretrained weights"),
     (["augment.crop_resize=pil"], "augment.crop_resize must be one of auto, torch, opencv"),
+    (["train.val_every=-1"], "train.val_every must be >= 0; got -1"),
 ]
 
 

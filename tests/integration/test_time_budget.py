@@ -1,6 +1,7 @@
 """`train.time_budget`: steps and schedule fitted to the wall time, finished inside it."""
 
 import json
+import math
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
 from yingshe.errors import YingsheError
+from yingshe.runs import read_metrics_csv
 from yingshe.train.budget import parse_duration
 from yingshe.train.callbacks import Callback
 
@@ -99,3 +101,19 @@ def test_a_budget_under_torchrun_is_refused_before_any_work(tmp_path, cifar_fold
     with pytest.raises(YingsheError, match="torchrun"):
         yingshe.train(budget_config(tmp_path / "run", cifar_folder, "30s"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_that_validates_only_the_last_epoch_still_ends_inside_it(tmp_path, cifar_folder):
+    """With `train.val_every=0` the measured epoch boundaries hold no validation pass, so the plan
+    reserves the last epoch's; the run still validates that epoch and ends in its budget."""
+    cfg = budget_config(tmp_path, cifar_folder, "12s")
+    apply_overrides(cfg, ["train.val_every=0"])
+    started = time.perf_counter()
+    result = yingshe.train(cfg, progress=False)
+    wall = time.perf_counter() - started
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert wall <= 12 * 1.3, f"took {wall:.1f} s on a 12 s budget"
+    assert report["training"]["epochs_run"] > 1
+    rows = [r for r in read_metrics_csv(tmp_path / "metrics.csv")]
+    assert [math.isnan(r["val_accuracy"]) for r in rows] == [True] * (len(rows) - 1) + [False]
+    assert result.accuracy > 0

@@ -202,3 +202,26 @@ def test_large_real_photos_are_predicted(digits_run):
     predictions = yingshe.load(digits_run.run_dir).predict(sorted(folder.glob("*.jpg")), top_k=3)
     assert len(predictions) == 2
     assert all(p.error is None and len(p.top) == 3 for p in predictions)
+
+
+def validated_epochs(run_dir: Path) -> list[int]:
+    return [
+        int(r["epoch"]) for r in read_metrics_csv(run_dir / "metrics.csv") if not np.isnan(r["val_accuracy"])
+    ]
+
+
+def test_val_every_validates_the_epochs_it_names_and_always_the_last(tmp_path):
+    result = yingshe.train(config(tmp_path, "train.epochs=5", "train.val_every=2"))
+    assert validated_epochs(result.run_dir) == [2, 4, 5]
+    assert result.report["training"]["best_epoch"] in (2, 4, 5)
+    assert (result.run_dir / "best.pt").is_file() and result.accuracy > 0.3
+
+
+def test_val_every_0_validates_the_last_epoch_only_and_early_stopping_waits_for_it(tmp_path):
+    """Early stopping counts validated epochs only: patience 1 would otherwise stop the run after
+    its first, never-validated, epoch."""
+    result = yingshe.train(config(tmp_path, "train.epochs=3", "train.val_every=0", "train.patience=1"))
+    training = result.report["training"]
+    assert training["epochs_run"] == 3 and training["best_epoch"] == 3
+    assert validated_epochs(result.run_dir) == [3]
+    assert load_checkpoint(result.run_dir / "best.pt").metrics["epoch"] == 3

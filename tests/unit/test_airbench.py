@@ -69,3 +69,21 @@ def test_the_fidelity_switches_are_model_kwargs_for_ablations():
     assert all(m.momentum == 0.6 for m in model.modules() if isinstance(m, BatchNorm))
     model.set_epoch(1)
     assert not model.whiten.bias.requires_grad  # the bias frozen from the start, as before
+
+
+def test_a_3x3_stem_whitens_its_patches_as_the_2x2_one_does():
+    """`stem_kernel=3` (9 filters a channel, each with both signs): on correlated images the
+    stem's outputs are decorrelated, and 28-px grey images still end in 3-px maps."""
+    torch.manual_seed(0)
+    images = F.avg_pool2d(torch.randn(256, 1, 30, 30), 3, stride=1)  # (256, 1, 28, 28), neighbours correlated
+    for k in (2, 3):
+        model = create_model("airbench", 10, 1, 28, widths=[8, 16, 16], stem_kernel=k)
+        assert model.whiten.weight.shape == (2 * k * k, 1, k, k)
+        init_from_data(model, [(images, None, None)])
+        out = F.conv2d(images, model.whiten.weight[: k * k])  # the + half; the bias is zero
+        flat = out.permute(0, 2, 3, 1).reshape(-1, k * k)
+        cov = torch.cov(flat.T)
+        off = cov - torch.diag(cov.diag())
+        assert off.abs().max() < 0.02, f"{k}×{k}: patches not decorrelated"
+        assert cov.diag().min() > 0.5, f"{k}×{k}: whitened variances should be ~1"
+        assert model.forward_features(images[:2]).shape[-2:] == (3, 3)

@@ -67,16 +67,17 @@ class AirbenchNet(FeaturesHead):
         whiten: bool = True,
         whiten_bias_epochs: int = 3,
         bn_momentum: float = BN_MOMENTUM,  # torch's convention; kwargs make the ablation one flag
+        stem_kernel: int = 2,
     ):
         super().__init__()
-        stem_out = 2 * in_chans * 4  # ± each eigenvector of the 2×2×C patch covariance
-        self.whiten = nn.Conv2d(in_chans, stem_out, 2, padding=0, bias=True)
+        stem_out = 2 * in_chans * stem_kernel**2  # ± each eigenvector of the k×k×C patch covariance
+        self.whiten = nn.Conv2d(in_chans, stem_out, stem_kernel, padding=0, bias=True)
         self.whiten.weight.requires_grad_(not whiten)  # frozen once whitened; learnt otherwise
         # the bias starts trainable, so the optimiser holds it; set_epoch freezes it later
         self.whitened = whiten
         self.whiten_bias_epochs = whiten_bias_epochs
         self.stem_act = nn.GELU()
-        groups, c_in, side = [], stem_out, image_size - 1
+        groups, c_in, side = [], stem_out, image_size - stem_kernel + 1
         for width in widths:  # pool while the map is at least 2 px, so 8×8 digits work too
             groups.append(ConvGroup(c_in, width, pool=side >= 2, bn_momentum=bn_momentum))
             c_in, side = width, side // 2 if side >= 2 else side
@@ -106,13 +107,13 @@ class AirbenchNet(FeaturesHead):
         """
         if not self.whitened:
             return
-        c = images.shape[1]
-        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # (N, C, H-1, W-1, 2, 2)
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)
+        c, k = images.shape[1], self.whiten.kernel_size[0]
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H-k+1, W-k+1, k, k)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
         patches = patches - patches.mean(0)
-        cov = patches.T @ patches / len(patches)  # (4C, 4C)
+        cov = patches.T @ patches / len(patches)  # (k²C, k²C)
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]).view(-1, c, 2, 2)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]).view(-1, c, k, k)
         weight = torch.cat([filters, -filters]).to(self.whiten.weight)
         self.whiten.weight.copy_(weight)
         self.whiten.bias.zero_()

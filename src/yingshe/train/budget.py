@@ -182,6 +182,9 @@ class TimeBudget(Callback):
         eval_rate = plan.eval_s_per_image or 0.0
         # the final evaluation: the test and validation passes, each with its start-up
         plan.final_eval_reserve_s = eval_rate * self.final_images + 2 * plan.eval_startup_s
+        if trainer.cfg.train.val_every != 1:  # the last epoch's validation pass, which boundaries
+            # of epochs that skip validation do not show in `epoch_overhead_s`
+            plan.final_eval_reserve_s += eval_rate * self.val_images + plan.eval_startup_s
         overhead = plan.epoch_overhead_s
         if overhead is None:  # until an epoch boundary has been measured: one validation pass
             overhead = eval_rate * self.val_images + plan.eval_startup_s

@@ -50,6 +50,8 @@ class EarlyStopping(Callback):
         self.patience = patience
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if not trainer.validated and trainer.cfg.train.monitor.startswith("val_"):
+            return  # an epoch train.val_every skipped says nothing about the monitor
         best_epoch = trainer.state.best_epoch or 0
         if row["epoch"] - best_epoch >= self.patience:
             log.info("early stop after epoch %d: best was epoch %d", row["epoch"], best_epoch)

@@ -9,6 +9,7 @@ lines and a notebook shows once logging is configured.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,13 @@ def epoch_label(epoch: int, epochs: int | None, width: int = 0) -> str:
 
 def epoch_line(row: dict[str, Any], epochs: int | None, best: bool) -> str:
     """One epoch as a line: losses, accuracies, throughput, time, `*` on the best epoch."""
+    validated = not math.isnan(row["val_accuracy"])  # an epoch train.val_every skips has NaN figures
+    val = (
+        f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%" if validated else "val skipped"
+    )
     return (
         f"{epoch_label(row['epoch'], epochs, 3)}  "
-        f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  "
-        f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%  "
+        f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  {val}  "
         f"{row['train_images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f} s" + (" *" if best else "")
     )
 

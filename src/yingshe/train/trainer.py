@@ -164,7 +164,8 @@ class Trainer:
         self.resume_notes: list[str] = []  # from the checkpoint restored, for the report
         # a resumed fine-tune's optimiser state, for the stage-wise optimiser built at fit start
         self.resumed_optimizer: dict | None = None
-        self.val_predictions: Predictions | None = None  # the last epoch's, on the validation split
+        self.val_predictions: Predictions | None = None  # the last validated epoch's
+        self.validated = False  # whether the epoch just ended was validated (`train.val_every`)
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
         self.steps_per_epoch = distributed.min_int(max(1, len(train)))
@@ -181,6 +182,7 @@ class Trainer:
         self.tta_flip = flip_tta_applies(cfg.train.tta_flip, checkpoint_meta.flip_invariant)
         self.tta_translate = cfg.train.tta_translate  # a shift keeps the class, even for digits
         self.multilabel = checkpoint_meta.task == "multilabel"
+        self.epoch_figures = multilabel.EPOCH_FIGURES if self.multilabel else EPOCH_FIGURES
         check_monitor_task(cfg.train.monitor, self.multilabel)
         self.loss_fn = build_loss(
             cfg.train.balance,
@@ -220,9 +222,12 @@ class Trainer:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
             train_stats = self.train_epoch(epoch)
-            # kept for callbacks that need a figure the row lacks (tuning on F1, say)
-            self.val_predictions = self.predict(self.val)
-            val_stats = summary_metrics(self.val_predictions, self.num_classes)
+            self.validated = self.validates(epoch)
+            if self.validated:  # kept for callbacks that need a figure the row lacks (tuning on F1)
+                self.val_predictions = self.predict(self.val)
+                val_stats = summary_metrics(self.val_predictions, self.num_classes)
+            else:
+                val_stats = dict.fromkeys(self.epoch_figures, math.nan)
             self.state.epoch = epoch
             row = {
                 "epoch": epoch,
@@ -236,6 +241,17 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.state
+
+    def validates(self, epoch: int) -> bool:
+        """Whether epoch `epoch`, just trained, is validated: every `train.val_every` epochs, and
+        always the run's last (its epochs, `max_steps`, a time budget's plan, or a stop asked for
+        during the epoch), so best.pt and the report's figures come from the final weights.
+        Skipping the others is airbench's habit: on a fixed schedule the mid-run figures decide
+        nothing, and a validation pass (with TTA) costs a tenth of a short epoch."""
+        every = self.cfg.train.val_every
+        if every == 1 or epoch >= self.max_epochs or self.done():
+            return True
+        return every > 0 and epoch % every == 0
 
     @property
     def planned_epochs(self) -> int | None:

@@ -63,6 +63,8 @@ class PruneOnValidation(Callback):
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
+        if not trainer.validated:  # train.val_every skipped this epoch: nothing to report
+            return
         value = epoch_value(trainer, row, self.metric)
         if value is None or math.isnan(value):
             # a diverged run is the worst
