@@ -467,18 +467,34 @@ def report_training(session: TrainingSession, state: FitState, started: float) -
     return TrainResult(session.run.root, {})  # type: ignore[typeddict-item]
 
 
+def best_validation(session: TrainingSession, state: FitState, best_path: Path) -> Predictions | None:
+    """The loop's last validation predictions where they are best.pt's on the validation split
+    (its epoch is the best one), so the report need not predict that split again: a pass over the
+    test split saved when `data.val_fraction=0` validates on it. Not under torchrun, where they
+    are gathered in rank order rather than in the split's."""
+    trainer = session.trainer
+    if distributed.active() or best_path != session.run.best or trainer.val_predictions is None:
+        return None
+    return trainer.val_predictions if trainer.val_predictions_epoch == state.best_epoch else None
+
+
 def write_training_report(session: TrainingSession, state: FitState, started: float) -> TrainResult:
     cfg, run, data, device, model = session.cfg, session.run, session.data, session.device, session.model
     best_path = run.best if run.best.is_file() else run.last
     best = load_checkpoint(best_path)
     model.load_state_dict(best.state_dict)
-    log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
-    test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
     amp = autocast_dtype(cfg.train.amp, device)
     tta = session.trainer.tta_flip, session.trainer.tta_translate
-    pred = predict_batches(model, test_batches, amp, *tta)
-    thresholds, validation, val_pred = None, None, None
-    if data.multilabel or data.val is not None:
+    known = best_validation(session, state, best_path)
+    if known is not None and data.val is None:  # the loop validated best.pt on the test split
+        log.info("%s: test predictions from its epoch's validation pass", run.best.name)
+        test_batches, pred = session.val_batches, known
+    else:
+        log.info("evaluating %s on the test split (%d images) …", run.best.name, len(data.test))
+        test_batches = eval_batches(data.test, data, cfg, device, session.normalize, session.channels_last)
+        pred = predict_batches(model, test_batches, amp, *tta)
+    thresholds, validation, val_pred = None, None, known
+    if val_pred is None and (data.multilabel or data.val is not None):
         val_batches = session.val_batches  # under torchrun only this rank's share: take all of it
         if distributed.active():
             val_split = data.val if data.val is not None else data.test

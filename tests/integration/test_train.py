@@ -225,3 +225,16 @@ def test_val_every_0_validates_the_last_epoch_only_and_early_stopping_waits_for_
     assert training["epochs_run"] == 3 and training["best_epoch"] == 3
     assert validated_epochs(result.run_dir) == [3]
     assert load_checkpoint(result.run_dir / "best.pt").metrics["epoch"] == 3
+
+
+def test_a_run_validated_on_the_test_split_reports_what_a_fresh_evaluation_gives(tmp_path, caplog):
+    """With `data.val_fraction=0` the last epoch's validation pass is best.pt on the test split:
+    the report takes those predictions instead of a second pass, and they equal a fresh one."""
+    with caplog.at_level("INFO", logger="yingshe.api"):
+        result = yingshe.train(config(tmp_path / "run", "train.epochs=2", "data.val_fraction=0"))
+    assert "test predictions from its epoch's validation pass" in caplog.text
+    assert result.report["training"]["best_epoch"] == 2, "the test needs the last epoch to be the best"
+    fresh = yingshe.evaluate(result.run_dir, out=tmp_path / "fresh")
+    assert fresh["accuracy"] == result.report["accuracy"]
+    assert fresh["confusion_matrix"] == result.report["confusion_matrix"]
+    assert fresh["loss"] == pytest.approx(result.report["loss"], rel=1e-6)

@@ -165,6 +165,7 @@ class Trainer:
         # a resumed fine-tune's optimiser state, for the stage-wise optimiser built at fit start
         self.resumed_optimizer: dict | None = None
         self.val_predictions: Predictions | None = None  # the last validated epoch's
+        self.val_predictions_epoch: int | None = None  # … and that epoch
         self.validated = False  # whether the epoch just ended was validated (`train.val_every`)
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
@@ -224,7 +225,7 @@ class Trainer:
             train_stats = self.train_epoch(epoch)
             self.validated = self.validates(epoch)
             if self.validated:  # kept for callbacks that need a figure the row lacks (tuning on F1)
-                self.val_predictions = self.predict(self.val)
+                self.val_predictions, self.val_predictions_epoch = self.predict(self.val), epoch
                 val_stats = summary_metrics(self.val_predictions, self.num_classes)
             else:
                 val_stats = dict.fromkeys(self.epoch_figures, math.nan)
