@@ -65,7 +65,7 @@ from yingshe.runs import (
     load_resume_checkpoint,
     save_checkpoint,
 )
-from yingshe.runtime import resolve_device, seed_everything
+from yingshe.runtime import resolve_device, reuse_cpu_memory, seed_everything
 from yingshe.schema import Checkpoint, CheckpointMeta, DataRecord, ModelRecord, Report, TrainingSummary
 from yingshe.train import distributed
 from yingshe.train.balance import check_balance, sample_weights
@@ -328,6 +328,8 @@ def build_training(
     ctx, device = distributed.setup(cfg.train.device, cfg.train.dist_timeout)
     if ctx.enabled:
         distributed.check_sync_bn(cfg.train.sync_bn, device)
+    if device.type == "cpu" and cfg.train.reuse_cpu_memory and reuse_cpu_memory():
+        log.debug("CPU allocator: freed memory kept for reuse (train.reuse_cpu_memory)")
     channels_last = uses_channels_last(cfg, device)
     model = build_model(cfg, data, device, channels_last)
     normalize = Normalize(data.mean, data.std)

@@ -148,6 +148,7 @@ class TrainConfig:
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss
     checkpoint_every: int | None = None  # also write last.pt every this many steps (None: per epoch)
     val_every: int = 1  # validate every N epochs and always after the last; 0: after the last only
+    reuse_cpu_memory: bool = True  # CPU, glibc: keep freed memory for the next step (mallopt; process-wide)
 
 
 @dataclass
