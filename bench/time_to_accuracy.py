@@ -134,7 +134,11 @@ class StopAt(Callback):
 
     def on_epoch_end(self, trainer, row) -> None:
         elapsed = time.perf_counter() - self.started
-        self.best, self.epochs = max(self.best, row["val_accuracy"]), row["epoch"]
+        self.epochs = row["epoch"]
+        if not trainer.validated:  # the recipe's train.val_every skipped this epoch's test pass
+            print(f"  fast  epoch {row['epoch']:>2}  (not evaluated)  at {elapsed:.1f} s")
+            return
+        self.best = max(self.best, row["val_accuracy"])
         print(
             f"  fast  epoch {row['epoch']:>2}  test acc {100 * row['val_accuracy']:.2f}%  at {elapsed:.1f} s"
         )
