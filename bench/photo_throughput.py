@@ -19,6 +19,8 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
   (d) jpeg-shards yingshe on WebDataset shards re-encoded as 256 px JPEGs at --quality (FFCV's
                   trade-off), read as (b) reads the folder
 
+Each runs in its own process; yingshe's set glibc's allocator to keep freed memory for reuse
+(`runtime.reuse_cpu_memory`), as `yingshe train` does on a CPU, and the seeds' keep the default.
 yingshe's batches are channels-last (NHWC in memory, NCHW in shape), the layout `yingshe train`
 hands its model on the CPU and on CUDA; the seeds' are contiguous NCHW, the layout their model
 took. Both are normalised float32 (B, 3, 224, 224), value for value what the model trains on.
@@ -107,7 +109,9 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     from yingshe.data.loader import DeviceBatches, EpochBatches, EpochShuffle, make_batches
     from yingshe.data.packed_crops import PackedCrops
     from yingshe.data.photo import PhotoBatches
+    from yingshe.runtime import reuse_cpu_memory
 
+    reuse_cpu_memory()  # as `yingshe train` does on a CPU (train.reuse_cpu_memory); workers inherit it
     cfg = DataConfig(
         spec=spec,
         prepared=prepared,

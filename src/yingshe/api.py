@@ -175,7 +175,7 @@ def train(
     config: RunConfig | None = None,
     callbacks: list[Callback] | None = None,
     resume: str | Path | None = None,
-    epochs: int | None = None,
+    epochs: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train a classifier and evaluate its best checkpoint on the test split.
@@ -220,7 +220,7 @@ def train(
 
 
 def resolve_training(
-    config: RunConfig | None, resume: str | Path | None, epochs: int | None
+    config: RunConfig | None, resume: str | Path | None, epochs: float | None
 ) -> tuple[RunConfig, Checkpoint | None]:
     """Step 1: the config to run and, when resuming, the last.pt it continues from."""
     resumed = None
@@ -473,9 +473,12 @@ def best_validation(session: TrainingSession, state: FitState, best_path: Path) 
     """The loop's last validation predictions where they are best.pt's on the validation split
     (its epoch is the best one), so the report need not predict that split again: a pass over the
     test split saved when `data.val_fraction=0` validates on it. Not under torchrun, where they
-    are gathered in rank order rather than in the split's."""
+    are gathered in rank order rather than in the split's, nor with `train.compile`, whose kernels
+    may round differently from the eager model that `evaluate` runs."""
     trainer = session.trainer
-    if distributed.active() or best_path != session.run.best or trainer.val_predictions is None:
+    if distributed.active() or session.cfg.train.compile or best_path != session.run.best:
+        return None
+    if trainer.val_predictions is None:
         return None
     return trainer.val_predictions if trainer.val_predictions_epoch == state.best_epoch else None
 

@@ -678,7 +678,7 @@ def add_train_arguments(t: argparse.ArgumentParser, out_help: str) -> None:
     the config's default, since the flags themselves default to None (unset)."""
     t.add_argument("--data", help=config_help("data.spec"))
     t.add_argument("--model", help=config_help("model.name", "model name; see `yingshe models`"))
-    t.add_argument("--epochs", type=int, help=config_help("train.epochs"))
+    t.add_argument("--epochs", type=float, help=config_help("train.epochs"))
     t.add_argument("--max-steps", type=int, help=config_help("train.max_steps"))
     t.add_argument("--time-budget", help=config_help("train.time_budget"))
     t.add_argument("--limit-train", type=int, help=config_help("data.limit_train"))

@@ -121,7 +121,7 @@ class OptimConfig:
 class TrainConfig:
     """How the loop runs: length, batch, device, reproducibility, outputs."""
 
-    epochs: int = 10  # passes over the training split
+    epochs: int | float = 10  # passes over the training split; a fraction (2.5) ends the last one early
     max_steps: int | None = None  # stop after this many optimiser steps in all
     batch_size: int = 64  # images per step (the seeds' 64: more steps per epoch settle batch norm sooner)
     eval_batch_size: int | None = None  # batch size for evaluation; None: 2 × batch_size
@@ -419,7 +419,7 @@ RANGES: dict[str, Range] = {
     "optim.bias_lr_scale": POSITIVE,
     "train.tta_translate": Range(0, 4),
     "optim.grad_clip": POSITIVE,
-    "train.epochs": AT_LEAST_1,
+    "train.epochs": POSITIVE,
     "train.max_steps": AT_LEAST_1,
     "train.checkpoint_every": AT_LEAST_1,
     "train.val_every": NOT_NEGATIVE,

@@ -97,16 +97,15 @@ def fast(family: str) -> dict[str, Any]:
         # Light regularisation wins in a run this short (train accuracy ≈ test): no crop shift,
         # label smoothing 0.1. The optimiser is colour-32's Muon with the filters' rate lowered to
         # 0.16: 2.5 epochs of 54,000 Fashion-MNIST images, two seeds, 93.36% test (93.91% on the
-        # 6,000 held out) against 92.92% (93.44%) with 1 px crops and 0.24. 300 steps of 500 are
-        # 2.5 epochs of a 60,000-image set; the validation pass runs once, after the last step
-        # (docs/benchmarks.md, session 10)
+        # 6,000 held out) against 92.92% (93.44%) with 1 px crops and 0.24. A first block of 24
+        # filters instead of 32 makes the step 1.14× cheaper for 93.41% test (93.72% held out).
+        # The validation pass runs once, after the last step (docs/benchmarks.md, session 10)
         return {
-            "model": {"name": "airbench", "kwargs": {"widths": [32, 64, 128]}},
+            "model": {"name": "airbench", "kwargs": {"widths": [24, 64, 128]}},
             "augment": {"crop_padding": 0, "hflip": None},
             "optim": {**_MUON, "muon_lr": 0.16, "label_smoothing": 0.1},
             "train": {
-                "epochs": 3,
-                "max_steps": 300,
+                "epochs": 2.5,
                 "batch_size": 500,
                 "channels_last": True,
                 "tta_flip": True,

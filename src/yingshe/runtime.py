@@ -66,7 +66,10 @@ def reuse_cpu_memory(enable: bool = True) -> bool:
     took 15 ms of a 300 ms step of `fast:grey-28`. Kept in the heap they are reused warm; the step
     ran 1.2× faster (docs/benchmarks.md). The price: the process keeps its peak memory instead of
     returning it, which a training process reaches again every step anyway. tcmalloc or jemalloc
-    (LD_PRELOAD) do the same by design. Returns whether the setting took; elsewhere a no-op."""
+    (LD_PRELOAD) do the same by design. The setting holds for the rest of the process (and the
+    DataLoader workers it forks). `reuse_cpu_memory(False)` puts back glibc's default values, but
+    not its sliding mmap threshold, which glibc stops adjusting once either is set. Returns whether
+    the setting took; elsewhere a no-op."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)

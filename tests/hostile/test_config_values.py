@@ -15,7 +15,7 @@ from yingshe.errors import YingsheError
 
 CASES = [
     (["--limit-train", "-5"], "data.limit_train must be >= 1; got -5"),
-    (["--epochs", "0"], "train.epochs must be >= 1; got 0"),
+    (["--epochs", "0"], "train.epochs must be > 0; got 0"),
     (["--batch-size", "0"], "train.batch_size must be >= 1; got 0"),
     (["--workers", "-3"], "data.workers must be >= 0; got -3"),
     (["--lr", "-1"], "optim.lr must be > 0; got -1.0"),

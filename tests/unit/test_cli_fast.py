@@ -43,7 +43,7 @@ def test_help_and_version_answer_fast_and_do_not_import_torch():
 def test_help_shows_the_config_defaults_and_ranges():
     result, _ = run("train", "--help")
     text = " ".join(result.stdout.split())
-    assert "(config train.epochs, default: 10; >= 1)" in text
+    assert "(config train.epochs, default: 10; > 0)" in text
     assert "(config optim.name, default: adamw)" in text and "{sgd,adam,adamw,rmsprop,adagrad,muon}" in text
 
 

@@ -51,7 +51,7 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(FeaturesHead):
-    """whiten (2×2, frozen) → 3 ConvGroups → global max-pool → linear (no bias) × scale.
+    """whiten (2×2 or `stem_kernel`, frozen) → 3 ConvGroups → global max-pool → linear (no bias) × scale.
 
     With `whiten=False` the stem is an ordinary learnt 2×2 conv: `init_from_data` leaves it as
     initialised and its weights and bias train throughout.
@@ -102,8 +102,9 @@ class AirbenchNet(FeaturesHead):
         """Set the stem to whitening filters from normalised training images (N, C, H, W); a
         no-op with `whiten=False`, whose stem is learnt from its ordinary initialisation.
 
-        The 2×2 patches' covariance Σ = V diag(λ) Vᵀ gives filters Vᵀ / sqrt(λ + eps), used with
-        both signs so that the following GELU keeps the information of either half.
+        The k×k patches' covariance Σ = V diag(λ) Vᵀ (k = `stem_kernel`, 2 by default) gives
+        filters Vᵀ / sqrt(λ + eps), used with both signs so that the following GELU keeps the
+        information of either half.
         """
         if not self.whitened:
             return

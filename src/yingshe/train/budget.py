@@ -107,8 +107,10 @@ class TimeBudget(Callback):
         now, step = time.perf_counter(), trainer.state.step
         boundary = self.window_start is None
         if boundary and self.last_step_end is not None and self.plan.step_s is not None:
-            gap = now - self.last_step_end - self.plan.step_s  # validation, checkpoint, loader restart
-            self.plan.epoch_overhead_s = max(0.0, gap)
+            gap = max(0.0, now - self.last_step_end - self.plan.step_s)  # validation, checkpoint, loader
+            if trainer.cfg.train.val_every not in (0, 1) and self.plan.epoch_overhead_s is not None:
+                gap = max(gap, self.plan.epoch_overhead_s)  # boundaries with and without validation alternate
+            self.plan.epoch_overhead_s = gap
         previous, self.last_step_end = self.last_step_end, now
         if self.plan.planned_steps is None:
             self.warm_up(trainer, now, previous, boundary)
@@ -248,6 +250,7 @@ def attach_budget(trainer: Trainer, seconds: float, started: float, final_images
     budget = TimeBudget(seconds, started, final_images, len(trainer.val.split))
     trainer.callbacks.append(budget)
     trainer.max_epochs = UNPLANNED_EPOCHS  # the plan made within its first steps decides the length
+    trainer.step_limit = None  # nor does a fractional train.epochs
     return budget
 
 

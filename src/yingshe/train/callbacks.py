@@ -79,8 +79,8 @@ class TensorBoardLogger(Callback):
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         if self.writer is None:
             return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)):
+        for key, value in row.items():  # an epoch train.val_every skipped has NaN val figures
+            if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):
                 self.writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
         self.writer.flush()
 

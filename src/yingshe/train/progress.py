@@ -9,7 +9,6 @@ lines and a notebook shows once logging is configured.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +25,11 @@ def epoch_label(epoch: int, epochs: int | None, width: int = 0) -> str:
     return f"epoch {epoch:>{width}}" + ("" if epochs is None else f"/{epochs}")
 
 
-def epoch_line(row: dict[str, Any], epochs: int | None, best: bool) -> str:
+def epoch_line(row: dict[str, Any], epochs: int | None, best: bool, validated: bool = True) -> str:
     """One epoch as a line: losses, accuracies, throughput, time, `*` on the best epoch."""
-    validated = not math.isnan(row["val_accuracy"])  # an epoch train.val_every skips has NaN figures
-    val = (
-        f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%" if validated else "val skipped"
-    )
+    val = "val skipped"  # train.val_every skipped this epoch
+    if validated:
+        val = f"val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%"
     return (
         f"{epoch_label(row['epoch'], epochs, 3)}  "
         f"train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%  {val}  "
@@ -73,7 +71,7 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
         best = trainer.state.best_epoch == row["epoch"]
-        log.info("%s", epoch_line(row, trainer.planned_epochs, best))
+        log.info("%s", epoch_line(row, trainer.planned_epochs, best, trainer.validated))
 
 
 def crop_text(cfg: Any, data: Any) -> str:

@@ -106,6 +106,11 @@ def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"train.amp must be auto, bf16, fp16 or off, not {setting!r}")
 
 
+def epoch_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimiser steps in `epochs` epochs (a fraction rounds to the nearest step, at least one)."""
+    return max(1, round(steps_per_epoch * float(epochs)))
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model under torch.compile and DDP wrappers: what checkpoints and the EMA hold."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
@@ -170,13 +175,15 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optim)
         # under torchrun the ranks' shares may differ by a batch: all stop at the shortest
         self.steps_per_epoch = distributed.min_int(max(1, len(train)))
-        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.total_steps = epoch_steps(cfg.train.epochs, self.steps_per_epoch)
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         self.plan = SchedulePlan(self.total_steps)
         self.schedule = build_schedule(cfg.optim, self.total_steps, self.steps_per_epoch)
-        self.max_epochs = cfg.train.epochs  # a time budget (train/budget.py) re-plans both
-        self.step_limit: int | None = None
+        self.max_epochs = math.ceil(cfg.train.epochs)  # a time budget (train/budget.py) re-plans both
+        # the run ends at its last step, which may fall inside an epoch: a fractional train.epochs
+        # (airbench94 trains 9.9) or a resumed run extended from one (`restore`)
+        self.step_limit: int | None = self.total_steps
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
@@ -245,8 +252,10 @@ class Trainer:
 
     def validates(self, epoch: int) -> bool:
         """Whether epoch `epoch`, just trained, is validated: every `train.val_every` epochs, and
-        always the run's last (its epochs, `max_steps`, a time budget's plan, or a stop asked for
-        during the epoch), so best.pt and the report's figures come from the final weights.
+        always the run's last as far as the loop knows it (its epochs, `max_steps`, a time budget's
+        plan, or a stop asked for during the epoch), so best.pt and the report's figures come from
+        the final weights. A callback that stops the run at an epoch's end (early stopping on a
+        `train_*` monitor) leaves that epoch unvalidated, its row's val figures NaN.
         Skipping the others is airbench's habit: on a fixed schedule the mid-run figures decide
         nothing, and a validation pass (with TTA) costs a tenth of a short epoch."""
         every = self.cfg.train.val_every
@@ -440,6 +449,12 @@ class Trainer:
         self.resume_notes = list(checkpoint.notes)
         self.plan = self.saved_plan(checkpoint).extended(self.state.step, self.total_steps)
         self.schedule = build_schedule(self.cfg.optim, self.plan.total, self.steps_per_epoch)
+        if self.max_epochs < UNPLANNED_EPOCHS:  # a time budget plans its own length
+            # enough epochs for the steps left, counted from where the run stopped (a run of
+            # 2.5 epochs stopped after its third, partial one)
+            left = max(0, self.total_steps - self.state.step)
+            self.max_epochs = self.state.epoch + math.ceil(left / self.steps_per_epoch)
+            self.step_limit = self.total_steps
         if self.ema is not None:
             self.ema.updates = self.state.step
 
@@ -449,7 +464,7 @@ class Trainer:
         if self.state.schedule:
             return SchedulePlan.from_dict(self.state.schedule)
         train = checkpoint.train_config
-        total = self.steps_per_epoch * int(train.get("epochs", self.cfg.train.epochs))
+        total = epoch_steps(train.get("epochs", self.cfg.train.epochs), self.steps_per_epoch)
         if train.get("max_steps"):
             total = min(total, int(train["max_steps"]))
         return SchedulePlan(total)

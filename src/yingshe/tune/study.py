@@ -16,6 +16,7 @@ must agree to within the grace period).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -141,7 +142,7 @@ def make_sampler(
 
 
 def make_pruner(
-    name: str, epochs: int, startup: int | None = None, options: dict[str, Any] | None = None
+    name: str, epochs: float, startup: int | None = None, options: dict[str, Any] | None = None
 ) -> optuna.pruners.BasePruner:
     """Pruners count epochs as their steps: a trial reports its validation figure after each.
     `options` are keyword arguments of the Optuna class that replace the defaults here, e.g.
@@ -155,7 +156,7 @@ def make_pruner(
         kind, defaults = optuna.pruners.SuccessiveHalvingPruner, {"min_resource": 1, "reduction_factor": 3}
     elif name == "hyperband":
         kind = optuna.pruners.HyperbandPruner
-        defaults = {"min_resource": 1, "max_resource": max(epochs, 1), "reduction_factor": 3}
+        defaults = {"min_resource": 1, "max_resource": max(math.ceil(epochs), 1), "reduction_factor": 3}
     else:
         raise YingsheError(f"unknown pruner {name!r}", "use " + ", ".join(PRUNERS))
     try:
