@@ -478,8 +478,6 @@ def best_validation(session: TrainingSession, state: FitState, best_path: Path) 
     trainer = session.trainer
     if distributed.active() or session.cfg.train.compile or best_path != session.run.best:
         return None
-    if trainer.val_predictions is None:
-        return None
     return trainer.val_predictions if trainer.val_predictions_epoch == state.best_epoch else None
 
 

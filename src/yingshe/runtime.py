@@ -63,8 +63,9 @@ def reuse_cpu_memory(enable: bool = True) -> bool:
     A CPU training step allocates and frees the same large activations and gradients every step.
     glibc maps each block over its mmap threshold (32 MB at most) on its own, so every step faults
     each of its pages in again and the kernel zeroes them: max-pool's zero-filled gradient alone
-    took 15 ms of a 300 ms step of `fast:grey-28`. Kept in the heap they are reused warm; the step
-    ran 1.2× faster (docs/benchmarks.md). The price: the process keeps its peak memory instead of
+    took 14.6 ms of a ~300 ms step of `fast:grey-28`, and 111,000 page faults a step put a quarter
+    of its CPU time in the kernel. Kept in the heap they are reused warm: 1.46× fewer CPU seconds
+    a step (docs/benchmarks.md, session 10). The price: the process keeps its peak memory instead of
     returning it, which a training process reaches again every step anyway. tcmalloc or jemalloc
     (LD_PRELOAD) do the same by design. The setting holds for the rest of the process (and the
     DataLoader workers it forks). `reuse_cpu_memory(False)` puts back glibc's default values, but
