@@ -35,6 +35,10 @@ def test_tiny_fast_recipe_run_with_ema(tmp_path):
         torch.testing.assert_close(best.state_dict[key], last.state_dict[key])  # best.pt: the EMA
     assert set(best.state_dict) == set(yingshe.create_model("airbench", 10, 1, 8).state_dict())
     assert result.report["training"]["steps"] > 0
+    # the channels-last airbench (its GELU runs on a permuted view) exports with parity
+    for kind, name in (("onnx", "m.onnx"), ("torchscript", "m.pt")):
+        exported = yingshe.export(tmp_path, kind, out=tmp_path / name, dynamic_batch=kind == "onnx")
+        assert exported.parity["passed"] and exported.parity["top1_agreement"] == 1.0
 
 
 def test_resume_restores_raw_weights_and_ema(tmp_path):

@@ -87,3 +87,21 @@ def test_a_3x3_stem_whitens_its_patches_as_the_2x2_one_does():
         assert off.abs().max() < 0.02, f"{k}×{k}: patches not decorrelated"
         assert cov.diag().min() > 0.5, f"{k}×{k}: whitened variances should be ~1"
         assert model.forward_features(images[:2]).shape[-2:] == (3, 3)
+
+
+def test_gelu_on_channels_last_maps_matches_torchs_and_keeps_the_layout():
+    """The permuted view reaches oneDNN's kernel; it must stay the same function and layout."""
+    from yingshe.models.layers import GELU
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 24, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    plain = x.detach().clone().contiguous().requires_grad_()
+    out, expected = GELU()(x), F.gelu(plain)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(expected)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, plain.grad, atol=1e-5, rtol=1e-5)
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert all(isinstance(m, GELU) for m in small().modules() if isinstance(m, torch.nn.GELU))

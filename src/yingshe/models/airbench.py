@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from yingshe.models.layers import FeaturesHead, child_stages
+from yingshe.models.layers import GELU, FeaturesHead, child_stages
 
 BN_MOMENTUM = 1 - 0.6  # torch's convention (weight of the new batch), as airbench94 passes it
 
@@ -43,7 +43,7 @@ class ConvGroup(nn.Module):
         self.norm1 = BatchNorm(c_out, bn_momentum)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.norm2 = BatchNorm(c_out, bn_momentum)
-        self.act = nn.GELU()
+        self.act = GELU()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
@@ -76,7 +76,7 @@ class AirbenchNet(FeaturesHead):
         # the bias starts trainable, so the optimiser holds it; set_epoch freezes it later
         self.whitened = whiten
         self.whiten_bias_epochs = whiten_bias_epochs
-        self.stem_act = nn.GELU()
+        self.stem_act = GELU()
         groups, c_in, side = [], stem_out, image_size - stem_kernel + 1
         for width in widths:  # pool while the map is at least 2 px, so 8×8 digits work too
             groups.append(ConvGroup(c_in, width, pool=side >= 2, bn_momentum=bn_momentum))

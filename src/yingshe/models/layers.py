@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -16,6 +17,27 @@ class ConvBNAct(nn.Sequential):
         if act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+
+class GELU(nn.GELU):
+    """GELU that takes PyTorch's oneDNN kernel for channels-last maps on the CPU too.
+
+    On the CPU, `F.gelu` and its backward reach oneDNN's vectorised kernel only for a contiguous
+    tensor; a channels-last map falls back to ATen's loop, 1.7× slower forward and backward for the
+    airbench maps at batch 500 (docs/benchmarks.md, session 11). A channels-last (B, C, H, W) map
+    is a contiguous (B, H, W, C) one in memory, so it is handed over in that view, without a copy;
+    the result is the same function up to the kernels' rounding (~1e-6).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            x.dim() == 4
+            and x.device.type == "cpu"
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
 
 
 class SqueezeExcite(nn.Module):
