@@ -129,6 +129,29 @@ def test_elastic_restart_resumes_the_run_and_finishes(tmp_path):
     assert report["training"]["epochs_run"] == 2
 
 
+def test_a_parameter_frozen_after_epoch_1_does_not_stall_ddp(tmp_path):
+    """The airbench stem's bias trains in epoch 1 only (fast:grey-28's setting): from epoch 2
+    DDP gets no gradient for it, and the run must still finish with the bias left as it was."""
+    overrides = [
+        *COMMON,
+        "model.name=airbench",
+        "model.kwargs={widths: [8, 8, 8], whiten_bias_epochs: 1}",
+        "data.limit_train=256",
+        "train.batch_size=32",
+        "train.epochs=2",
+        f"train.out={tmp_path / 'run'}",
+    ]
+    done, _ = torchrun(overrides)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["training"]["epochs_run"] == 2
+    epoch_1 = load_checkpoint(tmp_path / "run" / "last.prev.pt").state_dict
+    epoch_2 = load_checkpoint(tmp_path / "run" / "last.pt").state_dict
+    torch.testing.assert_close(epoch_2["whiten.bias"], epoch_1["whiten.bias"])
+    assert not torch.equal(epoch_2["features.0.conv1.weight"], epoch_1["features.0.conv1.weight"])
+
+
 def test_global_batch_must_divide_among_ranks():
     from yingshe.errors import YingsheError
     from yingshe.train.distributed import per_rank_batch

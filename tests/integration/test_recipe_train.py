@@ -35,7 +35,7 @@ def test_tiny_fast_recipe_run_with_ema(tmp_path):
         torch.testing.assert_close(best.state_dict[key], last.state_dict[key])  # best.pt: the EMA
     assert set(best.state_dict) == set(yingshe.create_model("airbench", 10, 1, 8).state_dict())
     assert result.report["training"]["steps"] > 0
-    # the channels-last airbench (its GELU runs on a permuted view) exports with parity
+    # the airbench recipe's run exports with parity (GELU's channels-last branch and the plain one)
     for kind, name in (("onnx", "m.onnx"), ("torchscript", "m.pt")):
         exported = yingshe.export(tmp_path, kind, out=tmp_path / name, dynamic_batch=kind == "onnx")
         assert exported.parity["passed"] and exported.parity["top1_agreement"] == 1.0
@@ -46,7 +46,7 @@ def test_resume_restores_raw_weights_and_ema(tmp_path):
         f"train.out={tmp_path}",
         "train.epochs=1",
         "train.ema=0.9",
-        "model.kwargs={widths: [8, 8, 8]}",
+        "model.kwargs={widths: [8, 8, 8], whiten_bias_epochs: 1}",  # as fast:grey-28's
     ]
     yingshe.train(recipe_config("fast", data="digits", overrides=overrides))
     first = load_checkpoint(tmp_path / "last.pt")
@@ -54,6 +54,10 @@ def test_resume_restores_raw_weights_and_ema(tmp_path):
     second = load_checkpoint(tmp_path / "last.pt")
     assert second.fit_state["epoch"] == 2 and second.fit_state["step"] > first.fit_state["step"]
     assert second.raw_state_dict is not None
+    # the resumed epoch 2 keeps the stem's bias where epoch 1 left it; the filters move on
+    torch.testing.assert_close(second.raw_state_dict["whiten.bias"], first.raw_state_dict["whiten.bias"])
+    key = "features.0.conv1.weight"
+    assert not torch.equal(second.raw_state_dict[key], first.raw_state_dict[key])
 
 
 def test_the_colour_recipe_trains_real_cifar_jpegs_with_muon_and_resumes(tmp_path, cifar_folder):

@@ -89,19 +89,33 @@ def test_a_3x3_stem_whitens_its_patches_as_the_2x2_one_does():
         assert model.forward_features(images[:2]).shape[-2:] == (3, 3)
 
 
-def test_gelu_on_channels_last_maps_matches_torchs_and_keeps_the_layout():
-    """The permuted view reaches oneDNN's kernel; it must stay the same function and layout."""
+def test_gelu_on_channels_last_maps_takes_the_contiguous_view_and_keeps_the_layout(monkeypatch):
+    """The channels-last map reaches F.gelu as a contiguous NHWC view (oneDNN's path); values,
+    gradients and layout match ATen's own GELU on the channels-last map."""
     from yingshe.models.layers import GELU
 
     torch.manual_seed(0)
     x = torch.randn(6, 24, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
-    plain = x.detach().clone().contiguous().requires_grad_()
-    out, expected = GELU()(x), F.gelu(plain)
+    reference = x.detach().clone().requires_grad_()  # channels-last too: ATen's loop
+    expected = F.gelu(reference)
+    seen = []
+    gelu = F.gelu
+
+    def spy(tensor, approximate="none"):
+        seen.append(tensor.is_contiguous())
+        return gelu(tensor, approximate=approximate)
+
+    monkeypatch.setattr(F, "gelu", spy)
+    out = GELU()(x)
+    assert seen == [True], "the channels-last map did not reach F.gelu as a contiguous view"
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    grad = torch.randn_like(expected)
+    grad = torch.randn_like(expected)  # channels-last, as the gradient from the next layer is
+    assert grad.is_contiguous(memory_format=torch.channels_last)
     out.backward(grad)
     expected.backward(grad)
-    torch.testing.assert_close(x.grad, plain.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x.grad, reference.grad, atol=1e-5, rtol=1e-5)
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    GELU(approximate="tanh")(x)  # oneDNN's path is the exact GELU's only: tanh stays as it was
+    assert seen == [True, False]
     assert all(isinstance(m, GELU) for m in small().modules() if isinstance(m, torch.nn.GELU))

@@ -27,7 +27,8 @@ def test_every_recipe_resolves_for_every_family(name, family):
 def test_fast_recipe_for_fashion_mnist_is_the_airbench_bundle():
     cfg = recipe_config("fast", data="fashion-mnist")
     assert cfg.train.recipe == "fast:grey-28"
-    assert cfg.model.name == "airbench" and cfg.model.kwargs == {"widths": [24, 64, 128]}
+    assert cfg.model.name == "airbench"
+    assert cfg.model.kwargs == {"widths": [24, 64, 128], "whiten_bias_epochs": 1}
     assert (cfg.optim.name, cfg.optim.momentum, cfg.optim.label_smoothing) == ("muon", 0.85, 0.1)
     assert (cfg.optim.muon_lr, cfg.augment.crop_padding, cfg.train.epochs, cfg.train.val_every) == (
         0.16,

@@ -22,19 +22,23 @@ class ConvBNAct(nn.Sequential):
 class GELU(nn.GELU):
     """GELU that takes PyTorch's oneDNN kernel for channels-last maps on the CPU too.
 
-    On the CPU, `F.gelu` and its backward reach oneDNN's vectorised kernel only for a contiguous
-    tensor; a channels-last map falls back to ATen's loop, 1.7× slower forward and backward for the
-    airbench maps at batch 500 (docs/benchmarks.md, session 11). A channels-last (B, C, H, W) map
-    is a contiguous (B, H, W, C) one in memory, so it is handed over in that view, without a copy;
-    the result is the same function up to the kernels' rounding (~1e-6).
+    On the CPU, exact (`approximate="none"`) `F.gelu` and its backward reach oneDNN's vectorised
+    kernel only for a contiguous tensor; a channels-last map falls back to ATen's loop, 1.5–3×
+    slower for the airbench maps at batch 500 (docs/benchmarks.md, session 11). A channels-last
+    (B, C, H, W) map is a contiguous (B, H, W, C) one in memory, so it is handed over in that
+    view, without a copy; the result is the same function up to the kernels' rounding (~1e-6).
+    ONNX export keeps the plain op: the runtime's tensors are NCHW and the transposes would only
+    add nodes.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         if (
             x.dim() == 4
             and x.device.type == "cpu"
+            and self.approximate == "none"
             and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.onnx.is_in_onnx_export()
         ):
             return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return super().forward(x)

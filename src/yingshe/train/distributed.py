@@ -149,7 +149,12 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # a model that freezes parameters by epoch (`set_epoch`: airbench's whitening bias) leaves
+    # DDP waiting for gradients that never come unless DDP looks for unused parameters each step
+    changes_trainable = callable(getattr(model, "set_epoch", None))
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=changes_trainable
+    )
 
 
 def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
