@@ -451,10 +451,10 @@ class Trainer:
         self.schedule = build_schedule(self.cfg.optim, self.plan.total, self.steps_per_epoch)
         if self.max_epochs < UNPLANNED_EPOCHS:  # a time budget plans its own length
             # enough epochs for the steps left, counted from where the run stopped (a run of
-            # 2.5 epochs stopped after its third, partial one)
+            # 2.5 epochs stopped after its third, partial one); step_limit already ends it at
+            # total_steps
             left = max(0, self.total_steps - self.state.step)
             self.max_epochs = self.state.epoch + math.ceil(left / self.steps_per_epoch)
-            self.step_limit = self.total_steps
         if self.ema is not None:
             self.ema.updates = self.state.step
 
