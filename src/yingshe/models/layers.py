@@ -23,8 +23,9 @@ class GELU(nn.GELU):
     """GELU that takes PyTorch's oneDNN kernel for channels-last maps on the CPU too.
 
     On the CPU, exact (`approximate="none"`) `F.gelu` and its backward reach oneDNN's vectorised
-    kernel only for a contiguous tensor; a channels-last map falls back to ATen's loop, 1.5–3×
-    slower for the airbench maps at batch 500 (docs/benchmarks.md, session 11). A channels-last
+    kernel only for a contiguous tensor; a channels-last map falls back to ATen's loop, 1.2–3×
+    slower for the airbench maps at batch 500 (bench/channels_last_gelu.py; docs/benchmarks.md,
+    session 11). A channels-last
     (B, C, H, W) map is a contiguous (B, H, W, C) one in memory, so it is handed over in that
     view, without a copy; the result is the same function up to the kernels' rounding (~1e-6).
     ONNX export keeps the plain op: the runtime's tensors are NCHW and the transposes would only
