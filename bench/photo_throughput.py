@@ -3,19 +3,20 @@ random-resized-cropped (224×224) and flipped training batches, in one run:
 
   (a) seed        torchvision ImageFolder + RandomResizedCrop(224) + flip + ToTensor + Normalize,
                   DataLoader(num_workers=2), the whole photo decoded per image
-  (b) jpeg        yingshe on the JPEG folder (data/photo.py): 2 DataLoader workers decode a batch
-                  and random-resized-crop each photo as it is decoded (box drawn from the JPEG
-                  header; libjpeg-turbo's fast IDCT and chroma upsampling through simplejpeg,
-                  at 1/2-1/8 scale when the box is >= 2x the crop), uint8 224 px to the main
-                  process, which only normalises
+  (b) jpeg        yingshe on the JPEG folder as `yingshe train` reads it (data/photo.py,
+                  PhotoCrops through crop.PhotoTrainBatches): 2 DataLoader workers decode a
+                  batch and random-resized-crop each photo as it is decoded (box drawn from the
+                  JPEG header; libjpeg-turbo's fast IDCT and chroma upsampling through
+                  simplejpeg, at 1/2-1/8 scale when the box is >= 2x the crop; OpenCV's
+                  bilinear resize for boxes shrunk little, else torch's antialiased one),
+                  uint8 224 px to the main process, which only normalises
   (c) packed      yingshe on prepared uint8 shards at 256 px (data/packed_crops.py, in the
                   order `yingshe train` draws): each box resized straight from the memory-mapped
                   shard (OpenCV's bilinear kernel where cv2 is installed, else torch's) and
                   normalised into a recycled float batch, the batch's images taken four at a
                   time by 2 threads; packed_ips. For comparison
                   (c0) the same shards gathered a batch at a time and cropped as a batch
-                  (augment.random_resized_crop) in the main process, and (c') read and cropped in
-                  2 DataLoader workers (data/photo.py)
+                  (augment.random_resized_crop) in the main process
   (d) jpeg-shards yingshe on WebDataset shards re-encoded as 256 px JPEGs at --quality (FFCV's
                   trade-off), read as (b) reads the folder
 
@@ -38,7 +39,7 @@ plus the time and disk of each prepared form, as GB per 100,000 images.
 jpeg_ratio, packed_ratio as the median of the rounds' own ratios (neighbours in time).
 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
-shard_gb_per_100k packed_gather_ips packed_workers_ips jpeg_shards_ips jpeg_shards_ratio
+shard_gb_per_100k packed_gather_ips jpeg_shards_ips jpeg_shards_ratio
 jpeg_shard_gb_per_100k, then (e)'s decode_pil_ms decode_tv_ms decode_fast_ms norm_nchw_ms
 norm_nhwc_channel_ms norm_nhwc_ms fast_decode_ratio (`--parts`: (e) alone, with that line).
 """
@@ -100,15 +101,15 @@ def run_seed(args) -> dict:
     return {"ips": ips}
 
 
-def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> dict:
+def run_yingshe(args, spec: str, prepared: str, path: str = "crops") -> dict:
     import torch
 
     from yingshe.config import DataConfig
     from yingshe.data.augment import Normalize, ResizedCropAugment
+    from yingshe.data.crop import PhotoTrainBatches
     from yingshe.data.dataset import build_dataset
     from yingshe.data.loader import DeviceBatches, EpochBatches, EpochShuffle, make_batches
     from yingshe.data.packed_crops import PackedCrops
-    from yingshe.data.photo import PhotoBatches
     from yingshe.runtime import reuse_cpu_memory
 
     reuse_cpu_memory()  # as `yingshe train` does on a CPU (train.reuse_cpu_memory); workers inherit it
@@ -124,18 +125,17 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     kind = "packed" if data.train.packed is not None else "files"
     normalize = Normalize(list(MEAN), list(STD))
     cpu = torch.device("cpu")
-    if kind == "files" or packed_path == "workers":  # decode/read + crop in 2 workers (data/photo.py)
-        batches = PhotoBatches(data.train, CROP, 3, args.batch_size, workers=2, channels_last=True)
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize, channels_last=True)
-    elif packed_path == "gather":  # gather the batch, then crop it (augment.random_resized_crop)
+    order = EpochBatches(EpochShuffle(len(data.train), 0), args.batch_size, merge_tail=True)
+    crop = None
+    if path == "gather":  # gather the batch, then crop it (augment.random_resized_crop)
         batches = make_batches(data.train, args.short_side, 3, args.batch_size, train=True, workers=2)
         crop = ResizedCropAugment(CROP)
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize, crop, channels_last=True)
+    elif kind == "files":  # decode + crop in 2 workers (data/photo.py), as `yingshe train` does
+        batches = PhotoTrainBatches(data.train, CROP, 3, order, 2, (0.08, 1.0), True, channels_last=True)
     else:  # crop + normalise straight from the memory map, 2 threads, as `yingshe train` does
-        order = EpochBatches(EpochShuffle(len(data.train), 0), args.batch_size, merge_tail=True)
-        options = dict(normalize=normalize, threads=2, batches=order, channels_last=True)
-        batches = PackedCrops(data.train, CROP, args.batch_size, **options)
-        device_batches = DeviceBatches(batches, data.train, cpu, normalize, channels_last=True)
+        options = dict(normalize=normalize, threads=2, channels_last=True)
+        batches = PackedCrops(data.train, CROP, args.batch_size, batches=order, **options)
+    device_batches = DeviceBatches(batches, data.train, cpu, normalize, crop, channels_last=True)
     epoch = [0]
 
     def epochs():
@@ -146,7 +146,8 @@ def run_yingshe(args, spec: str, prepared: str, packed_path: str = "crops") -> d
     ips = timed(epochs, lambda b: len(b[2]), args.images, args.seconds)
     inputs = next(iter(device_batches))[0]
     assert inputs.shape[1:] == (3, CROP, CROP) and inputs.dtype == torch.float32
-    resize = "opencv" if getattr(batches, "cv2", None) is not None else "torch"
+    resizer = getattr(batches, "resizer", None)
+    resize = "opencv" if resizer is not None and resizer.cv2 is not None else "torch"
     return {"ips": ips, "kind": kind, "images": len(data.train), "resize": resize}
 
 
@@ -225,7 +226,6 @@ def child(args) -> None:
         "jpeg": lambda: run_yingshe(args, str(args.corpus), "off"),
         "packed": lambda: run_yingshe(args, str(args.corpus), "auto"),
         "packed-gather": lambda: run_yingshe(args, str(args.corpus), "auto", "gather"),
-        "packed-workers": lambda: run_yingshe(args, str(args.corpus), "auto", "workers"),
         "jpeg-shards": lambda: run_yingshe(args, args.prepared, "off"),
         "prepare-packed": lambda: run_prepare(args, "packed"),
         "prepare-jpeg": lambda: run_prepare(args, "jpeg"),
@@ -302,8 +302,6 @@ def main() -> None:
     seed, jpeg, packed = measure_in_rounds(args)
     gather = spawn(args, "packed-gather")
     print(f"(c0) packed     yingshe, uint8 shards, gather + batch crop:   {gather['ips']:>8,.0f} img/s")
-    packed_w = spawn(args, "packed-workers")
-    print(f"(c') packed     yingshe, uint8 shards, crop in 2 workers:  {packed_w['ips']:>8,.0f} img/s")
     prep_j = spawn(args, "prepare-jpeg")
     print(
         f"    prepare JPEG shards q{args.quality}: {prep_j['seconds']:.1f} s, "
@@ -321,7 +319,6 @@ def main() -> None:
         "jpeg_ratio": f"{jpeg['ratio']:.2f}",
         "packed_ratio": f"{packed['ratio']:.1f}",
         "packed_gather_ips": f"{gather['ips']:.0f}",
-        "packed_workers_ips": f"{packed_w['ips']:.0f}",
         "shard_gb_per_100k": f"{prep['gb_per_100k']:.1f}",
         "jpeg_shards_ips": f"{shards['ips']:.0f}",
         "jpeg_shards_ratio": f"{shards['ips'] / seed['ips']:.2f}",

@@ -10,6 +10,7 @@ from PIL import Image
 from yingshe.api import prepare_data
 from yingshe.config import DataConfig
 from yingshe.data.augment import Normalize, ResizedCropAugment
+from yingshe.data.box_resize import BoxResizer
 from yingshe.data.dataset import build_dataset
 from yingshe.data.loader import DeviceBatches
 from yingshe.data.packed_crops import PackedCrops
@@ -89,18 +90,18 @@ def test_opencv_crops_match_torch_crops_box_for_box(
     (OpenCV's bilinear only down to 0.75, where it lacks torch's antialiasing)."""
     split = prepared if mode == "RGB" else prepare_photos(tmp_path / "grey", cifar_members, "L")
     sent: dict[str, list] = {"opencv": [], "torch": []}  # the boxes each kernel was given
-    opencv_resize, torch_resize = PackedCrops._resize_opencv, PackedCrops._resize_torch
+    opencv_resize, torch_resize = BoxResizer._resize_opencv, BoxResizer._resize_torch
 
     def spy_opencv(self, image, box, plane, mirror):
         sent["opencv"].append(box)
         return opencv_resize(self, image, box, plane, mirror)
 
-    def spy_torch(shard, index, box, crop):
+    def spy_torch(image, box, crop):
         sent["torch"].append(box)
-        torch_resize(shard, index, box, crop)
+        torch_resize(image, box, crop)
 
-    monkeypatch.setattr(PackedCrops, "_resize_opencv", spy_opencv)
-    monkeypatch.setattr(PackedCrops, "_resize_torch", staticmethod(spy_torch))
+    monkeypatch.setattr(BoxResizer, "_resize_opencv", spy_opencv)
+    monkeypatch.setattr(BoxResizer, "_resize_torch", staticmethod(spy_torch))
 
     def crops(resize: str) -> list[torch.Tensor]:
         options = dict(normalize=NORM if normalize else None, channels_last=channels_last)
@@ -128,12 +129,12 @@ def test_opencv_crops_match_torch_crops_box_for_box(
 
 
 def test_opencv_is_asked_for_by_name_only_where_installed(prepared, monkeypatch):
-    from yingshe.data import packed_crops
+    from yingshe.data import box_resize
 
-    monkeypatch.setattr(packed_crops, "opencv", lambda: None)
+    monkeypatch.setattr(box_resize, "opencv", lambda: None)
     with pytest.raises(ValueError, match="opencv-python-headless"):
         PackedCrops(prepared, 32, 8, resize="opencv")
-    assert PackedCrops(prepared, 32, 8).cv2 is None  # auto falls back to torch's resize
+    assert PackedCrops(prepared, 32, 8).resizer.cv2 is None  # auto falls back to torch's resize
     with pytest.raises(ValueError, match="auto, torch or opencv"):
         PackedCrops(prepared, 32, 8, resize="pil")
 
@@ -148,13 +149,13 @@ def test_batches_held_by_the_consumer_are_never_overwritten(prepared):
         for batch in crops:
             kept.append(batch.images)
             snapshots.append(batch.images.clone())
-    assert crops.ring.recycled == 0 and len({t.data_ptr() for t in kept}) == len(kept) == 6
+    assert crops.cutter.ring.recycled == 0 and len({t.data_ptr() for t in kept}) == len(kept) == 6
     assert all(torch.equal(k, s) for k, s in zip(kept, snapshots, strict=True))
     del kept, batch
     crops.set_epoch(3)
     # a consumer that holds one batch while the next is cut: two buffers take turns
     pointers = [batch.images.data_ptr() for batch in crops]
-    assert crops.ring.recycled == 3 and len(set(pointers)) == 2
+    assert crops.cutter.ring.recycled == 3 and len(set(pointers)) == 2
 
 
 def test_a_split_that_is_not_prepared_is_refused(cifar_folder):
@@ -224,11 +225,11 @@ def test_yingshe_train_cuts_prepared_photos_with_packed_crops(tmp_path, cifar_me
     data = build_dataset(cfg.data, 0)
     assert data.train.packed is not None and data.train.packed.image_size > 24
     batches = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
-    assert isinstance(batches.batches, PackedCrops) and batches.batches.norm is not None
-    assert batches.batches.cv2 is not None  # augment.crop_resize=auto, and the dev extras have cv2
+    assert isinstance(batches.batches, PackedCrops) and batches.batches.cutter.norm is not None
+    assert batches.batches.resizer.cv2 is not None  # augment.crop_resize=auto, and the dev extras have cv2
     cfg.augment.crop_resize = "torch"
     exact = training_batches(cfg, data, CPU, Normalize(data.mean, data.std), False)
-    assert exact.batches.cv2 is None
+    assert exact.batches.resizer.cv2 is None
     seen = list(batches)
     assert sum(len(y) for _, y, _ in seen) == len(data.train)
     for x, y, _ in seen:

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from torch import Tensor
 
-from yingshe.config import AugmentConfig, RunConfig
+from yingshe.config import AugmentConfig, CropResize, RunConfig
 from yingshe.data.augment import BatchAugment, Normalize, random_resized_crop
 from yingshe.data.batch import BatchSource, default_workers
 from yingshe.data.loader import EpochBatches, EpochShuffle, FileBatches, make_batches
@@ -89,8 +89,9 @@ class PhotoAugment:
 
 class PhotoTrainBatches(FileBatches):
     """Training batches cropped in DataLoader workers (`photo.PhotoCrops`: decode-time crops of
-    encoded photos, or crops of prepared shards), behind the sampler `FileBatches` uses, so ranks,
-    class-balanced draws and a resumed epoch's skipped batches work as they do there."""
+    encoded photos, left uint8 for the device to normalise), behind the sampler `FileBatches`
+    uses, so ranks, class-balanced draws and a resumed epoch's skipped batches work as they do
+    there."""
 
     def __init__(
         self,
@@ -102,8 +103,9 @@ class PhotoTrainBatches(FileBatches):
         scale: tuple[float, float],
         flip: bool,
         channels_last: bool = False,
+        resize: CropResize = "auto",
     ) -> None:
-        crops = PhotoCrops(split, size, channels, batches.sampler.seed, scale, flip, channels_last)
+        crops = PhotoCrops(split, size, channels, scale, flip, channels_last, resize)
         super().__init__(split, size, channels, batches, workers, dataset=crops)
 
 
@@ -138,13 +140,15 @@ def photo_training(
         workers = default_workers() if cfg.data.workers is None else cfg.data.workers
         batches = EpochBatches(sampler, batch_size, merge_tail=True)
         source: BatchSource
+        resize = cfg.augment.crop_resize
         if split.packed is not None:
             options = dict(seed=cfg.train.seed, scale=scale, flip=flip, normalize=normalize)
-            options.update(threads=workers, batches=batches, channels_last=channels_last)
-            options.update(resize=cfg.augment.crop_resize)
+            options.update(threads=workers, batches=batches, channels_last=channels_last, resize=resize)
             source = PackedCrops(split, size, batch_size, **options)
         else:
-            source = PhotoTrainBatches(split, size, channels, batches, workers, scale, flip, channels_last)
+            source = PhotoTrainBatches(
+                split, size, channels, batches, workers, scale, flip, channels_last, resize
+            )
     else:
         source = make_batches(
             split,
