@@ -70,7 +70,9 @@ def test_opencv_and_torch_resize_crop_the_same_boxes_nearly_alike(photos, monkey
     batches = {}
     for resize in ("opencv", "torch"):
         torch.manual_seed(4)
-        batches[resize] = PhotoCrops(data.train, 32, 3, channels_last=True, resize=resize).__getitems__(indices)
+        batches[resize] = PhotoCrops(data.train, 32, 3, channels_last=True, resize=resize).__getitems__(
+            indices
+        )
     assert sent and all(0.75 * max(h, w) <= 32 for _, _, h, w, _ in sent)  # and not every box
     assert len(sent) < int(batches["torch"].ok.sum())
     ok = batches["torch"].ok

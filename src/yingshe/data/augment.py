@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -219,6 +220,38 @@ def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> 
     return x, lam * target + (1 - lam) * target.flip(0)
 
 
+DRAWS = 5  # uniforms a box takes: area, aspect, left, top, mirror
+
+
+def draw_uniforms(count: int) -> np.ndarray:
+    """(count, DRAWS) uniforms in [0, 1) from torch's generator (which a DataLoader seeds per
+    worker from the run's seed), drawn for a whole batch before any image is cut, so the boxes
+    do not depend on which thread or worker cuts which image."""
+    return torch.rand((count, DRAWS), dtype=torch.float64).numpy()
+
+
+def draw_box(
+    height: int,
+    width: int,
+    u: np.ndarray,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: bool = False,
+) -> tuple[int, int, int, int, bool]:
+    """One random-resized-crop box (top, left, box height, box width, mirrored) of a `height` ×
+    `width` image from the uniforms `u`: `scale` × the area, aspect log-uniform in `ratio`,
+    clamped to the image (torchvision instead redraws up to 10 times, then falls back to a
+    centre crop; clamping makes boxes near the full image slightly squarer), placed uniformly,
+    mirrored with probability 1/2 where `flip`."""
+    area = (scale[0] + u[0] * (scale[1] - scale[0])) * height * width
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = math.exp(low + u[1] * (high - low))
+    bw = int(min(max(round(math.sqrt(area * aspect)), 1), width))
+    bh = int(min(max(round(math.sqrt(area / aspect)), 1), height))
+    left, top = int(u[2] * (width - bw + 1)), int(u[3] * (height - bh + 1))
+    return top, left, bh, bw, flip and bool(u[4] < 0.5)
+
+
 def draw_boxes(
     b: int,
     height: int,
@@ -227,21 +260,11 @@ def draw_boxes(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip: bool = False,
 ) -> list[tuple[int, int, int, int, bool]]:
-    """`b` random-resized-crop boxes (top, left, box height, box width, mirrored) for images of
-    `height` × `width`, drawn for the batch at once from torch's generator: `scale` × the area,
-    aspect log-uniform in `ratio`, clamped to the image (torchvision instead redraws up to 10
-    times, then falls back to a centre crop; clamping makes boxes near the full image slightly
-    squarer), placed uniformly. `random_resized_crop` and `packed_crops.PackedCrops` both draw
-    here, in this order, so for one seed they crop the same boxes."""
-    area = torch.empty(b).uniform_(*scale) * (height * width)
-    aspect = torch.exp(torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1])))
-    bw = (area * aspect).sqrt().round().clamp(1, width).long()
-    bh = (area / aspect).sqrt().round().clamp(1, height).long()
-    left = (torch.rand(b) * (width - bw + 1)).long()
-    top = (torch.rand(b) * (height - bh + 1)).long()
-    mirrored = (torch.rand(b) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
-    columns = (top.tolist(), left.tolist(), bh.tolist(), bw.tolist(), mirrored.tolist())
-    return list(zip(*columns, strict=True))
+    """`b` boxes (`draw_box`) for images of `height` × `width`, from one batch of uniforms.
+    `random_resized_crop` and `packed_crops.PackedCrops` both draw here, in this order, so for
+    one seed they crop the same boxes; `photo.PhotoCrops` draws the same way per photo, once its
+    size is read from the JPEG header."""
+    return [draw_box(height, width, u, scale, ratio, flip) for u in draw_uniforms(b)]
 
 
 # F.interpolate's own checks cost ~50 µs a call, a tenth of a 224-px resize; the op is the same

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from yingshe.config import CropResize
+from yingshe.data.augment import draw_box, draw_uniforms
 from yingshe.data.batch import Batch, image_batch
 from yingshe.data.box_resize import Box, BoxResizer
 from yingshe.data.decode import decode_jpeg, decode_jpeg_fast, jpeg_frame
@@ -39,28 +40,6 @@ from yingshe.data.images import UnreadableImage, open_image, to_mode
 from yingshe.data.splits import Split
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
-DRAWS = 5  # uniforms a box takes: area, aspect, left, top, mirror
-
-
-def draw_uniforms(count: int) -> np.ndarray:
-    """(count, DRAWS) uniforms in [0, 1) from torch's generator (which a DataLoader seeds per
-    worker from the run's seed), drawn for a whole batch before any image is decoded, so the
-    boxes do not depend on which thread decodes which photo."""
-    return torch.rand((count, DRAWS), dtype=torch.float64).numpy()
-
-
-def draw_box(
-    width: int, height: int, u: np.ndarray, scale: tuple[float, float] = SCALE, flip: bool = True
-) -> Box:
-    """(top, left, box height, box width, mirrored) from the uniforms `u`: `scale` of the area,
-    aspect log-uniform in `RATIO`, clamped to the image (as `augment.draw_boxes`), mirrored with
-    probability 1/2 where `flip`."""
-    area = (scale[0] + u[0] * (scale[1] - scale[0])) * width * height
-    aspect = math.exp(math.log(RATIO[0]) + u[1] * (math.log(RATIO[1]) - math.log(RATIO[0])))
-    bw = int(min(max(round(math.sqrt(area * aspect)), 1), width))
-    bh = int(min(max(round(math.sqrt(area / aspect)), 1), height))
-    left, top = int(u[2] * (width - bw + 1)), int(u[3] * (height - bh + 1))
-    return top, left, bh, bw, flip and bool(u[4] < 0.5)
 
 
 def decode_box(
@@ -76,7 +55,7 @@ def decode_box(
     the box; the box in those pixels). Contiguous where the fast or Pillow decoder made it, a view
     of torchvision's (C, H, W) result otherwise."""
     frame = jpeg_frame(data)
-    box = draw_box(frame[0], frame[1], u, scale, flip) if frame else None
+    box = draw_box(frame[1], frame[0], u, scale, RATIO, flip) if frame else None
     reduce = min(box[2], box[3]) // size if box else 1
     fast = None
     if frame and frame[2] == channels:
@@ -109,7 +88,7 @@ def decode_box(
     if box is None or (frame[0], frame[1]) != (width, height):  # drafted, turned, or not a JPEG
         turned = box is not None and (frame[0] - frame[1]) * (width - height) < 0  # EXIF 5-8
         if box is None or turned:  # a box for the picture as decoded
-            box = draw_box(width, height, u, scale, flip)
+            box = draw_box(height, width, u, scale, RATIO, flip)
         else:  # drafted: the same box, scaled
             sx, sy = width / frame[0], height / frame[1]
             top, left, bh, bw, mirrored = box

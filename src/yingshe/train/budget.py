@@ -96,16 +96,21 @@ class TimeBudget(Callback):
         self.warm_steps, self.warm_seconds = 0, 0.0
         self.first_step_end: float | None = None
         self.epoch_started = started
+        self.closed_window: tuple[int, float] | None = None  # the last epoch's (step, time) window
 
     # --- hooks ------------------------------------------------------------------------------------
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:
-        self.window_start = None  # the first step of an epoch carries the loader's start-up
+        # the first step of an epoch carries the loader's start-up: a new window opens after it,
+        # and the one the last epoch's steps filled is measured when that step ends
+        self.closed_window, self.window_start = self.window_start, None
         self.epoch_started = time.perf_counter()
 
     def on_step_end(self, trainer: Trainer) -> None:
         now, step = time.perf_counter(), trainer.state.step
         boundary = self.window_start is None
+        if boundary and self.plan.planned_steps is not None:
+            self.measure_closed_window(step - 1)
         if boundary and self.last_step_end is not None and self.plan.step_s is not None:
             gap = max(0.0, now - self.last_step_end - self.plan.step_s)  # validation, checkpoint, loader
             if trainer.cfg.train.val_every not in (0, 1) and self.plan.epoch_overhead_s is not None:
@@ -123,6 +128,18 @@ class TimeBudget(Callback):
         if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
             self.plan.step_s = (now - self.window_start[1]) / counted
             self.replan(trainer, now)
+
+    def measure_closed_window(self, last_step: int) -> None:
+        """The step time of the epoch just ended, from its steps after the first, where there were
+        at least 3: an epoch shorter than `REPLAN_EVERY` steps is otherwise never re-measured, and
+        a plan kept on the first epoch's steps (dearer where a model freezes a layer after it, as
+        the airbench net's whitening bias) would leave part of the budget unused."""
+        window, self.closed_window = self.closed_window, None
+        if window is None or self.last_step_end is None:
+            return
+        counted = last_step - window[0]
+        if counted >= 3:
+            self.plan.step_s = (self.last_step_end - window[1]) / counted
 
     def warm_up(self, trainer: Trainer, now: float, previous: float | None, boundary: bool) -> None:
         """Time steps until there are enough (or they have taken their share of the budget, or

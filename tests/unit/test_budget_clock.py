@@ -1,0 +1,79 @@
+"""`TimeBudget`'s step clock, driven by a scripted clock: what it measures is what the plan uses."""
+
+from types import SimpleNamespace
+
+import torch
+
+from yingshe.config import RunConfig
+from yingshe.train import budget as budget_module
+from yingshe.train.budget import TimeBudget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTrainer:
+    """What `TimeBudget` reads of a trainer: the step, the epoch, the loop's length and its
+    validation batches (a probe of them costs no scripted time)."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.cfg = RunConfig()
+        self.cfg.train.batch_size = 8
+        self.state = SimpleNamespace(step=0, epoch=0)
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, 10**6
+        self.val = [(torch.zeros(8, 3), None, None)] * 4
+        self.tta_flip, self.tta_translate = False, False
+        self.planned: list[int] = []
+
+    def eval_model(self) -> torch.nn.Module:
+        return torch.nn.Identity()
+
+    def plan_steps(self, total: int) -> None:
+        self.planned.append(total)
+
+
+def run_epochs(clock: Clock, trainer: FakeTrainer, budget: TimeBudget, step_times: list[float]) -> None:
+    """One epoch per entry of `step_times`: its steps each take that many seconds, plus 1 s
+    between epochs (a validation pass)."""
+    for epoch, seconds in enumerate(step_times):
+        trainer.state.epoch = epoch
+        budget.on_epoch_start(trainer, epoch, trainer.steps_per_epoch)
+        for _ in range(trainer.steps_per_epoch):
+            clock.now += seconds
+            trainer.state.step += 1
+            budget.on_step_end(trainer)
+        clock.now += 1.0
+
+
+def test_epochs_shorter_than_a_replan_are_timed_again_at_each_boundary(monkeypatch):
+    """10 steps an epoch (fewer than REPLAN_EVERY): the first epoch's steps take 1 s, the later
+    ones 0.5 s (a layer frozen after epoch 1). The plan follows the cheaper steps, so it plans
+    more of them, where it used to keep the first epoch's step time for the whole run."""
+    clock = Clock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    trainer = FakeTrainer(steps_per_epoch=10)
+    budget = TimeBudget(600.0, started=0.0, final_images=0, val_images=0)
+    run_epochs(clock, trainer, budget, [1.0])
+    assert abs(budget.plan.step_s - 1.0) < 1e-9
+    first_plan = budget.plan.planned_steps
+    run_epochs(clock, trainer, budget, [0.5, 0.5])
+    assert abs(budget.plan.step_s - 0.5) < 1e-9  # re-measured on epoch 2's steps after its first
+    assert budget.plan.planned_steps > first_plan * 1.5, (first_plan, budget.plan.planned_steps)
+    assert abs(budget.plan.epoch_overhead_s - 1.0) < 1e-9  # the boundary's gap, not the steps
+
+
+def test_an_epoch_of_two_steps_keeps_the_step_time_it_had(monkeypatch):
+    """Too few steps after an epoch's first to time (fewer than 3): the plan keeps its step time."""
+    clock = Clock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    trainer = FakeTrainer(steps_per_epoch=3)
+    budget = TimeBudget(600.0, started=0.0, final_images=0, val_images=0)
+    run_epochs(clock, trainer, budget, [1.0, 1.0, 1.0])
+    measured = budget.plan.step_s
+    run_epochs(clock, trainer, budget, [0.2, 0.2])
+    assert budget.plan.step_s == measured
