@@ -8,6 +8,7 @@ policies (RandAugment, TrivialAugment) are torchvision v2 transforms applied in 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -233,7 +234,7 @@ def draw_uniforms(count: int) -> np.ndarray:
 def draw_box(
     height: int,
     width: int,
-    u: np.ndarray,
+    u: Sequence[float],
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     flip: bool = False,
@@ -264,7 +265,7 @@ def draw_boxes(
     `random_resized_crop` and `packed_crops.PackedCrops` both draw here, in this order, so for
     one seed they crop the same boxes; `photo.PhotoCrops` draws the same way per photo, once its
     size is read from the JPEG header."""
-    return [draw_box(height, width, u, scale, ratio, flip) for u in draw_uniforms(b)]
+    return [draw_box(height, width, u, scale, ratio, flip) for u in draw_uniforms(b).tolist()]
 
 
 # F.interpolate's own checks cost ~50 µs a call, a tenth of a 224-px resize; the op is the same

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def decode_box(
     data: bytes,
     size: int,
     channels: int,
-    u: np.ndarray,
+    u: Sequence[float],
     name: str,
     scale: tuple[float, float] = SCALE,
     flip: bool = True,
@@ -100,7 +101,7 @@ def decode_crop(
     data: bytes,
     size: int,
     channels: int,
-    u: np.ndarray,
+    u: Sequence[float],
     name: str,
     scale: tuple[float, float] = SCALE,
     flip: bool = True,
@@ -143,7 +144,7 @@ class PhotoCrops(Dataset):
         return len(self.split)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        uniforms = draw_uniforms(len(indices))
+        uniforms = draw_uniforms(len(indices)).tolist()  # Python floats: draw_box's math is scalar
         empty = functools.partial(torch.empty, dtype=torch.uint8)
         images = image_batch(empty, len(indices), self.channels, self.size, self.channels_last)
         ok = torch.zeros(len(indices), dtype=torch.bool)
