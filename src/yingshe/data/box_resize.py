@@ -5,7 +5,7 @@ photos) each cut a box of an (H, W, C) uint8 image and resize it to
 size × size. `BoxResizer` does that into a recycled crop per thread:
 
 - OpenCV's bilinear resize (`resize` auto or opencv, where cv2 imports) for boxes shrunk by no more
-  than `BILINEAR_MIN_FACTOR` of images contiguous in memory: it reads the box in place (a strided
+  than `BILINEAR_MIN_FACTOR` of images handed over as numpy: it reads the box in place (a strided
   view, no copy), and the 224-px result, not the box, is mirrored. 150×170 → 224 in 0.082 against
   torch's 0.125 ms on one core. It has no antialiasing, hence the limit; its crops differ from
   torch's by about 0.2 levels on average on the photo corpus (docs/benchmarks.md, round 6).
@@ -71,15 +71,21 @@ class BoxResizer:
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
 
-    def __call__(self, image: Tensor, box: Box) -> Tensor:
-        _, _, height, width, _ = box
+    def uses_opencv(self, box: Box) -> bool:
+        """Whether `box` goes to OpenCV (when handed over as numpy): cv2 is there and the box is
+        shrunk by no more than `BILINEAR_MIN_FACTOR`."""
+        return self.cv2 is not None and self.size >= BILINEAR_MIN_FACTOR * max(box[2], box[3])
+
+    def __call__(self, image: np.ndarray | Tensor, box: Box) -> Tensor:
+        """The (size, size, C) crop of `box` of the (H, W, C) `image`: numpy (C-contiguous rows,
+        as a decoder or a shard's map gives) for OpenCV to read in place where `uses_opencv`, or
+        a tensor of any strides for torch. Numpy is read without a conversion (a tensor's
+        `.numpy()` costs ~7 µs, a twentieth of the resize)."""
         crops, first, plane, mirror = self._staging()
-        if (
-            self.cv2 is not None
-            and self.size >= BILINEAR_MIN_FACTOR * max(height, width)
-            and image.is_contiguous()
-        ):
-            return crops[self._resize_opencv(image.numpy(), box, plane, mirror)]
+        if isinstance(image, np.ndarray):
+            if self.uses_opencv(box):
+                return crops[self._resize_opencv(image, box, plane, mirror)]
+            image = torch.from_numpy(image)
         self._resize_torch(image, box, first)
         return crops[0]
 

@@ -144,14 +144,21 @@ class PackedCrops:
         shard_ids = self.packed.shard_of(g)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a read-only map: nothing here writes to it
-            shards = {int(s): torch.from_numpy(self.packed.shard(int(s))[0]) for s in np.unique(shard_ids)}
+            shards = {int(s): self._shard(int(s)) for s in np.unique(shard_ids)}
         starts = self.packed.starts
         jobs = [
-            (shards[int(s)][int(p - starts[s])], box, slot)
+            (*shards[int(s)], int(p - starts[s]), box, slot)
             for s, p, box, slot in zip(shard_ids, g, boxes, slots, strict=True)
         ]
         self.cutter.run(jobs, self._cut_one)
 
-    def _cut_one(self, job: tuple[Tensor, Box, Tensor]) -> None:
-        image, box, slot = job
+    def _shard(self, number: int) -> tuple[np.ndarray, Tensor]:
+        """Shard `number`'s NHWC memory map as numpy (what OpenCV reads) and as a tensor (what
+        torch's resize takes), made once a batch: indexing numpy per image is ~10x cheaper."""
+        images = self.packed.shard(number)[0]
+        return images, torch.from_numpy(images)
+
+    def _cut_one(self, job: tuple[np.ndarray, Tensor, int, Box, Tensor]) -> None:
+        array, tensor, index, box, slot = job
+        image = array[index] if self.resizer.uses_opencv(box) else tensor[index]
         self.cutter.store(self.resizer(image, box), slot)

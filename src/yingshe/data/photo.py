@@ -51,10 +51,10 @@ def decode_box(
     name: str,
     scale: tuple[float, float] = SCALE,
     flip: bool = True,
-) -> tuple[Tensor, Box]:
+) -> tuple[np.ndarray | Tensor, Box]:
     """One photo → (its pixels as (H, W, C) uint8, decoded at the smallest scale that still covers
-    the box; the box in those pixels). Contiguous where the fast or Pillow decoder made it, a view
-    of torchvision's (C, H, W) result otherwise."""
+    the box; the box in those pixels): numpy where the fast or Pillow decoder made it (what
+    OpenCV reads), a tensor view of torchvision's (C, H, W) result otherwise."""
     frame = jpeg_frame(data)
     box = draw_box(frame[1], frame[0], u, scale, RATIO, flip) if frame else None
     reduce = min(box[2], box[3]) // size if box else 1
@@ -62,8 +62,9 @@ def decode_box(
     if frame and frame[2] == channels:
         factor = min(8, 1 << (max(reduce, 1).bit_length() - 1))  # a power of two, at most `reduce`
         fast = decode_jpeg_fast(data, channels, factor, frame[:2])
+    image: np.ndarray | Tensor
     if fast is not None:
-        image = torch.from_numpy(fast)
+        image = fast
     elif frame and frame[2] == channels and reduce < 2 and decode_jpeg is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # read-only buffer; torchvision's codec deprecation
@@ -84,7 +85,7 @@ def decode_box(
         draft = math.ceil(min(frame[0], frame[1]) / reduce) if frame and reduce >= 2 else None
         pil = open_image(data, name, draft_size=draft)
         array = np.array(to_mode(pil, channels), dtype=np.uint8)
-        image = torch.from_numpy(array[:, :, None] if array.ndim == 2 else array)
+        image = array[:, :, None] if array.ndim == 2 else array
     height, width = image.shape[:2]
     if box is None or (frame[0], frame[1]) != (width, height):  # drafted, turned, or not a JPEG
         turned = box is not None and (frame[0] - frame[1]) * (width - height) < 0  # EXIF 5-8
