@@ -11,9 +11,9 @@ on a few validation batches. The total number of steps is then the largest that 
 
 counting one validation pass (and checkpoint) per epoch. The schedule is re-planned with
 `SchedulePlan.extended`, which stretches or shrinks the part not yet run, so the rate stays
-continuous. The plan is revised at every epoch start (with the measured epoch overhead) and every
-`REPLAN_EVERY` steps, because on a shared machine the step time drifts; a run that falls behind
-ends early, still at the schedule's end.
+continuous. The plan is revised at every epoch start (with the measured epoch overhead, and the
+step time of the epoch just ended) and every `REPLAN_EVERY` steps, because on a shared machine
+the step time drifts; a run that falls behind ends early, still at the schedule's end.
 """
 
 from __future__ import annotations
