@@ -38,15 +38,16 @@ class FakeTrainer:
 
 
 def run_epochs(clock: Clock, trainer: FakeTrainer, budget: TimeBudget, step_times: list[float]) -> None:
-    """One epoch per entry of `step_times`: its steps each take that many seconds, plus 1 s
+    """One more epoch per entry of `step_times`: its steps each take that many seconds, plus 1 s
     between epochs (a validation pass)."""
-    for epoch, seconds in enumerate(step_times):
-        trainer.state.epoch = epoch
+    for seconds in step_times:
+        epoch = trainer.state.epoch + 1
         budget.on_epoch_start(trainer, epoch, trainer.steps_per_epoch)
         for _ in range(trainer.steps_per_epoch):
             clock.now += seconds
             trainer.state.step += 1
             budget.on_step_end(trainer)
+        trainer.state.epoch = epoch
         clock.now += 1.0
 
 
@@ -67,8 +68,9 @@ def test_epochs_shorter_than_a_replan_are_timed_again_at_each_boundary(monkeypat
     assert abs(budget.plan.epoch_overhead_s - 1.0) < 1e-9  # the boundary's gap, not the steps
 
 
-def test_an_epoch_of_two_steps_keeps_the_step_time_it_had(monkeypatch):
-    """Too few steps after an epoch's first to time (fewer than 3): the plan keeps its step time."""
+def test_an_epoch_of_two_timed_steps_keeps_the_step_time_it_had(monkeypatch):
+    """3 steps an epoch: too few after the epoch's first to time (fewer than 3), so the plan
+    keeps the step time it had."""
     clock = Clock()
     monkeypatch.setattr(budget_module.time, "perf_counter", clock)
     trainer = FakeTrainer(steps_per_epoch=3)

@@ -224,11 +224,11 @@ def mix(x: Tensor, y: Tensor, num_classes: int, mixup: float, cutmix: float) -> 
 DRAWS = 5  # uniforms a box takes: area, aspect, left, top, mirror
 
 
-def draw_uniforms(count: int) -> np.ndarray:
-    """(count, DRAWS) uniforms in [0, 1) from torch's generator (which a DataLoader seeds per
-    worker from the run's seed), drawn for a whole batch before any image is cut, so the boxes
-    do not depend on which thread or worker cuts which image."""
-    return torch.rand((count, DRAWS), dtype=torch.float64).numpy()
+def draw_uniforms(count: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """(count, DRAWS) uniforms in [0, 1) from `generator` (torch's global one by default), drawn
+    for a whole batch before any image is cut, so the boxes do not depend on which thread or
+    worker cuts which image."""
+    return torch.rand((count, DRAWS), dtype=torch.float64, generator=generator).numpy()
 
 
 def draw_box(

@@ -125,5 +125,5 @@ class BoxResizer:
         as it is copied, where it is)."""
         top, left, height, width, mirrored = box
         region = image.permute(2, 0, 1)[None, :, top : top + height, left : left + width]
-        region = region.flip(3) if mirrored else region  # flip keeps a channels-last box so
+        region = region.flip(3) if mirrored else region  # flip's copy keeps the input's layout
         resize_box_into(region.contiguous(memory_format=torch.channels_last), crop)

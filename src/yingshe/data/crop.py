@@ -105,7 +105,8 @@ class PhotoTrainBatches(FileBatches):
         channels_last: bool = False,
         resize: CropResize = "auto",
     ) -> None:
-        crops = PhotoCrops(split, size, channels, scale, flip, channels_last, resize)
+        seed = batches.sampler.seed
+        crops = PhotoCrops(split, size, channels, seed, scale, flip, channels_last, resize)
         super().__init__(split, size, channels, batches, workers, dataset=crops)
 
 

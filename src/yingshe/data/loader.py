@@ -95,7 +95,17 @@ class EpochBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches():
-            yield batch.tolist()
+            yield IndexBatch(batch.tolist(), self.sampler.epoch)
+
+
+class IndexBatch(list):
+    """A batch's indices as the DataLoader hands them to `__getitems__`, with the epoch they were
+    drawn for: a worker's copy of the dataset never sees `set_epoch`, and per-batch draws seeded
+    from (run seed, epoch, indices) are the same in a resumed run (`photo.PhotoCrops`)."""
+
+    def __init__(self, indices: list[int], epoch: int) -> None:
+        super().__init__(indices)
+        self.epoch = epoch
 
 
 class SplitDataset(Dataset):

@@ -5,6 +5,8 @@ photo to a fixed size first (what `FileBatches` does for the 32-px pipeline) add
 pass. Here each worker decodes a batch and crops each image to its random box as it goes, the way
 FFCV's JPEG path and DALI's ROI decode do:
 
+- a photo over `data.max_pixels` is refused from its header (`images.check_pixels`), before any
+  decoder allocates for it;
 - the box is drawn from the JPEG header's size before decoding; when it is at least twice the
   crop size on both sides, the JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
   scaling: the pixels the crop would have thrown away are never computed);
@@ -12,9 +14,9 @@ FFCV's JPEG path and DALI's ROI decode do:
   upsampling through simplejpeg, as FFCV decodes); where simplejpeg is missing or the EXIF
   orientation asks for a turn, by torchvision's libjpeg-turbo decoder (Pillow's `draft` for the
   scaled decode); non-JPEG files by Pillow;
-- the box is resized to the crop size, read in place by OpenCV's bilinear resize where it is
-  shrunk little (`opencv_resize`), else by `augment.resize_box` (bilinear, antialiased, uint8), and
-  mirrored at random, so workers hand uint8 (B, C, size, size) to the main process, which only
+- the box is resized to the crop size by `box_resize.BoxResizer`: OpenCV's bilinear resize,
+  read in place, where it is shrunk little, else torch's antialiased uint8 kernel; mirrored at
+  random, so workers hand uint8 (B, C, size, size) to the main process, which only
   normalises (`DeviceBatches` with no augment).
 
 `bench/photo_throughput.py` measures it against torchvision's ImageFolder pipeline.
@@ -37,7 +39,7 @@ from yingshe.data.augment import draw_box, draw_uniforms
 from yingshe.data.batch import Batch, image_batch
 from yingshe.data.box_resize import Box, BoxResizer
 from yingshe.data.decode import decode_jpeg, decode_jpeg_fast, jpeg_frame
-from yingshe.data.images import UnreadableImage, open_image, to_mode
+from yingshe.data.images import UnreadableImage, check_pixels, open_image, to_mode
 from yingshe.data.splits import Split
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -56,6 +58,8 @@ def decode_box(
     the box; the box in those pixels): numpy where the fast or Pillow decoder made it (what
     OpenCV reads), a tensor view of torchvision's (C, H, W) result otherwise."""
     frame = jpeg_frame(data)
+    if frame:  # a decompression bomb is refused before simplejpeg or torchvision allocates for it
+        check_pixels(frame[:2], name)
     box = draw_box(frame[1], frame[0], u, scale, RATIO, flip) if frame else None
     reduce = min(box[2], box[3]) // size if box else 1
     fast = None
@@ -108,16 +112,27 @@ def decode_crop(
     flip: bool = True,
     resize: CropResize = "torch",
 ) -> Tensor:
-    """One photo → its random-resized crop (C, size, size) for the uniforms `u` (`draw_uniforms`)."""
+    """One photo → its random-resized crop (C, size, size) for the uniforms `u` (`draw_uniforms`);
+    torch's resize by default, the exact one (the tests' reference; `PhotoCrops` takes `auto`)."""
     image, box = decode_box(data, size, channels, u, name, scale, flip)
     return BoxResizer(size, channels, resize)(image, box).permute(2, 0, 1).clone()
+
+
+def batch_generator(seed: int, epoch: int, indices: Sequence[int]) -> torch.Generator:
+    """The generator one batch's boxes are drawn from: seeded from the run's seed, the epoch and
+    the batch's images, so the same batch draws the same crops whichever worker cuts it, in an
+    uninterrupted run and after `--resume` alike (a worker's own generator restarts with it)."""
+    state = np.random.SeedSequence([seed, epoch, len(indices), *indices]).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
 
 
 class PhotoCrops(Dataset):
     """A split's encoded training images as random-resized crops of `size` (area fraction in
     `scale`, mirrored at random with `flip`), uint8, a batch per `__getitems__` call in a
     DataLoader worker (`crop.PhotoTrainBatches`), NHWC in memory with
-    `channels_last`; `resize` (`augment.crop_resize`) as `box_resize.BoxResizer` takes it.
+    `channels_last`; `resize` (`augment.crop_resize`) as `box_resize.BoxResizer` takes it. The
+    boxes come from `batch_generator(seed, epoch, indices)`: a resumed run crops as the
+    uninterrupted one did.
 
     Tried: the same decode, crop and normalisation on 2 threads of the training process instead
     of 2 workers (no batch through shared memory, each crop normalised in cache). On the bench's
@@ -130,6 +145,7 @@ class PhotoCrops(Dataset):
         split: Split,
         size: int,
         channels: int,
+        seed: int = 0,
         scale: tuple[float, float] = SCALE,
         flip: bool = True,
         channels_last: bool = False,
@@ -137,7 +153,7 @@ class PhotoCrops(Dataset):
     ) -> None:
         if split.files is None:
             raise ValueError("PhotoCrops reads encoded files (prepared shards: packed_crops.PackedCrops)")
-        self.split, self.size, self.channels = split, size, channels
+        self.split, self.size, self.channels, self.seed = split, size, channels, seed
         self.scale, self.flip, self.channels_last = scale, flip, channels_last
         self.resizer = BoxResizer(size, channels, resize)
 
@@ -145,7 +161,8 @@ class PhotoCrops(Dataset):
         return len(self.split)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        uniforms = draw_uniforms(len(indices)).tolist()  # Python floats: draw_box's math is scalar
+        generator = batch_generator(self.seed, getattr(indices, "epoch", 0), indices)
+        uniforms = draw_uniforms(len(indices), generator).tolist()  # Python floats: draw_box is scalar
         empty = functools.partial(torch.empty, dtype=torch.uint8)
         images = image_batch(empty, len(indices), self.channels, self.size, self.channels_last)
         ok = torch.zeros(len(indices), dtype=torch.bool)
