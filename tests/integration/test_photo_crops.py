@@ -83,7 +83,6 @@ def test_opencv_and_torch_resize_crop_the_same_boxes_nearly_alike(
     indices = list(range(len(data.train)))
     batches = {}
     for resize in ("opencv", "torch"):
-        torch.manual_seed(4)
         crops = PhotoCrops(data.train, 32, channels, channels_last=channels_last, resize=resize)
         batches[resize] = crops.__getitems__(indices)
     assert sent and all(0.75 * max(h, w) <= 32 for _, _, h, w, _ in sent)  # and not every box
@@ -105,15 +104,51 @@ def test_a_batch_s_crops_follow_the_seed_epoch_and_images_not_the_worker(photos)
 
     data = build_dataset(DataConfig(spec=photos, prepared="off", image_size=64, val_fraction=0))
     crops = PhotoCrops(data.train, 32, 3, seed=5)
-    indices = IndexBatch(list(range(8)), epoch=2)
+    indices = IndexBatch(list(range(8)), epoch=2, number=0)
     torch.manual_seed(1)
     first = crops.__getitems__(indices).images
     torch.manual_seed(2)  # another worker's generator state
     again = pickle.loads(pickle.dumps(crops)).__getitems__(pickle.loads(pickle.dumps(indices))).images
     assert torch.equal(first, again)
-    other_epoch = crops.__getitems__(IndexBatch(list(range(8)), epoch=3)).images
+    other_epoch = crops.__getitems__(IndexBatch(list(range(8)), epoch=3, number=0)).images
+    other_number = crops.__getitems__(IndexBatch(list(range(8)), epoch=2, number=1)).images
     other_seed = PhotoCrops(data.train, 32, 3, seed=6).__getitems__(indices).images
     assert not torch.equal(first, other_epoch) and not torch.equal(first, other_seed)
+    assert not torch.equal(first, other_number)
+    negative = PhotoCrops(data.train, 32, 3, seed=-3).__getitems__(indices).images  # train.seed may be < 0
+    assert negative.shape == first.shape
+
+
+class EpochOf(torch.utils.data.Dataset):
+    """What a worker's `__getitems__` is handed: the batch's epoch and number."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitems__(self, indices):
+        return [(indices.epoch, indices.number, len(indices))]
+
+
+def test_the_epoch_and_batch_number_reach_persistent_workers():
+    """Persistent workers keep their own copy of the dataset, which never sees `set_epoch`: the
+    epoch travels with each batch of indices, through the real DataLoader queues."""
+    from yingshe.data.loader import EpochBatches, EpochShuffle
+
+    batches = EpochBatches(EpochShuffle(20, seed=1), batch_size=8, merge_tail=True)
+    loader = torch.utils.data.DataLoader(
+        EpochOf(), batch_sampler=batches, num_workers=2, persistent_workers=True, collate_fn=lambda b: b[0]
+    )
+    seen = []
+    for epoch in (3, 4):
+        batches.sampler.set_epoch(epoch)
+        seen.append(list(loader))
+    batches.skip = 1  # a resumed epoch: the batches it runs keep their numbers
+    seen.append(list(loader))
+    assert seen == [
+        [(3, 0, 8), (3, 1, 8), (3, 2, 4)],
+        [(4, 0, 8), (4, 1, 8), (4, 2, 4)],
+        [(4, 1, 8), (4, 2, 4)],
+    ]
 
 
 @pytest.mark.parametrize("decoder", ["fast", "torchvision", "pillow"])
@@ -146,25 +181,37 @@ def test_boxes_lie_inside_the_decoded_photo_whichever_decoder_and_scale(monkeypa
                 assert resizer(image, (top, left, bh, bw, False)).shape == (size, size, channels)
 
 
-def test_a_jpeg_header_claiming_a_huge_picture_is_refused_before_decoding(photos, tmp_path):
+def test_a_jpeg_header_claiming_a_huge_picture_is_refused_before_decoding(photos, tmp_path, monkeypatch):
     """A decompression bomb: a small file whose frame header says 60000×60000. Refused from the
-    header (data.max_pixels), flagged not ok in its batch; nothing allocates 10 GB for it."""
+    header (data.max_pixels) before any decoder is handed it, and flagged not ok in its batch."""
+    from yingshe.data import photo
     from yingshe.data.images import UnreadableImage
-    from yingshe.data.photo import decode_box
 
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(out, "JPEG", quality=90)
     data = bytearray(out.getvalue())
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2  # height, width
+    bomb = bytes(data)
+
+    def refusing(decoder):
+        def guarded(blob, *args, **kwargs):
+            if blob == bomb:
+                pytest.fail("a decoder was handed a file its header already refuses")
+            return decoder(blob, *args, **kwargs)
+
+        return guarded
+
+    monkeypatch.setattr(photo, "decode_jpeg_fast", refusing(photo.decode_jpeg_fast))
+    monkeypatch.setattr(photo, "open_image", refusing(photo.open_image))
     with pytest.raises(UnreadableImage, match="max_pixels"):
-        decode_box(bytes(data), 32, 3, [0.5] * 5, "bomb.jpg")
+        photo.decode_box(bomb, 32, 3, [0.5] * 5, "bomb.jpg")
     root = tmp_path / "bomb"
     for part, cls in (("train", "a"), ("train", "b"), ("test", "a"), ("test", "b")):
         (root / part / cls).mkdir(parents=True)
         for i in range(3):
             (root / part / cls / f"{i}.jpg").write_bytes(out.getvalue())
-    (root / "train" / "a" / "bomb.jpg").write_bytes(bytes(data))
+    (root / "train" / "a" / "bomb.jpg").write_bytes(bomb)
     split = build_dataset(DataConfig(spec=str(root), prepared="off", image_size=32, val_fraction=0)).train
     batch = PhotoCrops(split, 32, 3).__getitems__(list(range(len(split))))
     flagged = [split.name(i) for i in range(len(split)) if not batch.ok[i]]

@@ -238,9 +238,8 @@ def test_resize_side_follows_timm():
 def test_a_photo_run_killed_mid_epoch_and_resumed_ends_bit_identical(photos, tmp_path):
     """Random-resized-crop drawn in 2 DataLoader workers: killed (SIGKILL) before step 7, resumed
     from the mid-epoch last.pt of step 6 (epochs of 4 steps), the run ends with the uninterrupted
-    run's weights. The
-    workers restart with the resume, so this holds only because each batch's boxes come from
-    (seed, epoch, images), not from a worker's generator."""
+    run's weights. The workers restart with the resume, so this holds only because each batch's
+    boxes come from (seed, epoch, batch number, images), not from a worker's generator."""
     overrides = [
         f"data.image_size={SIZE}",
         "model.name=seed-cnn",

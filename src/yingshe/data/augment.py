@@ -263,8 +263,8 @@ def draw_boxes(
 ) -> list[tuple[int, int, int, int, bool]]:
     """`b` boxes (`draw_box`) for images of `height` × `width`, from one batch of uniforms.
     `random_resized_crop` and `packed_crops.PackedCrops` both draw here, in this order, so for
-    one seed they crop the same boxes; `photo.PhotoCrops` draws the same way per photo, once its
-    size is read from the JPEG header."""
+    one seed they crop the same boxes; `photo.PhotoCrops` uses `draw_box` per photo, once its
+    size is read from the JPEG header, with uniforms from its own per-batch generator."""
     return [draw_box(height, width, u, scale, ratio, flip) for u in draw_uniforms(b).tolist()]
 
 

@@ -94,18 +94,20 @@ class EpochBatches(Sampler[list[int]]):
             yield order[start:stop]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches():
-            yield IndexBatch(batch.tolist(), self.sampler.epoch)
+        epoch = self.sampler.epoch  # read once: the order of `batches` is fixed at its start too
+        for number, batch in enumerate(self.batches(), start=self.skip):
+            yield IndexBatch(batch.tolist(), epoch, number)
 
 
 class IndexBatch(list):
     """A batch's indices as the DataLoader hands them to `__getitems__`, with the epoch they were
-    drawn for: a worker's copy of the dataset never sees `set_epoch`, and per-batch draws seeded
-    from (run seed, epoch, indices) are the same in a resumed run (`photo.PhotoCrops`)."""
+    drawn for and the batch's number in it: a worker's copy of the dataset never sees
+    `set_epoch`, and per-batch draws seeded from them are the same in a resumed run (whose
+    skipped batches keep their numbers; `photo.PhotoCrops`)."""
 
-    def __init__(self, indices: list[int], epoch: int) -> None:
+    def __init__(self, indices: list[int], epoch: int, number: int) -> None:
         super().__init__(indices)
-        self.epoch = epoch
+        self.epoch, self.number = epoch, number
 
 
 class SplitDataset(Dataset):

@@ -113,7 +113,7 @@ class PackedBatches:
     def windows(self) -> Iterator[tuple[np.ndarray, int]]:
         """The epoch's order of view positions, a window at a time, with the number of shards in
         the window. Every rank computes the same windows."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF_FFFF_FFFF, self.epoch])
         n = len(self.packed.shards)
         parts, size = [], 0
         for shard in rng.permutation(n) if self.shuffle else range(n):
@@ -307,7 +307,7 @@ class ShardStream(IterableDataset):
 
     def pieces(self, slot: int, slots: int) -> list[tuple[int, int]]:
         """The view-position ranges of `slot`: its contiguous share of the epoch's run order."""
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF_FFFF_FFFF, self.epoch])
         order = rng.permutation(len(self.runs)) if self.shuffle else range(len(self.runs))
         n = len(self.split)
         lo, hi = slot * n // slots, (slot + 1) * n // slots
@@ -326,7 +326,7 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         slot, slots = self.rank * workers + worker, self.world * workers
-        rng = np.random.default_rng([self.seed, self.epoch, slot, 1])
+        rng = np.random.default_rng([self.seed & 0xFFFF_FFFF_FFFF_FFFF, self.epoch, slot, 1])
         buffer = ShuffleBuffer(self.buffer_images, rng)
 
         def drawn() -> Iterator[tuple]:
