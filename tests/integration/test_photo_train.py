@@ -235,16 +235,26 @@ def test_resize_side_follows_timm():
             apply_overrides(RunConfig(), [bad])
 
 
-def test_a_photo_run_killed_mid_epoch_and_resumed_ends_bit_identical(photos, tmp_path):
-    """Random-resized-crop drawn in 2 DataLoader workers: killed (SIGKILL) before step 7, resumed
-    from the mid-epoch last.pt of step 6 (epochs of 4 steps), the run ends with the uninterrupted
+@pytest.mark.parametrize(
+    "augment",
+    [
+        ["augment.random_resized_crop=true"],  # photo.PhotoCrops
+        ["augment.random_resized_crop=false", "augment.policy=randaugment"],  # SplitDataset's transform
+    ],
+    ids=["random-resized-crop", "randaugment"],
+)
+def test_a_run_augmented_in_workers_killed_mid_epoch_and_resumed_ends_bit_identical(
+    photos, tmp_path, augment
+):
+    """Augmentation drawn in 2 DataLoader workers: killed (SIGKILL) before step 7, resumed from
+    the mid-epoch last.pt of step 6 (epochs of 4 steps), the run ends with the uninterrupted
     run's weights. The workers restart with the resume, so this holds only because each batch's
-    boxes come from (seed, epoch, batch number, images), not from a worker's generator."""
+    draws come from (seed, epoch, batch number, images), not from a worker's generator."""
     overrides = [
         f"data.image_size={SIZE}",
         "model.name=seed-cnn",
         "model.kwargs={widths: [8, 8, 8, 8]}",
-        "augment.random_resized_crop=true",
+        *augment,
         "train.epochs=2",
         "train.batch_size=8",
         "train.checkpoint_every=3",

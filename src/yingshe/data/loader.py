@@ -12,7 +12,7 @@ Two paths yield the same `Batch`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,11 +110,24 @@ class IndexBatch(list):
         self.epoch, self.number = epoch, number
 
 
-class SplitDataset(Dataset):
-    """One decoded, fitted image per item, for worker processes; never raises on a bad file."""
+def batch_seed(seed: int, indices: Sequence[int]) -> int:
+    """A 64-bit seed for one batch's random draws in a worker, from the run's seed, the batch's
+    epoch and number (`IndexBatch`; 0 for a plain list) and its images: the same batch draws
+    alike whichever worker takes it, in an uninterrupted run and after `--resume` (the workers,
+    and their own generators, restart with it). A negative seed is taken modulo 2**64."""
+    epoch, number = getattr(indices, "epoch", 0), getattr(indices, "number", 0)
+    entropy = [seed & 0xFFFF_FFFF_FFFF_FFFF, epoch, number, len(indices), *indices]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
-    def __init__(self, split: Split, size: int, channels: int, transform=None) -> None:
+
+class SplitDataset(Dataset):
+    """One decoded, fitted image per item, for worker processes; never raises on a bad file.
+    A per-image `transform` (RandAugment, TrivialAugment: torch's generator) draws each batch from
+    `batch_seed(seed, indices)`, so a resumed run augments as the uninterrupted one did."""
+
+    def __init__(self, split: Split, size: int, channels: int, transform=None, seed: int = 0) -> None:
         self.split, self.size, self.channels, self.transform = split, size, channels, transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.split)
@@ -139,7 +152,11 @@ class SplitDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> Batch | list[tuple[Tensor, int, int, bool]]:
         """A whole batch (DataLoader calls this with a batch sampler): files are decoded together,
         by torchvision's batched JPEG decoder where that is exact (data/decode.py), 3-4× Pillow."""
-        if self.split.files is None or self.transform is not None:
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):  # the caller's generator is left as it was
+                torch.manual_seed(batch_seed(self.seed, indices))
+                return [self[i] for i in indices]
+        if self.split.files is None:
             return [self[i] for i in indices]
         blobs = []
         for i in indices:
@@ -208,7 +225,9 @@ class FileBatches:
     ):
         self.sampler, self.batch_sampler = batches.sampler, batches
         self.loader = DataLoader(
-            dataset if dataset is not None else SplitDataset(split, size, channels, transform),
+            dataset
+            if dataset is not None
+            else SplitDataset(split, size, channels, transform, batches.sampler.seed),
             batch_sampler=batches,
             num_workers=workers,
             collate_fn=_collate,

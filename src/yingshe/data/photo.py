@@ -40,6 +40,7 @@ from yingshe.data.batch import Batch, image_batch
 from yingshe.data.box_resize import Box, BoxResizer
 from yingshe.data.decode import decode_jpeg, decode_jpeg_fast, jpeg_frame
 from yingshe.data.images import UnreadableImage, check_pixels, open_image, to_mode
+from yingshe.data.loader import batch_seed
 from yingshe.data.splits import Split
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -118,24 +119,13 @@ def decode_crop(
     return BoxResizer(size, channels, resize)(image, box).permute(2, 0, 1).clone()
 
 
-def batch_generator(seed: int, indices: Sequence[int]) -> torch.Generator:
-    """The generator one batch's boxes are drawn from: seeded from the run's seed, the batch's
-    epoch and number (`loader.IndexBatch`; 0 for a plain list) and its images, so the same batch
-    draws the same crops whichever worker cuts it, in an uninterrupted run and after `--resume`
-    alike (a worker's own generator restarts with it). A negative seed is taken modulo 2**64."""
-    epoch, number = getattr(indices, "epoch", 0), getattr(indices, "number", 0)
-    entropy = [seed & 0xFFFF_FFFF_FFFF_FFFF, epoch, number, len(indices), *indices]
-    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
-
-
 class PhotoCrops(Dataset):
     """A split's encoded training images as random-resized crops of `size` (area fraction in
     `scale`, mirrored at random with `flip`), uint8, a batch per `__getitems__` call in a
     DataLoader worker (`crop.PhotoTrainBatches`), NHWC in memory with
     `channels_last`; `resize` (`augment.crop_resize`) as `box_resize.BoxResizer` takes it. The
-    boxes come from `batch_generator(seed, indices)`: a resumed run crops as the uninterrupted
-    one did.
+    boxes come from a generator seeded with `loader.batch_seed(seed, indices)`: a resumed run
+    crops as the uninterrupted one did.
 
     Tried: the same decode, crop and normalisation on 2 threads of the training process instead
     of 2 workers (no batch through shared memory, each crop normalised in cache). On the bench's
@@ -164,7 +154,7 @@ class PhotoCrops(Dataset):
         return len(self.split)
 
     def __getitems__(self, indices: list[int]) -> Batch:
-        generator = batch_generator(self.seed, indices)
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, indices))
         uniforms = draw_uniforms(len(indices), generator).tolist()  # Python floats: draw_box is scalar
         empty = functools.partial(torch.empty, dtype=torch.uint8)
         images = image_batch(empty, len(indices), self.channels, self.size, self.channels_last)
