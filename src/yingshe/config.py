@@ -84,9 +84,7 @@ class AugmentConfig:
     cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 is off
     random_resized_crop: bool = False  # photos: Inception-style random-resized-crop + flip, no padded crop
     rrc_scale: float = 0.08  # random_resized_crop: smallest crop, as a fraction of the image's area (max 1)
-    crop_resize: CropResize = (
-        "auto"  # worker/shard RRC crops: opencv unless shrunk < 0.75x; auto: if installed
-    )
+    crop_resize: CropResize = "auto"  # file/shard RRC: opencv unless shrunk < 0.75x; auto: if installed
     progressive_min: int | None = None  # progressive resizing: the training side at the start; None: off
     progressive_until: float = 0.5  # progressive resizing: the fraction of the run where the ramp ends
 
