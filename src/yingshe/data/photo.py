@@ -43,7 +43,7 @@ from yingshe.data.images import UnreadableImage, check_pixels, open_image, to_mo
 from yingshe.data.loader import batch_seed
 from yingshe.data.splits import Split
 
-SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+SCALE = (0.08, 1.0)  # area fraction of a box; its aspect is `augment.draw_box`'s default, 3/4-4/3
 
 
 def decode_box(
@@ -61,7 +61,7 @@ def decode_box(
     frame = jpeg_frame(data)
     if frame:  # a decompression bomb is refused before simplejpeg or torchvision allocates for it
         check_pixels(frame[:2], name)
-    box = draw_box(frame[1], frame[0], u, scale, RATIO, flip) if frame else None
+    box = draw_box(frame[1], frame[0], u, scale, flip=flip) if frame else None
     reduce = min(box[2], box[3]) // size if box else 1
     fast = None
     if frame and frame[2] == channels:
@@ -95,7 +95,7 @@ def decode_box(
     if box is None or (frame[0], frame[1]) != (width, height):  # drafted, turned, or not a JPEG
         turned = box is not None and (frame[0] - frame[1]) * (width - height) < 0  # EXIF 5-8
         if box is None or turned:  # a box for the picture as decoded
-            box = draw_box(height, width, u, scale, RATIO, flip)
+            box = draw_box(height, width, u, scale, flip=flip)
         else:  # drafted: the same box, scaled
             sx, sy = width / frame[0], height / frame[1]
             top, left, bh, bw, mirrored = box
@@ -104,19 +104,13 @@ def decode_box(
 
 
 def decode_crop(
-    data: bytes,
-    size: int,
-    channels: int,
-    u: Sequence[float],
-    name: str,
-    scale: tuple[float, float] = SCALE,
-    flip: bool = True,
-    resize: CropResize = "torch",
+    data: bytes, size: int, channels: int, u: Sequence[float], name: str, resize: CropResize = "torch", **box
 ) -> Tensor:
-    """One photo → its random-resized crop (C, size, size) for the uniforms `u` (`draw_uniforms`);
-    torch's resize by default, the exact one (the tests' reference; `PhotoCrops` takes `auto`)."""
-    image, box = decode_box(data, size, channels, u, name, scale, flip)
-    return BoxResizer(size, channels, resize)(image, box).permute(2, 0, 1).clone()
+    """One photo → its random-resized crop (C, size, size) for the uniforms `u` (`draw_uniforms`;
+    `box`: `decode_box`'s scale and flip); torch's exact resize by default (the tests' reference;
+    `PhotoCrops` takes `auto`)."""
+    image, cut = decode_box(data, size, channels, u, name, **box)
+    return BoxResizer(size, channels, resize)(image, cut).permute(2, 0, 1).clone()
 
 
 class PhotoCrops(Dataset):
@@ -125,13 +119,8 @@ class PhotoCrops(Dataset):
     DataLoader worker (`crop.PhotoTrainBatches`), NHWC in memory with
     `channels_last`; `resize` (`augment.crop_resize`) as `box_resize.BoxResizer` takes it. The
     boxes come from a generator seeded with `loader.batch_seed(seed, indices)`: a resumed run
-    crops as the uninterrupted one did.
-
-    Tried: the same decode, crop and normalisation on 2 threads of the training process instead
-    of 2 workers (no batch through shared memory, each crop normalised in cache). On the bench's
-    corpus it delivered the same images a second as the workers (1,043 against 1,046 img/s, three
-    alternating rounds each): two threads used 1.5 CPU ms an image against one thread's 1.34, so
-    the contention ate what the copies saved."""
+    crops as the uninterrupted one did. (Decoding on threads of the training process instead
+    delivered no more images a second: docs/benchmarks.md, "Session 12".)"""
 
     def __init__(
         self,
