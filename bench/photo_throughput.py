@@ -27,7 +27,10 @@ hands its model on the CPU and on CUDA; the seeds' are contiguous NCHW, the layo
 took. Both are normalised float32 (B, 3, 224, 224), value for value what the model trains on.
 
   (e) parts       one core: the decoders on 200 corpus photos, and Normalize on 224-px batches
-                  (NCHW; NHWC with the per-channel operand; NHWC by rows, as yingshe does it)
+                  (NCHW; NHWC with the per-channel operand; NHWC by rows, as yingshe does it);
+                  a worker's decode + crop per photo (PhotoCrops, OpenCV's resize where it may
+                  and torch's alone) and one thread's cut + normalise per shard image
+                  (PackedCrops, when the prepared cache is there)
 
 plus the time and disk of each prepared form, as GB per 100,000 images.
 
@@ -41,7 +44,8 @@ jpeg_ratio, packed_ratio as the median of the rounds' own ratios (neighbours in 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
 shard_gb_per_100k packed_gather_ips jpeg_shards_ips jpeg_shards_ratio
 jpeg_shard_gb_per_100k, then (e)'s decode_pil_ms decode_tv_ms decode_fast_ms norm_nchw_ms
-norm_nhwc_channel_ms norm_nhwc_ms fast_decode_ratio (`--parts`: (e) alone, with that line).
+norm_nhwc_channel_ms norm_nhwc_ms crop_jpeg_opencv_ms crop_jpeg_torch_ms cut_packed_ms
+fast_decode_ratio (`--parts`: (e) alone, with that line).
 """
 
 from __future__ import annotations
@@ -214,6 +218,49 @@ def run_parts(args) -> dict:
     for key, fn, x in (("norm_nchw_ms", norm, nchw), ("norm_nhwc_channel_ms", per_channel, nhwc)):
         out[key] = best_ms(fn, [x] * 3) / len(x)
     out["norm_nhwc_ms"] = best_ms(norm, [nhwc] * 3) / len(nhwc)
+    return {**out, **crop_parts(args, norm)}
+
+
+def crop_parts(args, norm) -> dict:
+    """One core, ms an image: a worker's decode + crop of 64 corpus photos (`PhotoCrops`, with
+    OpenCV's resize where it may and with torch's alone), and one thread cutting and normalising
+    the prepared shards (`PackedCrops`), where the cache holds them."""
+    from yingshe.config import DataConfig
+    from yingshe.data.box_resize import opencv
+    from yingshe.data.dataset import build_dataset
+    from yingshe.data.loader import EpochBatches, EpochShuffle
+    from yingshe.data.packed_crops import PackedCrops
+    from yingshe.data.photo import PhotoCrops
+
+    def split(prepared: str):
+        cfg = DataConfig(
+            spec=str(args.corpus),
+            prepared=prepared,
+            cache_dir=str(args.work / "cache"),
+            image_size=args.short_side,
+            val_fraction=0,
+            workers=0,
+        )
+        return build_dataset(cfg, stats=(list(MEAN), list(STD))).train
+
+    files, out = split("off"), {}
+    batches = [list(range(start, start + 64)) for start in range(0, min(len(files), 640) - 63, 64)]
+    for resize in ("opencv", "torch") if opencv() is not None else ("torch",):
+        crops = PhotoCrops(files, CROP, 3, channels_last=True, resize=resize)
+        out[f"crop_jpeg_{resize}_ms"] = best_ms(crops.__getitems__, batches) / 64
+    packed = split("auto")
+    if packed.packed is not None:
+        order = EpochBatches(EpochShuffle(len(packed), 0), args.batch_size, merge_tail=True)
+        cutter = PackedCrops(
+            packed, CROP, args.batch_size, normalize=norm, threads=1, batches=order, channels_last=True
+        )
+
+        def epoch(number: int) -> None:
+            cutter.set_epoch(number)
+            for _ in cutter:
+                pass
+
+        out["cut_packed_ms"] = best_ms(epoch, [1, 2, 3]) / len(packed)
     return out
 
 
@@ -373,6 +420,10 @@ def print_parts(parts: dict) -> None:
         f"NCHW {parts['norm_nchw_ms']:.3f}, NHWC per channel {parts['norm_nhwc_channel_ms']:.3f}, "
         f"NHWC by rows {parts['norm_nhwc_ms']:.3f}"
     )
+    crops = ", ".join(
+        f"{k.removesuffix('_ms')} {v:.3f}" for k, v in parts.items() if k.startswith(("crop_", "cut_"))
+    )
+    print(f"    crops (decode + crop in a worker; cut + normalise from the shards): {crops}")
 
 
 if __name__ == "__main__":
