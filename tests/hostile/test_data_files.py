@@ -248,3 +248,25 @@ def test_undecodable_file_names_reach_the_report(tmp_path, good_folder):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "caf\\xe9" in md and "broken-\\xff.jpg" in md
     assert printable_path(b"a\xffb") == "a\\xffb" and printable_path("plain é") == "plain é"
+
+
+def test_a_jpeg_bomb_among_photos_is_skipped_by_random_resized_crop_training(tmp_path, good_folder):
+    """A small JPEG whose frame header claims 60000×60000, trained on with random-resized-crop in
+    2 DataLoader workers (the path that decodes with simplejpeg at reduced scale): the run
+    finishes, and the report names the file and the limit it broke. (That no decoder is handed
+    the file at all is tests/integration/test_photo_crops.py's check.)"""
+    root = tmp_path / "data"
+    copy_folder(good_folder, root / "train")
+    copy_folder(good_folder, root / "test")  # a test split of its own: the bomb stays in train
+    data = bytearray((root / "train" / "ship" / "0.jpg").read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60_000).to_bytes(2, "big") * 2  # height, width
+    bomb = root / "train" / "ship" / "bomb.jpg"
+    bomb.write_bytes(bytes(data))
+    out = tmp_path / "run"
+    args = ["--epochs", "1", "--image-size", "16", "--workers", "2", "--batch-size", "8", "--out", str(out)]
+    overrides = ['data.prepared="off"', "train.plots=false", "augment.random_resized_crop=true"]
+    assert main(["train", "--data", str(root), *args, *overrides]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    named = [r for r in report["skipped"] if r.startswith(str(bomb))]
+    assert len(named) == 1 and "60000×60000" in named[0] and "max_pixels" in named[0], report["skipped"]
