@@ -196,12 +196,6 @@ def train(
     if distributed.env_context().is_main:  # under torchrun rank 0 alone creates the folder
         check_run_folder(cfg.train.out, resumed is not None, cfg.train.exist_ok)  # creates nothing
     budget = parse_duration(cfg.train.time_budget)  # a malformed budget fails before any work
-    if budget is not None and distributed.env_context().world > 1:
-        raise YingsheError(
-            "train.time_budget is not supported under torchrun: each rank would plan its own number "
-            "of steps from its own clock, and ranks that stop at different steps hang",
-            "give the distributed run an epoch count (train.epochs), or train on one process",
-        )
     try:
         session = build_training(cfg, resumed, callbacks, progress)
         if budget is not None:  # steps and schedule fitted to the wall time left (train/budget.py)

@@ -152,6 +152,32 @@ def test_a_parameter_frozen_after_epoch_1_does_not_stall_ddp(tmp_path):
     assert not torch.equal(epoch_2["features.0.conv1.weight"], epoch_1["features.0.conv1.weight"])
 
 
+def test_a_time_budget_under_torchrun_ends_every_rank_at_one_planned_step(tmp_path):
+    """`train.time_budget` on 2 ranks: each rank's clock plans, the ranks take the slowest plan,
+    so both stop at the same step (a rank that stopped alone would leave the other waiting in
+    the gradient all-reduce until the collective timeout) and the run ends inside its budget on
+    the planned step count, after more epochs than `train.epochs` asked."""
+    overrides = [
+        *COMMON,
+        "model.kwargs={widths: [8, 8, 16, 16]}",
+        "data.limit_train=512",
+        "train.batch_size=32",
+        "train.epochs=1",
+        "train.time_budget=20s",
+        f"train.out={tmp_path / 'run'}",
+    ]
+    done, seconds = torchrun(overrides)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    budget, training = report["time_budget"], report["training"]
+    assert budget["planned_steps"] == training["steps"]
+    assert training["epochs_run"] > 1  # the budget, not train.epochs=1, decided the length
+    assert budget["spent_seconds"] <= 20 * 1.3, budget
+    assert budget["spent_seconds"] >= 20 * 0.5, "the budget was used, not left idle"
+    assert seconds < 20 + TIMEOUT  # start-up and teardown, not a rank waiting out the timeout
+
+
 def test_global_batch_must_divide_among_ranks():
     from yingshe.errors import YingsheError
     from yingshe.train.distributed import per_rank_batch

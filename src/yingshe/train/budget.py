@@ -14,6 +14,13 @@ counting one validation pass (and checkpoint) per epoch. The schedule is re-plan
 continuous. The plan is revised at every epoch start (with the measured epoch overhead, and the
 step time of the epoch just ended) and every `REPLAN_EVERY` steps, because on a shared machine
 the step time drifts; a run that falls behind ends early, still at the schedule's end.
+
+Under torchrun every rank keeps its own clock, and ranks that stopped at different steps would
+leave the others waiting in a gradient all-reduce. So the two decisions a clock makes are taken
+together: the warm-up ends on every rank at the step it ends on any, and each revision of the
+plan takes the smallest total any rank computed (the slowest rank's). Every other decision
+(epoch boundaries, revisions every `REPLAN_EVERY` steps) follows the step count, which the ranks
+share.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch
 
 from yingshe.errors import YingsheError
 from yingshe.models.tta import tta_views
+from yingshe.train import distributed
 from yingshe.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -156,7 +164,8 @@ class TimeBudget(Callback):
             )
         self.window_start = (step, now)
         slow = now - self.first_step_end >= WARMUP_SHARE * self.plan.budget_s
-        if self.warm_steps >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1:
+        ready = self.warm_steps >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1
+        if distributed.any_true(ready):  # under torchrun every rank plans at the same step
             if self.warm_steps:
                 self.plan.step_s = self.warm_seconds / self.warm_steps
             else:  # one step an epoch: the step with its loader's start-up, the safe side
@@ -223,7 +232,7 @@ class TimeBudget(Callback):
         while low < high:  # the largest total whose cost fits (cost grows with total)
             mid = (low + high + 1) // 2
             low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
-        total = low
+        total = distributed.min_int(low)  # under torchrun the slowest rank's plan, on every rank
         self.last_plan_step = step
         if total == plan.planned_steps:
             return
@@ -264,7 +273,9 @@ class TimeBudget(Callback):
 
 def attach_budget(trainer: Trainer, seconds: float, started: float, final_images: int) -> TimeBudget:
     """Add a `TimeBudget` to `trainer`'s callbacks and let the loop run as many epochs as it plans."""
-    budget = TimeBudget(seconds, started, final_images, len(trainer.val.split))
+    # each rank validates its share of the split between epochs; rank 0 alone runs the final pass
+    val_share = math.ceil(len(trainer.val.split) / distributed.context().world)
+    budget = TimeBudget(seconds, started, final_images, val_share)
     trainer.callbacks.append(budget)
     trainer.max_epochs = UNPLANNED_EPOCHS  # the plan made within its first steps decides the length
     trainer.step_limit = None  # nor does a fractional train.epochs
