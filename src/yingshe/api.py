@@ -537,7 +537,7 @@ def write_training_report(session: TrainingSession, state: FitState, started: fl
     if validation is not None:
         report["validation"] = validation
     if (budget := find_budget(session.trainer)) is not None:
-        report["time_budget"] = budget.summary(time.perf_counter() - started)
+        report["time_budget"] = budget.summary()
     publish_report(
         run.root,
         report,

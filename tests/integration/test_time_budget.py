@@ -9,7 +9,7 @@ import pytest
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
 from yingshe.errors import YingsheError
-from yingshe.runs import read_metrics_csv
+from yingshe.runs import load_checkpoint, read_metrics_csv
 from yingshe.train.budget import parse_duration
 from yingshe.train.callbacks import Callback
 
@@ -110,3 +110,43 @@ def test_a_budget_that_validates_only_the_last_epoch_still_ends_inside_it(tmp_pa
     rows = [r for r in read_metrics_csv(tmp_path / "metrics.csv")]
     assert [math.isnan(r["val_accuracy"]) for r in rows] == [True] * (len(rows) - 1) + [False]
     assert result.accuracy > 0
+
+
+class Interrupted(Exception):
+    """Stands for a kill: the run stops at a step, its last mid-epoch checkpoint on disk."""
+
+
+class InterruptAfter(Callback):
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.perf_counter() + seconds
+
+    def on_step_end(self, trainer) -> None:
+        if time.perf_counter() > self.deadline:
+            raise Interrupted
+
+
+def test_a_resumed_budgeted_run_continues_on_what_was_left_of_its_budget(tmp_path, cifar_folder):
+    """A 20 s run stopped about half-way resumes with the seconds its checkpoint had spent already
+    counted: the resumed process trains only what is left, the report counts both parts, and
+    the run ends on its planned step. Resumed once more, the finished run trains nothing."""
+    cfg = budget_config(tmp_path, cifar_folder, "20s")
+    apply_overrides(cfg, ["train.checkpoint_every=2"])
+    with pytest.raises(Interrupted):
+        yingshe.train(cfg, callbacks=[InterruptAfter(10)], progress=False)
+    saved = load_checkpoint(tmp_path / "last.pt").fit_state["budget"]
+    assert saved["planned_steps"] is not None and 5 <= saved["spent_s"] <= 15, saved
+
+    began = time.perf_counter()
+    yingshe.train(resume=tmp_path, progress=False)
+    wall = time.perf_counter() - began
+    report = json.loads((tmp_path / "report.json").read_text())
+    budget, training = report["time_budget"], report["training"]
+    assert wall <= 20 - saved["spent_s"] + 4, f"the resumed part took {wall:.1f} s"  # not a new 20 s
+    assert saved["spent_s"] + 0.5 * wall <= budget["spent_seconds"] <= 20 * 1.3, budget
+    assert training["steps"] == budget["planned_steps"]
+    epochs = [row["epoch"] for row in read_metrics_csv(tmp_path / "metrics.csv")]
+    assert epochs == list(range(1, len(epochs) + 1))
+
+    yingshe.train(resume=tmp_path, progress=False)
+    again = json.loads((tmp_path / "report.json").read_text())["training"]
+    assert again["steps"] == training["steps"]

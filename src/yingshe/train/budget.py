@@ -21,6 +21,11 @@ together: the warm-up ends on every rank at the step it ends on any, and each re
 plan takes the smallest total any rank computed (the slowest rank's). Every other decision
 (epoch boundaries, revisions every `REPLAN_EVERY` steps) follows the step count, which the ranks
 share.
+
+A resumed run continues on what was left of its budget: every checkpoint saves the seconds spent
+so far (`FitState.budget_spent_s`), and the resumed clock starts that far in (the time between
+the kill and the resume is not counted). A run that had finished its plan has nothing left to
+train; resuming it only evaluates and reports again.
 """
 
 from __future__ import annotations
@@ -108,6 +113,29 @@ class TimeBudget(Callback):
 
     # --- hooks ------------------------------------------------------------------------------------
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """On a resumed run: start the clock as far in as the checkpoint had spent, follow its
+        saved plan until the warm-up has re-measured the step time, and end a run that had
+        reached its planned last step where it stands."""
+        saved, step = trainer.state.budget, trainer.state.step
+        if saved is None:
+            return
+        self.started -= saved["spent_s"]
+        self.epoch_started = self.started
+        planned = saved["planned_steps"]
+        if planned is None:  # stopped during the warm-up: it plans afresh
+            return
+        trainer.plan_steps(max(planned, step))
+        if step >= planned:
+            self.plan.planned_steps = step
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        self.save_progress(trainer)  # into the epoch's checkpoint
+
+    def save_progress(self, trainer: Trainer) -> None:
+        """The spend and plan so far, into the loop's state: the next checkpoint saves them."""
+        trainer.state.budget = {"spent_s": self.spent(), "planned_steps": self.plan.planned_steps}
+
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:
         # the first step of an epoch carries the loader's start-up: a new window opens after it,
         # and the one the last epoch's steps filled is measured when that step ends
@@ -127,15 +155,15 @@ class TimeBudget(Callback):
         previous, self.last_step_end = self.last_step_end, now
         if self.plan.planned_steps is None:
             self.warm_up(trainer, now, previous, boundary)
-            return
-        if boundary:
+        elif boundary:
             self.window_start = (step, now)
             self.replan(trainer, now)
-            return
-        counted = step - self.window_start[0]
-        if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
-            self.plan.step_s = (now - self.window_start[1]) / counted
-            self.replan(trainer, now)
+        else:
+            counted = step - self.window_start[0]
+            if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
+                self.plan.step_s = (now - self.window_start[1]) / counted
+                self.replan(trainer, now)
+        self.save_progress(trainer)  # for a mid-epoch checkpoint
 
     def measure_closed_window(self, last_step: int) -> None:
         """The step time of the epoch just ended, from its steps after the first, where there were
@@ -248,9 +276,13 @@ class TimeBudget(Callback):
             math.ceil(total / per_epoch),
         )
 
-    def summary(self, spent_s: float) -> dict[str, Any]:
+    def spent(self) -> float:
+        """Seconds of the budget spent so far (a resumed run's included)."""
+        return time.perf_counter() - self.started
+
+    def summary(self) -> dict[str, Any]:
         """report.json's `time_budget`: the budget, what was spent, and what it was planned on."""
-        plan = self.plan
+        plan, spent_s = self.plan, self.spent()
         return {
             "budget_seconds": round(plan.budget_s, 2),
             "spent_seconds": round(spent_s, 2),

@@ -64,6 +64,7 @@ class FitState:
     stop_reason: str = ""
     schedule: dict[str, Any] | None = None  # SchedulePlan.to_dict(): where the LR schedule stands
     progress: dict[str, Any] | None = None  # EpochProgress.to_dict() of a mid-epoch checkpoint
+    budget: dict[str, Any] | None = None  # TimeBudget.saved(): its spend and plan at this point
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class FitState:
             "stop_reason": self.stop_reason,
             "schedule": self.schedule,
             "progress": self.progress,
+            "budget": self.budget,
         }
 
     @classmethod
@@ -90,6 +92,7 @@ class FitState:
             str(d.get("stop_reason", "")),
             schedule=d.get("schedule"),
             progress=d.get("progress"),
+            budget=d.get("budget"),
         )
 
 
