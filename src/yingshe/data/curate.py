@@ -41,12 +41,18 @@ def drop(split: Split, unwanted: np.ndarray) -> Split:
     return split.subset(np.flatnonzero(~unwanted)) if unwanted.any() else split
 
 
+def listed(split_name: str, split: Split, keys: set[str]) -> np.ndarray:
+    """(N,) bool: which images of a source split an exclude list names. `apply_exclude` and the
+    label check's pool (`tune/oof.py`) both use it, so they leave out the same images."""
+    return np.array([item_key(split_name, split, i) in keys for i in range(len(split))], dtype=bool)
+
+
 def apply_exclude(data: SourceData, path: str | Path) -> SourceData:
     """Drop every listed image; a list that matches nothing is an error (wrong dataset)."""
     keys = read_exclude(path)
     splits, dropped = {}, 0
     for name, split in data.splits.items():
-        unwanted = np.array([item_key(name, split, i) in keys for i in range(len(split))], dtype=bool)
+        unwanted = listed(name, split, keys)
         dropped += int(unwanted.sum())
         splits[name] = drop(split, unwanted)
     if keys and dropped == 0:

@@ -2,8 +2,9 @@
 
 Writes into the output folder: check.json (every finding), check.md (the summary with what to
 do), exclude.txt (images `--exclude` should leave out: unreadable files, repeated exact copies,
-training copies of test images), label-suspects.csv (when labels were checked), and PNG grids of
-every kind of finding plus distributions.png.
+training copies of test images), label-suspects.csv (when labels were checked; the fold runs in
+folds/, which leave out the unreadable training files listed in folds/unreadable.txt), and PNG
+grids of every kind of finding plus distributions.png.
 """
 
 from __future__ import annotations
@@ -95,11 +96,21 @@ def check_labels(spec: str, data_dir: str | None, model_run: str | None, options
         cfg.data = DataConfig()
     cfg.data.spec, cfg.data.data_dir = spec, data_dir
     cfg.data.limit_train, cfg.data.limit_test = options.get("limit_train"), None
+    cfg.data.exclude = options.get("exclude")
     cfg.train.epochs = options.get("epochs", 3)
     cfg.train.device = options.get("device", "auto")
     cfg.train.exist_ok, cfg.train.tensorboard = True, False
     oof = out_of_fold_probabilities(cfg, options["folds"], out / "folds", options.get("on_fold"))
     return label_suspects(oof), oof
+
+
+def write_fold_exclude(folds_dir: Path, keys: list[str]) -> Path:
+    """The unreadable training files as a data.exclude list for the fold runs: written beside
+    them, so each fold's config.yaml names a file that reproduces its data."""
+    folds_dir.mkdir(parents=True, exist_ok=True)
+    path = folds_dir / "unreadable.txt"
+    atomic_write_text(path, "".join(f"{k}\n" for k in keys))
+    return path
 
 
 def claim_check_folder(out: Path) -> Path:
@@ -198,19 +209,17 @@ def run_check(
     )
     # written before the label check, so a failure in its training loses nothing found so far
     atomic_write_text(out / "exclude.txt", "".join(f"{k}\n" for k in excluded))
-    unreadable_train = sum(1 for f in unreadable if f["split"] == "train")
-    if folds >= 2 and unreadable_train:  # fold runs skip those files, so folds would not cover the pool
-        report["labels_skipped"] = (
-            f"labels were not checked: {unreadable_train} training files are unreadable; fix or delete "
-            "them (they are listed in exclude.txt), then run `data check --folds` again"
-        )
-    elif folds >= 2:
+    if folds >= 2:
         on_fold = None if progress is None else lambda f, k: progress("label check: training fold", f - 1, k)
         options = dict(folds=folds, epochs=epochs, limit_train=limit_train, device=device, on_fold=on_fold)
+        left_out = [f["key"] for f in unreadable if f["split"] == "train"]
+        if left_out:  # the fold runs could not decode them: the pool is the readable files
+            options["exclude"] = str(write_fold_exclude(out / "folds", left_out))
         suspects, oof = check_labels(spec, data_dir, model, options, out)
         report["labels"] = {
             "method": f"confident learning (cleanlab) on {folds}-fold out-of-fold probabilities",
             "checked": len(oof.keys),
+            "left_out_unreadable": len(left_out),
             "out_of_fold_accuracy": float((oof.probabilities.argmax(1) == oof.labels).mean()),
             "suspects": [asdict(s) for s in suspects],
         }
@@ -266,8 +275,6 @@ def actions(report: dict[str, Any]) -> list[str]:
     ratio = report["imbalance_ratio"]
     if ratio and ratio >= 3:
         todo.append(f"imbalance ratio {ratio:g}: train with --balance logit-adjust (or weights, sampler)")
-    if report.get("labels_skipped"):
-        todo.append(report["labels_skipped"])
     if report.get("labels", {}).get("suspects"):
         todo.append("likely label errors: review label-suspects.csv (top of label-suspects.png) and relabel")
     return todo or ["nothing to fix"]

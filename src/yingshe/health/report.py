@@ -74,6 +74,12 @@ def check_markdown(report: dict[str, Any]) -> str:
             f"(out-of-fold accuracy {100 * labels['out_of_fold_accuracy']:.1f}%); all in label-suspects.csv.",
             "",
         ]
+        if labels.get("left_out_unreadable"):
+            lines += [
+                f"{labels['left_out_unreadable']} unreadable training files were left out of the folds "
+                "(listed in exclude.txt and folds/unreadable.txt): their labels were not checked.",
+                "",
+            ]
         lines += _table(
             ["rank", "image", "given", "suggested", "p(given)"],
             [
@@ -82,8 +88,6 @@ def check_markdown(report: dict[str, Any]) -> str:
             ],
         )
         lines.append("")
-    elif report.get("labels_skipped"):
-        lines += [report["labels_skipped"][0].upper() + report["labels_skipped"][1:] + ".", ""]
     else:
         lines += [
             "Labels were not checked: add `--folds 3` to rank likely label errors by confident learning.",

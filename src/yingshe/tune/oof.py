@@ -17,9 +17,9 @@ import torch
 
 from yingshe.config import RunConfig
 from yingshe.data.augment import Normalize
-from yingshe.data.curate import item_key
+from yingshe.data.curate import item_key, listed, read_exclude
 from yingshe.data.dataset import build_dataset, read_spec, stage_rng
-from yingshe.data.splits import stratified_folds, stratified_split, stratified_subset
+from yingshe.data.splits import Split, stratified_folds, stratified_split, stratified_subset
 from yingshe.errors import YingsheError
 from yingshe.evaluate.metrics import predict_batches
 from yingshe.inference import model_from_checkpoint
@@ -41,19 +41,23 @@ class OutOfFold:
 
 
 def pool_positions(config: RunConfig) -> tuple[np.ndarray, list[str], list[str]]:
-    """Positions in the source's train split of the pool `choose_splits` cuts folds from (the
-    same seeded test hold-out and limit), with their keys and the class names."""
+    """Positions in the source's train split of the pool `choose_splits` cuts folds from (after
+    data.exclude, then the same seeded test hold-out and limit), with their keys and the class
+    names. Positions index the source itself, so keys name source images even after exclusion."""
     cfg, seed = config.data, config.train.seed
-    if cfg.imbalance or cfg.exclude or cfg.dedupe:
+    if cfg.imbalance or cfg.dedupe:
         raise YingsheError(
-            "out-of-fold label checks run on the source as it is",
-            "leave data.imbalance, data.exclude and data.dedupe unset for `data check`",
+            "out-of-fold label checks run on the source as it is (less an exclude list)",
+            "leave data.imbalance and data.dedupe unset for `data check`",
         )
     source = read_spec(cfg)
     train = source.splits["train"]
     positions = np.arange(len(train))
+    if cfg.exclude:  # as build_dataset's curate: left out before the hold-out and the limit
+        positions = positions[~listed("train", train, read_exclude(cfg.exclude))]
     if "test" not in source.splits and "val" not in source.splits:
-        positions, _ = stratified_split(train.labels, cfg.test_fraction, stage_rng(seed, "test"))
+        kept, _ = stratified_split(train.labels[positions], cfg.test_fraction, stage_rng(seed, "test"))
+        positions = positions[kept]
     if cfg.limit_train:
         chosen = stratified_subset(train.labels[positions], cfg.limit_train, stage_rng(seed, "limit_train"))
         positions = positions[chosen]
@@ -67,6 +71,14 @@ def oof_fold_config(config: RunConfig, folds: int, fold: int, cv_dir: Path) -> R
     cfg.data.prepared = "off"
     cfg.train.plots = False
     return cfg
+
+
+def held_out_matches(val: Split, labels: np.ndarray, keys: list[str]) -> bool:
+    """The fold run's held-out split is the pool's fold: same labels and, for files (whose names
+    survive subsetting, unlike arrays' positions), the same images, so no key names another's row."""
+    if not np.array_equal(val.labels, labels):
+        return False
+    return val.files is None or [val.name(i) for i in range(len(val))] == keys
 
 
 def out_of_fold_probabilities(
@@ -93,7 +105,7 @@ def out_of_fold_probabilities(
         meta = checkpoint.meta
         data = build_dataset(cfg.data, cfg.train.seed, stats=(meta.mean, meta.std))
         held = held_parts[fold - 1]
-        if not np.array_equal(data.val.labels, source_labels[held]):
+        if not held_out_matches(data.val, source_labels[held], [keys[i] for i in held]):
             raise YingsheError("the fold's held-out images are not the pool's", "report this as a bug")
         model = model_from_checkpoint(checkpoint).to(device)
         batches = eval_batches(data.val, data, cfg, device, Normalize(meta.mean, meta.std), False)
@@ -103,7 +115,7 @@ def out_of_fold_probabilities(
         if len(pred.labels) != len(held):
             raise YingsheError(
                 f"fold {fold}: {len(held) - len(pred.labels)} held-out images could not be decoded",
-                "run `yingshe data check` without --folds first and exclude the unreadable files",
+                "leave them out with data.exclude (`data check` does so for those its scan finds unreadable)",
             )
         probabilities[held] = torch.softmax(pred.logits, 1).numpy()
     return OutOfFold(probabilities, source_labels, keys, classes)
