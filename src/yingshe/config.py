@@ -480,12 +480,6 @@ def validate(config: RunConfig, source: str = "config") -> RunConfig:
             "bank to a fixed norm before each step)",
             "fine-tune with optim.name=sgd or adamw, or train from scratch (model.pretrained=false)",
         )
-    if config.augment.progressive_min is not None and config.train.time_budget is not None:
-        raise YingsheError(
-            f"{source}: augment.progressive_min does not combine with train.time_budget yet (the budget "
-            "plans from the cost of its first steps, which progressive resizing makes cheaper than the rest)",
-            "drop one of them: set train.epochs instead of the budget, or augment.progressive_min=null",
-        )
     return config
 
 

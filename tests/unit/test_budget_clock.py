@@ -79,3 +79,24 @@ def test_an_epoch_of_two_timed_steps_keeps_the_step_time_it_had(monkeypatch):
     measured = budget.plan.step_s
     run_epochs(clock, trainer, budget, [0.2, 0.2])
     assert budget.plan.step_s == measured
+
+
+def test_steps_shrunk_by_progressive_resizing_are_costed_by_their_pixels(monkeypatch):
+    """The first steps train at half the side (a quarter of the pixels) and take 0.25 s, where a
+    full-size step takes 1 s. The plan keeps the full-size step time and costs the steps left at
+    the mean area still ahead (0.6 here), so it plans what fits at 0.6 s a step, not the 2.4×
+    as many that the first steps' 0.25 s would promise."""
+    clock = Clock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    trainer = FakeTrainer(steps_per_epoch=100)
+    trainer.step_area = 0.25
+    trainer.remaining_step_area = lambda: 0.6
+    budget = TimeBudget(600.0, started=0.0, final_images=0, val_images=0)
+    budget.on_epoch_start(trainer, 1, trainer.steps_per_epoch)
+    while budget.plan.planned_steps is None:
+        clock.now += 0.25
+        trainer.state.step += 1
+        budget.on_step_end(trainer)
+    assert abs(budget.plan.step_s - 1.0) < 1e-9
+    left = 600.0 * (1 - budget_module.MARGIN) - clock.now
+    assert budget.plan.planned_steps == trainer.state.step + int(left / 0.6)

@@ -1,10 +1,12 @@
 """Progressive resizing (train/progressive.py): the side follows the schedule, then full size."""
 
+import json
+
 import pytest
 import torch
 
 import yingshe
-from yingshe.config import RunConfig, apply_overrides, validate
+from yingshe.config import RunConfig, apply_overrides
 from yingshe.errors import YingsheError
 from yingshe.train.callbacks import Callback
 from yingshe.train.progressive import resize_batch, training_side
@@ -28,13 +30,6 @@ def test_a_resized_batch_keeps_its_layout_and_average():
     # bilinear would average only 2×2 (× 0.25) and alias
     assert y.var() < 0.15 * x.var()
     assert resize_batch(x, 32) is x
-
-
-def test_progressive_resizing_with_a_time_budget_is_refused():
-    cfg = RunConfig()
-    apply_overrides(cfg, ["augment.progressive_min=16", "train.time_budget=1m"])
-    with pytest.raises(YingsheError, match="progressive_min does not combine with train.time_budget"):
-        validate(cfg)
 
 
 class RecordSides(Callback):
@@ -86,3 +81,17 @@ def test_a_side_that_would_do_nothing_or_train_on_padding_is_refused(tmp_path, m
     with pytest.raises(YingsheError, match=problem):
         yingshe.train(digits_run(tmp_path / "run", model, side), progress=False)
     assert not (tmp_path / "run").exists()  # refused before the run folder
+
+
+def test_a_time_budget_plans_progressive_resizing_by_its_pixels_and_ends_inside_it(tmp_path):
+    """A 12 s budget on a run that starts at 6 of 8 px: the plan counts the small steps' lower
+    cost, so the run ramps up, ends full size on its planned step, inside the budget, having
+    used most of it."""
+    cfg = digits_run(tmp_path, "airbench", 6, "train.time_budget=12s", "augment.progressive_until=0.5")
+    sides = RecordSides()
+    yingshe.train(cfg, callbacks=[sides], progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    budget, training = report["time_budget"], report["training"]
+    assert training["steps"] == budget["planned_steps"] == len(sides.train)
+    assert sides.train[0] == 6 and sides.train[-1] == 8 and sides.train == sorted(sides.train)
+    assert 12 * 0.5 <= budget["spent_seconds"] <= 12 * 1.3, budget

@@ -85,7 +85,7 @@ class BudgetPlan:
 
     budget_s: float
     planned_steps: int | None = None
-    step_s: float | None = None
+    step_s: float | None = None  # a full-size step's (progressive resizing's smaller ones cost less)
     eval_s_per_image: float | None = None
     eval_startup_s: float = 0.0  # start-up of an evaluation pass (loader workers, first batch)
     epoch_overhead_s: float | None = None
@@ -101,15 +101,18 @@ class TimeBudget(Callback):
     def __init__(self, seconds: float, started: float, final_images: int, val_images: int) -> None:
         self.plan = BudgetPlan(seconds)
         self.started, self.final_images, self.val_images = started, final_images, val_images
-        self.window_start: tuple[int, float] | None = None  # (step, time) the step clock counts from
+        # (step, time, area) the step clock counts from; a step's area is its share of a full-size
+        # step's pixels (`Trainer.step_area`: below 1 while progressive resizing shrinks the batch)
+        self.window_start: tuple[int, float, float] | None = None
+        self.area_done = 0.0  # the areas of the steps taken so far
         self.last_step_end: float | None = None
         self.last_plan_step = 0
         # warm-up, before the first plan: steps inside epochs are timed across epoch boundaries, so
         # a run of one or two steps an epoch plans as early as any other
-        self.warm_steps, self.warm_seconds = 0, 0.0
+        self.warm_steps, self.warm_seconds, self.warm_area = 0, 0.0, 0.0
         self.first_step_end: float | None = None
         self.epoch_started = started
-        self.closed_window: tuple[int, float] | None = None  # the last epoch's (step, time) window
+        self.closed_window: tuple[int, float, float] | None = None  # the last epoch's window
 
     # --- hooks ------------------------------------------------------------------------------------
 
@@ -144,24 +147,26 @@ class TimeBudget(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         now, step = time.perf_counter(), trainer.state.step
+        area = getattr(trainer, "step_area", 1.0)
         boundary = self.window_start is None
         if boundary and self.plan.planned_steps is not None:
             self.measure_closed_window(step - 1)
+        self.area_done += area
         if boundary and self.last_step_end is not None and self.plan.step_s is not None:
-            gap = max(0.0, now - self.last_step_end - self.plan.step_s)  # validation, checkpoint, loader
+            gap = max(0.0, now - self.last_step_end - self.plan.step_s * area)  # validation, checkpoint
             if trainer.cfg.train.val_every not in (0, 1) and self.plan.epoch_overhead_s is not None:
                 gap = max(gap, self.plan.epoch_overhead_s)  # boundaries with and without validation alternate
             self.plan.epoch_overhead_s = gap
         previous, self.last_step_end = self.last_step_end, now
         if self.plan.planned_steps is None:
-            self.warm_up(trainer, now, previous, boundary)
+            self.warm_up(trainer, now, previous, boundary, area)
         elif boundary:
-            self.window_start = (step, now)
+            self.window_start = (step, now, self.area_done)
             self.replan(trainer, now)
         else:
             counted = step - self.window_start[0]
             if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
-                self.plan.step_s = (now - self.window_start[1]) / counted
+                self.plan.step_s = self.full_step_s(self.window_start, now, self.area_done)
                 self.replan(trainer, now)
         self.save_progress(trainer)  # for a mid-epoch checkpoint
 
@@ -173,11 +178,17 @@ class TimeBudget(Callback):
         window, self.closed_window = self.closed_window, None
         if window is None or self.last_step_end is None:
             return
-        counted = last_step - window[0]
-        if counted >= 3:
-            self.plan.step_s = (self.last_step_end - window[1]) / counted
+        if last_step - window[0] >= 3:
+            self.plan.step_s = self.full_step_s(window, self.last_step_end, self.area_done)
 
-    def warm_up(self, trainer: Trainer, now: float, previous: float | None, boundary: bool) -> None:
+    @staticmethod
+    def full_step_s(window: tuple[int, float, float], end: float, area_done: float) -> float:
+        """A full-size step's seconds, from the steps after `window` opened up to `end`."""
+        return (end - window[1]) / max(area_done - window[2], 1e-9)
+
+    def warm_up(
+        self, trainer: Trainer, now: float, previous: float | None, boundary: bool, area: float
+    ) -> None:
         """Time steps until there are enough (or they have taken their share of the budget, or
         the loop is about to end), then make the first plan. The run's first step (allocation,
         start-up) and each epoch's first (loader start-up, validation before it) are not counted,
@@ -186,20 +197,19 @@ class TimeBudget(Callback):
         if self.first_step_end is None:
             self.first_step_end = now
         elif not boundary:
-            self.warm_steps, self.warm_seconds = (
-                self.warm_steps + 1,
-                self.warm_seconds + now - (previous or now),
-            )
-        self.window_start = (step, now)
+            self.warm_steps += 1
+            self.warm_seconds += now - (previous or now)
+            self.warm_area += area
+        self.window_start = (step, now, self.area_done)
         slow = now - self.first_step_end >= WARMUP_SHARE * self.plan.budget_s
         ready = self.warm_steps >= WARMUP_STEPS - 1 or slow or step >= trainer.total_steps - 1
         if distributed.any_true(ready):  # under torchrun every rank plans at the same step
             if self.warm_steps:
-                self.plan.step_s = self.warm_seconds / self.warm_steps
+                self.plan.step_s = self.warm_seconds / self.warm_area
             else:  # one step an epoch: the step with its loader's start-up, the safe side
-                self.plan.step_s = now - self.epoch_started
+                self.plan.step_s = (now - self.epoch_started) / area
             self.plan.eval_s_per_image = self.probe_eval(trainer)
-            self.window_start = (step, time.perf_counter())  # the probe is not step time
+            self.window_start = (step, time.perf_counter(), self.area_done)  # the probe is not step time
             self.replan(trainer, time.perf_counter())
 
     # --- measuring and planning -------------------------------------------------------------------
@@ -245,16 +255,18 @@ class TimeBudget(Callback):
         if overhead is None:  # until an epoch boundary has been measured: one validation pass
             overhead = eval_rate * self.val_images + plan.eval_startup_s
         left = plan.budget_s * (1 - MARGIN) - (now - self.started) - plan.final_eval_reserve_s
+        # a step left costs a full one's time × the mean area of the steps left (progressive resizing)
+        step_s = (plan.step_s or 0.0) * getattr(trainer, "remaining_step_area", lambda: 1.0)()
 
         def cost(total: int) -> float:
             epochs_left = math.ceil(total / per_epoch) - trainer.state.epoch
-            return (total - step) * (plan.step_s or 0.0) + epochs_left * overhead
+            return (total - step) * step_s + epochs_left * overhead
 
         # at least one more step, unless the plan already ends here: then out of time means stop
         # (re-granting "one more" at every boundary would never end a run of one step an epoch)
         at_end = plan.planned_steps is not None and plan.planned_steps <= step
         low = step if at_end else step + 1
-        high = step + 1 + int(max(0.0, left) / max(plan.step_s or 1e-9, 1e-9))
+        high = step + 1 + int(max(0.0, left) / max(step_s, 1e-9))
         if trainer.cfg.train.max_steps:
             high = min(high, max(low, trainer.cfg.train.max_steps))
         while low < high:  # the largest total whose cost fits (cost grows with total)

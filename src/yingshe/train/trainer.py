@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -187,6 +188,9 @@ class Trainer:
         # the run ends at its last step, which may fall inside an epoch: a fractional train.epochs
         # (airbench94 trains 9.9) or a resumed run extended from one (`restore`)
         self.step_limit: int | None = self.total_steps
+        # progressive resizing: the full side, and the share of a full step's pixels the last step had
+        self.full_side: int | None = None
+        self.step_area = 1.0
         self.amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.num_classes = checkpoint_meta.model.num_classes
@@ -344,9 +348,26 @@ class Trainer:
         aug = self.cfg.augment
         if aug.progressive_min is None:
             return inputs
-        fraction = self.plan.position(self.state.step) / max(self.plan.total, 1)
-        side = training_side(inputs.shape[-2], aug.progressive_min, aug.progressive_until, fraction)
+        self.full_side = inputs.shape[-2]
+        side = training_side(self.full_side, aug.progressive_min, aug.progressive_until, self.run_fraction())
+        self.step_area = (side / self.full_side) ** 2
         return resize_batch(inputs, side)
+
+    def run_fraction(self) -> float:
+        """How far through its schedule the run is, at the step about to be taken."""
+        return self.plan.position(self.state.step) / max(self.plan.total, 1)
+
+    def remaining_step_area(self) -> float:
+        """The mean cost of the steps not yet taken, relative to a full-size step (a step's cost
+        taken as its pixels): 1 without progressive resizing. The steps left cover the schedule
+        from here to its end evenly, however many a time budget plans, so one mean serves every
+        total it weighs."""
+        aug = self.cfg.augment
+        if aug.progressive_min is None or self.full_side is None:
+            return 1.0
+        ahead = np.linspace(self.run_fraction(), 1.0, 1000, endpoint=False)
+        sides = [training_side(self.full_side, aug.progressive_min, aug.progressive_until, f) for f in ahead]
+        return float(np.mean((np.asarray(sides) / self.full_side) ** 2))
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step; returns the detached loss and logits (no host sync here)."""
