@@ -1,11 +1,13 @@
-"""`--resume RUN --epochs N` with a larger N: the learning rate continues without a jump."""
+"""`--resume RUN --epochs N` with a larger N: the learning rate continues without a jump, and a
+run that ended inside an epoch (a fractional `train.epochs`) finishes that epoch first."""
 
 import pytest
+import torch
 
 import yingshe
 from yingshe.config import RunConfig, apply_overrides
 from yingshe.errors import YingsheError
-from yingshe.runs import read_metrics_csv
+from yingshe.runs import load_checkpoint, read_metrics_csv, save_checkpoint
 from yingshe.train.callbacks import Callback
 
 
@@ -126,3 +128,110 @@ class RecordMoments(Callback):
             k: {n: v.clone() for n, v in m.items()}
             for k, m in trainer.optimizer.state_dict()["state"].items()
         }
+
+
+# --- a run ended inside an epoch (train.epochs=1.5), extended -----------------------------------
+
+TIMINGS = {"epoch_seconds", "train_images_per_second"}  # the machine's, not the run's
+EXACT = ["optim.schedule=constant", "train.deterministic=true", "train.device=cpu"]
+
+
+def exact_config(out, epochs: float, *overrides: str) -> RunConfig:
+    """`config` on a constant rate, so a run extended from 1.5 to 3 epochs takes the same steps
+    as one planned for 3: its step losses can be held bit-identical to that run's."""
+    cfg = config(out, epochs)
+    apply_overrides(cfg, [*EXACT, *overrides])
+    return cfg
+
+
+def train_logged(log, monkeypatch, *args, **kwargs):
+    """`yingshe.train` on one thread, each step's loss appended to `log` (YINGSHE_DEBUG_STEP_LOG)."""
+    from support import one_thread
+
+    monkeypatch.setenv("YINGSHE_DEBUG_STEP_LOG", str(log))
+    with one_thread():
+        return yingshe.train(*args, progress=False, **kwargs)
+
+
+def step_losses(log) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def without_timings(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """The uninterrupted 3-epoch run: its folder and step log."""
+    out = tmp_path_factory.mktemp("three-epochs")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        train_logged(out / "steps.log", monkeypatch, exact_config(out / "run", 3))
+    return out / "run", step_losses(out / "steps.log")
+
+
+def test_extending_a_fractional_run_finishes_its_partial_epoch(three_epochs, tmp_path, monkeypatch):
+    """1.5 epochs extended to 3: the resume continues epoch 2 where it stopped (its order's other
+    half), so every step is bit-identical to the run planned for 3 epochs, the epochs are numbered
+    1, 2, 3 once each and epoch 2's row is the completed epoch's, its train figures included."""
+    reference, want = three_epochs
+    run, log = tmp_path / "run", tmp_path / "steps.log"
+    train_logged(log, monkeypatch, exact_config(run, 1.5))
+    half = len(step_losses(log))
+    unextended = train_logged(log, monkeypatch, resume=run)  # the same epochs: nothing more to train
+    assert len(step_losses(log)) == half and unextended.report["training"]["steps"] == half
+    assert [row["epoch"] for row in read_metrics_csv(run / "metrics.csv")] == [1, 2]
+
+    result = train_logged(log, monkeypatch, resume=run, epochs=3)
+    assert step_losses(log) == want  # epoch 2 went on with the batches it had not taken
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert without_timings(rows) == without_timings(read_metrics_csv(reference / "metrics.csv"))
+    training = result.report["training"]
+    assert training["epochs_run"] == 3 and training["steps"] == len(want)
+    assert training["best"] == rows[training["best_epoch"] - 1]["val_accuracy"]  # a row of its own
+    got, expected = load_checkpoint(run / "last.pt"), load_checkpoint(reference / "last.pt")
+    for key, tensor in expected.state_dict.items():
+        assert torch.equal(got.state_dict[key], tensor), key
+
+
+def test_a_fractional_run_saved_before_partial_epochs_were_kept_extends_the_same_way(
+    three_epochs, tmp_path, monkeypatch
+):
+    """A last.pt without `partial` (written before it was saved): the partial epoch's position
+    comes from the history's step column, and the same steps follow."""
+    _, want = three_epochs
+    run, log = tmp_path / "run", tmp_path / "steps.log"
+    train_logged(log, monkeypatch, exact_config(run, 1.5))
+    old = load_checkpoint(run / "last.pt")
+    old.fit_state.pop("partial", None)
+    save_checkpoint(run / "last.pt", old)
+    train_logged(log, monkeypatch, resume=run, epochs=3)
+    assert step_losses(log) == want
+    assert [row["epoch"] for row in read_metrics_csv(run / "metrics.csv")] == [1, 2, 3]
+
+
+class InterruptAtStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_fractional_run_resumed_mid_epoch_trains_to_its_last_step(three_epochs, tmp_path, monkeypatch):
+    """1.5 epochs, last.pt every 7 steps, stopped late in epoch 1: the resume counts the epochs
+    it needs from epoch 1's start, not from the checkpoint's step (which left epoch 2 out)."""
+    _, want = three_epochs
+    run, log = tmp_path / "run", tmp_path / "steps.log"
+    per_epoch = len(want) // 3
+    saved = 7 * ((per_epoch - 1) // 7)  # the last mid-epoch checkpoint of epoch 1
+    assert 2 * saved > per_epoch, "the steps left after it fit in one epoch"
+    cfg = exact_config(run, 1.5, "train.checkpoint_every=7")
+    with pytest.raises(KeyboardInterrupt):
+        train_logged(log, monkeypatch, cfg, callbacks=[InterruptAtStep(saved + 1)])
+    log.unlink()
+    result = train_logged(log, monkeypatch, resume=run)
+    assert result.report["training"]["steps"] == round(1.5 * per_epoch)
+    assert step_losses(log) == want[saved : round(1.5 * per_epoch)]
+    assert [row["epoch"] for row in read_metrics_csv(run / "metrics.csv")] == [1, 2]

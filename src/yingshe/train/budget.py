@@ -129,7 +129,7 @@ class TimeBudget(Callback):
         if planned is None:  # stopped during the warm-up: it plans afresh
             return
         trainer.plan_steps(max(planned, step))
-        if step >= planned:
+        if plan_complete(saved, step):
             self.plan.planned_steps = step
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
@@ -313,6 +313,11 @@ class TimeBudget(Callback):
             else round(plan.final_eval_reserve_s, 3),
             "revisions": plan.revisions,
         }
+
+
+def plan_complete(saved: dict[str, Any] | None, step: int) -> bool:
+    """Whether a checkpoint's budget (`FitState.budget`) had planned the run to end by `step`."""
+    return saved is not None and saved["planned_steps"] is not None and step >= saved["planned_steps"]
 
 
 def attach_budget(trainer: Trainer, seconds: float, started: float, final_images: int) -> TimeBudget:

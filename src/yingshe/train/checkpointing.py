@@ -7,7 +7,9 @@
   from (seed, epoch) by the samplers, so the position is a count of the batches already taken
   from the data source, which the resumed run skips at the source, without augmenting them, so
   the next augmentation draw is the one an uninterrupted run makes. With it go the epoch's running
-  train-loss and accuracy sums, so the epoch's metrics.csv row comes out the same.
+  train-loss and accuracy sums, so the epoch's metrics.csv row comes out the same. A run that
+  ends inside an epoch keeps the same record of it in its last.pt (`FitState.partial`), so an
+  extension of the run finishes that epoch.
 
 Stored as tensors and plain data, so checkpoints still load with `weights_only=True`.
 """

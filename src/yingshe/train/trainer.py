@@ -34,7 +34,7 @@ from yingshe.runs import RunDir, save_checkpoint, write_metrics_csv
 from yingshe.schema import Checkpoint, CheckpointMeta
 from yingshe.train import distributed
 from yingshe.train.balance import build_loss
-from yingshe.train.budget import UNPLANNED_EPOCHS
+from yingshe.train.budget import UNPLANNED_EPOCHS, plan_complete
 from yingshe.train.callbacks import Callback, improved
 from yingshe.train.checkpointing import (
     EpochProgress,
@@ -65,7 +65,9 @@ class FitState:
     stop_reason: str = ""
     schedule: dict[str, Any] | None = None  # SchedulePlan.to_dict(): where the LR schedule stands
     progress: dict[str, Any] | None = None  # EpochProgress.to_dict() of a mid-epoch checkpoint
-    budget: dict[str, Any] | None = None  # TimeBudget.saved(): its spend and plan at this point
+    budget: dict[str, Any] | None = None  # TimeBudget.save_progress(): its spend and plan here
+    # EpochProgress.to_dict() of the last epoch where the run's end cut it short (train.epochs=2.5)
+    partial: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class FitState:
             "schedule": self.schedule,
             "progress": self.progress,
             "budget": self.budget,
+            "partial": self.partial,
         }
 
     @classmethod
@@ -94,6 +97,7 @@ class FitState:
             schedule=d.get("schedule"),
             progress=d.get("progress"),
             budget=d.get("budget"),
+            partial=d.get("partial"),
         )
 
 
@@ -264,9 +268,10 @@ class Trainer:
         the final weights. A callback that stops the run at an epoch's end (early stopping on a
         `train_*` monitor) leaves that epoch unvalidated, its row's val figures NaN.
         Skipping the others is airbench's habit: on a fixed schedule the mid-run figures decide
-        nothing, and a validation pass (with TTA) costs a tenth of a short epoch."""
+        nothing, and a validation pass (with TTA) costs a tenth of a short epoch. A partial epoch
+        continued by an extended run is validated too: its row replaces one that was (`record_row`)."""
         every = self.cfg.train.val_every
-        if every == 1 or epoch >= self.max_epochs or self.done():
+        if every == 1 or epoch >= self.max_epochs or self.done() or self.reopened(epoch):
             return True
         return every > 0 and epoch % every == 0
 
@@ -329,6 +334,10 @@ class Trainer:
                 and distributed.is_main()
             ):  # under torchrun rank 0's position stands for all
                 self.save_progress(progress)
+            if self.done():  # the next batch stays undrawn: its augmentation's random draws are
+                break  # then the generators' next ones, which an extension of the run makes
+        # the run ended inside the epoch: its end-of-epoch last.pt keeps where, for an extension
+        self.state.partial = progress.to_dict() if progress.batches < self.steps_per_epoch else None
         loss_sum = torch.as_tensor(progress.loss_sum, device=self.device).clone()
         correct = torch.as_tensor(progress.correct, device=self.device).clone()
         seen_all = torch.tensor(float(progress.seen), device=self.device)
@@ -416,7 +425,7 @@ class Trainer:
     # --- per-epoch bookkeeping ------------------------------------------------------------------
 
     def end_epoch(self, row: dict[str, Any]) -> None:
-        self.state.history.append(row)
+        self.record_row(row)
         monitor = self.cfg.train.monitor
         is_best = improved(row[monitor], self.state.best, monitor)
         if is_best:
@@ -432,6 +441,24 @@ class Trainer:
                 save_checkpoint(self.run.best, replace(checkpoint, raw_state_dict=None, optimizer=None))
             save_checkpoint(self.run.last, checkpoint, keep_previous=True)
         distributed.barrier()
+
+    def reopened(self, epoch: int) -> bool:
+        """Whether `epoch` continues a partial epoch that already has a row (`reopen_partial_epoch`)."""
+        return bool(self.state.history) and self.state.history[-1]["epoch"] == epoch
+
+    def record_row(self, row: dict[str, Any]) -> None:
+        """Add the epoch's row to the history, or let a continued partial epoch's row replace the
+        partial one, so metrics.csv numbers each epoch once. Where the partial epoch was the best,
+        its figure is forgotten (best and best_epoch None until the completed epoch is measured),
+        so the completed epoch takes best.pt even below an earlier epoch's figure: best.pt had
+        overwritten that epoch's weights with the partial one's, so they are not there to keep,
+        and the partial weights no longer have a row of their own."""
+        if not self.reopened(row["epoch"]):
+            self.state.history.append(row)
+            return
+        self.state.history[-1] = row
+        if self.state.best_epoch == row["epoch"]:
+            self.state.best, self.state.best_epoch = None, None
 
     def checkpoint(self, row: dict[str, Any]) -> Checkpoint:
         model = unwrap(self.eval_model())
@@ -473,14 +500,51 @@ class Trainer:
         self.resume_notes = list(checkpoint.notes)
         self.plan = self.saved_plan(checkpoint).extended(self.state.step, self.total_steps)
         self.schedule = build_schedule(self.cfg.optim, self.plan.total, self.steps_per_epoch)
+        self.reopen_partial_epoch("partial" in checkpoint.fit_state)
         if self.max_epochs < UNPLANNED_EPOCHS:  # a time budget plans its own length
-            # enough epochs for the steps left, counted from where the run stopped (a run of
-            # 2.5 epochs stopped after its third, partial one); step_limit already ends it at
-            # total_steps
-            left = max(0, self.total_steps - self.state.step)
+            # enough epochs for the steps left, counted from the start of the epoch the loop
+            # opens next (a mid-epoch or reopened partial one included); step_limit ends the run
+            # at total_steps
+            left = max(0, self.total_steps - self.epoch_start_step())
             self.max_epochs = self.state.epoch + math.ceil(left / self.steps_per_epoch)
         if self.ema is not None:
             self.ema.updates = self.state.step
+
+    def trains_on(self) -> bool:
+        """Whether the restored loop will take another step: a time budget does unless its plan
+        was complete (`budget.plan_complete`)."""
+        if self.state.should_stop:
+            return False
+        if self.step_limit is None:
+            return not plan_complete(self.state.budget, self.state.step)
+        return self.state.step < self.step_limit
+
+    def epoch_start_step(self) -> int:
+        """The step at the end of epoch `state.epoch` (its history row's), where the next one starts."""
+        rows = (row for row in reversed(self.state.history) if row["epoch"] == self.state.epoch)
+        return int(next(rows, {"step": 0})["step"])
+
+    def reopen_partial_epoch(self, saves_partial: bool) -> None:
+        """Where the restored run ended inside its last epoch (a fractional `train.epochs`,
+        `max_steps`, a time budget's plan) and this one trains on (`--epochs` grew), continue that
+        epoch where it stopped, as a mid-epoch checkpoint does, instead of starting the next: the
+        epochs keep their numbers and the rest of the epoch's order is trained. Its row then
+        replaces the partial one (`record_row`). A checkpoint from before `FitState.partial` was
+        saved gives the epoch's steps only (from the history's step column): its running train
+        loss and accuracy start over on the remaining batches."""
+        partial, self.state.partial = self.state.partial, None
+        history, epoch = self.state.history, self.state.epoch
+        at_epoch_end = self.state.progress is None and bool(history) and history[-1]["epoch"] == epoch
+        if not at_epoch_end or not self.trains_on():
+            return
+        if not saves_partial:
+            before = int(history[-2]["step"]) if len(history) > 1 else 0
+            taken = self.state.step - before
+            if taken < self.steps_per_epoch:  # one source batch a step, unless a batch was unreadable
+                partial = replace(EpochProgress.start(epoch, torch.device("cpu")), batches=taken).to_dict()
+        if partial is None:
+            return
+        self.state.epoch, self.state.progress = epoch - 1, partial
 
     def saved_plan(self, checkpoint: Checkpoint) -> SchedulePlan:
         """The plan the checkpoint's run followed; a checkpoint from before plans were saved
