@@ -235,3 +235,24 @@ def test_a_fractional_run_resumed_mid_epoch_trains_to_its_last_step(three_epochs
     assert result.report["training"]["steps"] == round(1.5 * per_epoch)
     assert step_losses(log) == want[saved : round(1.5 * per_epoch)]
     assert [row["epoch"] for row in read_metrics_csv(run / "metrics.csv")] == [1, 2]
+
+
+class StopBeforeEpochEnd(Callback):
+    """Stands for a kill one step before the first epoch's end (last.pt written every step)."""
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step == trainer.steps_per_epoch - 1:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_epochs_speed_counts_only_the_images_trained_after_the_resume(tmp_path, monkeypatch):
+    """Stopped one step before epoch 1's end and resumed: epoch 1's row divides the one batch
+    trained after the resume by the time it took, not all of the epoch's images (which would
+    make it about as many times faster as the epoch has steps)."""
+    run, log = tmp_path / "run", tmp_path / "steps.log"
+    cfg = exact_config(run, 2, "train.checkpoint_every=1")
+    with pytest.raises(KeyboardInterrupt):
+        train_logged(log, monkeypatch, cfg, callbacks=[StopBeforeEpochEnd()])
+    train_logged(log, monkeypatch, resume=run)
+    first, second = read_metrics_csv(run / "metrics.csv")
+    assert first["train_images_per_second"] < 3 * second["train_images_per_second"], (first, second)

@@ -305,7 +305,7 @@ class Trainer:
             set_model_epoch(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(self, epoch, self.steps_per_epoch)
-        started = time.perf_counter()
+        started, resumed_seen = time.perf_counter(), progress.seen  # a resumed epoch's speed: from here
         for steps, (inputs, targets, labels) in enumerate(self.train, start=progress.batches + 1):
             if self.done() or steps > self.steps_per_epoch:
                 break
@@ -326,7 +326,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
-                self.report_progress(steps, progress.loss_sum, progress.correct, progress.seen, started)
+                self.report_progress(steps, progress, progress.seen - resumed_seen, started)
             if (
                 checkpoint_due(
                     self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
@@ -340,16 +340,17 @@ class Trainer:
         self.state.partial = progress.to_dict() if progress.batches < self.steps_per_epoch else None
         loss_sum = torch.as_tensor(progress.loss_sum, device=self.device).clone()
         correct = torch.as_tensor(progress.correct, device=self.device).clone()
-        seen_all = torch.tensor(float(progress.seen), device=self.device)
+        counts = [float(progress.seen), float(progress.seen - resumed_seen)]
+        seen_all = torch.tensor(counts, device=self.device)
         distributed.sum_tensors(loss_sum, correct, seen_all)  # the epoch's figures over every rank
-        seen = int(seen_all)
+        seen, fresh = int(seen_all[0]), int(seen_all[1])
         if seen == 0:
             return {"loss": math.nan, "accuracy": math.nan, "images_per_second": 0.0}
         elapsed = time.perf_counter() - started
         return {
             "loss": float(loss_sum) / seen,
             "accuracy": float(correct) / seen,
-            "images_per_second": round(seen / max(elapsed, 1e-9), 1),
+            "images_per_second": round(fresh / max(elapsed, 1e-9), 1),
         }
 
     def sized_for_step(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -394,13 +395,16 @@ class Trainer:
         self.scaler.update()
         return loss.detach(), logits.detach()
 
-    def report_progress(self, steps: int, loss_sum, correct, seen: int, started: float) -> None:
+    def report_progress(self, steps: int, progress: EpochProgress, fresh: int, started: float) -> None:
+        """The epoch's running figures so far, and its speed over the `fresh` images this process
+        trained since `started` (a resumed epoch's earlier images took no time here)."""
         if not self.callbacks:
             return
+        seen = max(progress.seen, 1)
         stats = {
-            "loss": float(loss_sum) / max(seen, 1),
-            "accuracy": float(correct) / max(seen, 1),
-            "images_per_second": seen / max(time.perf_counter() - started, 1e-9),
+            "loss": float(progress.loss_sum) / seen,
+            "accuracy": float(progress.correct) / seen,
+            "images_per_second": fresh / max(time.perf_counter() - started, 1e-9),
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         for cb in self.callbacks:
