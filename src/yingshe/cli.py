@@ -428,7 +428,11 @@ def add_deploy_parsers(sub) -> None:
     x.add_argument(
         "--parity-images", type=int, help="test images compared with PyTorch (default 64; 0 skips the check)"
     )
-    x.add_argument("--tolerance", type=float, help="largest allowed |logit difference| (default 1e-3)")
+    x.add_argument(
+        "--tolerance",
+        type=float,
+        help="largest allowed |logit difference| (multi-label: |sigmoid score difference|; default 1e-3)",
+    )
     x.set_defaults(handler=cmd_export)
 
     d = ServeConfig

@@ -75,6 +75,43 @@ def test_load_onnx_predicts_like_the_run(onnx_export, fashion_run, test_pngs):
         assert [p for _, p in a.top] == pytest.approx([p for _, p in b.top], abs=1e-5)
 
 
+def test_single_label_export_carries_no_task_and_reads_as_single_label(onnx_export, test_pngs):
+    """The multi-label keys stay out of a single-label export, so it is what exports were before
+    them, and such a file loads with softmax scores and no label sets."""
+    assert not {"task", "thresholds"} & set(onnx_export.metadata)
+    assert set(onnx_export.parity) == {
+        "images",
+        "max_abs_logit_diff",
+        "top1_agreement",
+        "tolerance",
+        "passed",
+    }
+    assert onnx_export.metadata["output"]["meaning"] == "logits; softmax gives probabilities"
+    exported = yingshe.load(onnx_export.path)
+    assert not exported.multilabel and exported.thresholds is None
+    predictions = exported.predict(test_pngs[:4], top_k=10)
+    assert all(
+        p.labels is None and sum(v for _, v in p.top) == pytest.approx(1, abs=1e-5) for p in predictions
+    )
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"task": "regression"}, "'regression' export, which this yingshe"),
+        ({"task": "multilabel"}, "without one threshold per class"),
+        ({"task": "multilabel", "thresholds": [0.5, 0.5]}, "without one threshold per class"),
+    ],
+)
+def test_onnx_with_a_task_it_cannot_read_is_refused(onnx_export, tmp_path, props, message):
+    from yingshe.export.onnx import with_metadata
+
+    path = tmp_path / "odd.onnx"
+    path.write_bytes(with_metadata(onnx_export.path.read_bytes(), props))
+    with pytest.raises(YingsheError, match=message):
+        yingshe.load(path)
+
+
 def test_torchscript_export_parity_and_plain_jit_load(fashion_run, tmp_path, test_pngs):
     result = yingshe.export(fashion_run.run_dir, "torchscript", out=tmp_path / "m.pt")
     assert result.parity["passed"] and result.parity["top1_agreement"] == 1.0

@@ -28,6 +28,7 @@ from yingshe.config import RunConfig, apply_overrides
 from yingshe.data.sources import read_source
 from yingshe.errors import YingsheError
 from yingshe.evaluate import multilabel
+from yingshe.export import ExportResult
 from yingshe.runs import load_checkpoint
 
 VEHICLES = {"airplane", "automobile", "ship", "truck"}
@@ -230,13 +231,95 @@ def test_serve_returns_the_labels_above_threshold(multilabel_run, cifar_folder: 
     assert answer.json()["labels"] == expected and len(answer.json()["top"]) >= 1
 
 
-def test_export_refuses_a_multilabel_model_and_writes_nothing(multilabel_run, tmp_path: Path, capsys):
-    target = tmp_path / "model.onnx"
-    code = main(["export", str(multilabel_run.run_dir), "--format", "onnx", "--out", str(target)])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "multi-label" in err and "yingshe serve" in err
-    assert not target.exists() and not list(tmp_path.iterdir())
+@pytest.fixture(scope="module")
+def multilabel_exports(multilabel_run, tmp_path_factory) -> dict[str, ExportResult]:
+    """The multi-label run exported both ways: ONNX with any batch, TorchScript traced at batch 1."""
+    folder = tmp_path_factory.mktemp("multilabel-export")
+    run = multilabel_run.run_dir
+    return {
+        "onnx": yingshe.export(run, "onnx", out=folder / "m.onnx", dynamic_batch=True),
+        "torchscript": yingshe.export(run, "torchscript", out=folder / "m.pt"),
+    }
+
+
+def test_multilabel_export_passes_parity_on_scores_and_records_the_thresholds(
+    multilabel_run, multilabel_exports
+):
+    import onnx
+
+    thresholds = load_checkpoint(multilabel_run.run_dir).meta.thresholds
+    for result in multilabel_exports.values():
+        parity = result.parity
+        assert parity["passed"] and parity["images"] == 64 and parity["label_agreement"] == 1.0
+        assert parity["max_abs_score_diff"] < 1e-5 and parity["max_abs_logit_diff"] < 1e-4
+        beside = json.loads(result.metadata_path.read_text())
+        assert beside["task"] == "multilabel" and beside["thresholds"] == thresholds
+        assert "sigmoid" in beside["output"]["meaning"] and beside["parity"] == parity
+    props = {p.key: p.value for p in onnx.load(multilabel_exports["onnx"].path).metadata_props}
+    assert props["task"] == "multilabel" and json.loads(props["thresholds"]) == thresholds
+    extra = {"yingshe.json": ""}
+    torch.jit.load(str(multilabel_exports["torchscript"].path), _extra_files=extra)
+    assert json.loads(extra["yingshe.json"])["thresholds"] == thresholds
+
+
+def test_onnx_export_predicts_the_runs_scores_and_labels(
+    multilabel_run, multilabel_exports, cifar_folder: Path, tmp_path: Path
+):
+    """`yingshe.load` and `yingshe predict` on the .onnx give the run folder's sigmoid scores and
+    label sets (softmax scores would sum to 1 over the 12 labels and miss both)."""
+    images = sorted((cifar_folder / "test").glob("*/*.jpg"))[::10]
+    model = str(multilabel_exports["onnx"].path)
+    run = yingshe.load(multilabel_run.run_dir, device="cpu")
+    exported = yingshe.load(model)
+    assert exported.multilabel and exported.thresholds == run.thresholds
+    ours, theirs = run.predict(images, top_k=12), exported.predict(images, top_k=12)
+    for a, b in zip(ours, theirs, strict=True):
+        assert b.labels == a.labels
+        assert dict(b.top) == pytest.approx(dict(a.top), abs=1e-5)  # every label's score
+    assert max(len(p.labels) for p in ours) >= 2 and len({tuple(p.labels) for p in ours}) > 1
+    outputs = {}
+    for name, source in (("run", str(multilabel_run.run_dir)), ("onnx", model)):
+        outputs[name] = tmp_path / f"{name}.json"
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["predict", source, *map(str, images), "--output", str(outputs[name])]) == 0
+    written = {name: json.loads(path.read_text()) for name, path in outputs.items()}
+    assert [w["labels"] for w in written["onnx"]] == [w["labels"] for w in written["run"]]
+
+
+def test_serving_the_onnx_export_answers_the_runs_labels(multilabel_run, multilabel_exports, cifar_folder):
+    from fastapi.testclient import TestClient
+
+    from yingshe.serve import ServeConfig
+    from yingshe.serve.app import create_app
+
+    images = sorted((cifar_folder / "test").glob("*/*.jpg"))[::25]
+    expected = [p.labels for p in yingshe.load(multilabel_run.run_dir, device="cpu").predict(images)]
+    cfg = ServeConfig(model=str(multilabel_exports["onnx"].path), max_wait_ms=1)
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
+    with TestClient(create_app(cfg, yingshe.load(cfg.model, serving=True))) as client:
+        answer = client.post("/v1/predict/batch", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [r["labels"] for r in answer.json()["results"]] == expected
+
+
+def test_torchscript_export_gives_the_runs_scores_and_labels(
+    multilabel_run, multilabel_exports, cifar_folder
+):
+    """No yingshe reader on this side: torch.jit, the sigmoid and the thresholds from the archive."""
+    extra = {"yingshe.json": ""}
+    module = torch.jit.load(str(multilabel_exports["torchscript"].path), _extra_files=extra)
+    meta = json.loads(extra["yingshe.json"])
+    images = sorted((cifar_folder / "test").glob("*/*.jpg"))[::25]
+    run = yingshe.load(multilabel_run.run_dir, device="cpu")
+    arrays = torch.from_numpy(np.stack([run.preprocess(p) for p in images]))
+    with torch.no_grad():  # traced at batch 1: one image at a time
+        scores = torch.cat([module(arrays[i : i + 1]) for i in range(len(arrays))]).sigmoid()
+    labels = [
+        [c for c, s, t in zip(meta["classes"], row, meta["thresholds"], strict=True) if s >= t]
+        for row in scores.tolist()
+    ]
+    assert labels == [p.labels for p in run.predict(images)]
+    assert scores.numpy() == pytest.approx(run.probabilities(arrays.numpy()).numpy(), abs=1e-5)
 
 
 def test_thresholds_tuned_on_the_test_split_are_flagged_in_the_report(manifest: Path, tmp_path: Path):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yingshe._callable import make_callable
+
+if TYPE_CHECKING:
+    from yingshe.inference import Classifier
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -60,11 +63,7 @@ def export_model(
     run = Path(run)
     checkpoint = checkpoint_in(run) if run.is_dir() else run
     classifier = Classifier.load(checkpoint, device="cpu")
-    if classifier.checkpoint.meta.task == "multilabel":  # the exported readers apply softmax
-        raise YingsheError(
-            f"{checkpoint} is a multi-label model; export handles single-label models only",
-            "serve it from the run folder (`yingshe serve RUN`) or predict with `yingshe predict RUN`",
-        )
+    require_known_task(classifier, checkpoint)
     target = Path(out) if out else default_path(run, format)
     if target.is_dir():
         raise YingsheError(f"--out {target} is a folder", f"name a file, e.g. {target / target.name}.onnx")
@@ -86,7 +85,8 @@ def export_model(
         data, meta, candidate = _torchscript(module, example, classifier, checkpoint, dynamic_batch)
     result = None
     if images is not None:
-        result = par.check_parity(classifier.logits, candidate, images, tol, batch or len(images))
+        thresholds = meta.get("thresholds")  # multi-label: scores and label sets are compared
+        result = par.check_parity(classifier.logits, candidate, images, tol, batch or len(images), thresholds)
         par.require_parity(result, format)
         meta["parity"] = result.as_dict()
     if format == "onnx":  # the parity figures go into the file too, not only beside it
@@ -97,6 +97,20 @@ def export_model(
     atomic_write_bytes(target, data)
     atomic_write_json(meta_path, meta)
     return ExportResult(target, meta_path, meta, result.as_dict() if result else None)
+
+
+def require_known_task(classifier: Classifier, checkpoint: Path) -> None:
+    """Single- and multi-label models export; a task this version has no reader for is refused
+    before any work, since its readers would score it as one of those two."""
+    from yingshe.errors import YingsheError
+    from yingshe.export.metadata import MULTI_LABEL, SINGLE_LABEL
+
+    task = classifier.checkpoint.meta.task
+    if task not in (SINGLE_LABEL, MULTI_LABEL):
+        raise YingsheError(
+            f"{checkpoint} is a {task!r} model; export handles single- and multi-label models only",
+            "serve it from the run folder (`yingshe serve RUN`) or predict with `yingshe predict RUN`",
+        )
 
 
 def _onnx(module, example, classifier, checkpoint, opset, dynamic_batch, exporter):

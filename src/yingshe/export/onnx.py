@@ -22,7 +22,7 @@ import torch
 
 from yingshe.errors import YingsheError, require
 from yingshe.export.graph import INPUT_NAME, OUTPUT_NAME, DeployModule
-from yingshe.export.metadata import FORMAT, from_props, to_props
+from yingshe.export.metadata import FORMAT, from_props, read_task, to_props
 from yingshe.inference import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ def session(model: bytes | str | Path, threads: int = 0, spin: bool = True):
 
 class OnnxClassifier(ImageClassifier):
     """An exported `.onnx` file run by ONNX Runtime on the CPU, fed by the same preprocessing as
-    every other backend (`ImageClassifier.preprocess`)."""
+    every other backend (`ImageClassifier.preprocess`). A multi-label export's metadata makes it
+    score with sigmoids and pick labels at the stored thresholds, as the run folder does."""
 
     def __init__(self, path: str | Path, threads: int = 0, spin: bool = True) -> None:
         path = Path(path)
@@ -142,6 +143,8 @@ class OnnxClassifier(ImageClassifier):
         resize = int(meta.get("resize") or self.image_size)  # exports before crop_pct: none
         self.resize = resize if resize != self.image_size else None
         self.channels = int(meta["channels"])
+        self.thresholds = read_task(meta, path.name)  # None: single-label (and every export before tasks)
+        self.multilabel = self.thresholds is not None
         self.source = path.name
         batch = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
@@ -162,4 +165,6 @@ class OnnxClassifier(ImageClassifier):
         return out[: len(out) - pad]
 
     def probabilities(self, arrays: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.logits(arrays)).softmax(1)
+        """Softmax over classes; per-label sigmoid scores for a multi-label export, as `Classifier`."""
+        logits = torch.from_numpy(self.logits(arrays))
+        return logits.sigmoid() if self.multilabel else logits.softmax(1)

@@ -2,7 +2,9 @@
 
 The images are the run's own test split (decoded exactly as evaluation decodes them), so parity
 is measured on the inputs the model was judged on, not on random noise a graph might treat
-differently. Export fails, leaving no file, when the answers differ beyond `tolerance`.
+differently. Export fails, leaving no file, when the answers differ beyond `tolerance`: logits
+for a single-label model, sigmoid scores and the label sets at the tuned thresholds for a
+multi-label one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from yingshe.data.loader import make_batches
 from yingshe.errors import YingsheError
 from yingshe.inference import Classifier
 
-DEFAULT_TOLERANCE = 1e-3  # max |logit difference|; float32 graphs differ by ~1e-6 from op reordering
+DEFAULT_TOLERANCE = 1e-3  # max |logit| (multi-label: |score|) difference; float32 graphs differ by ~1e-6
 DEFAULT_IMAGES = 64
 
 
@@ -32,14 +34,24 @@ class Parity:
     top1_agreement: float  # fraction of images whose top-1 class is the same in both
     tolerance: float
     passed: bool
+    # multi-label only (None, and left out of `as_dict`, for single-label): what `passed` judges there
+    max_abs_score_diff: float | None = None  # sigmoid scores
+    label_agreement: float | None = None  # fraction of images with the same label set at the thresholds
 
     def as_dict(self) -> dict[str, float | int | bool]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def line(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
+        head = f"parity on {self.images} test images: "
+        if self.max_abs_score_diff is not None and self.label_agreement is not None:
+            return (
+                f"{head}max |sigmoid score diff| {self.max_abs_score_diff:.2e} "
+                f"(tolerance {self.tolerance:.0e}), label-set agreement {100 * self.label_agreement:.2f}%, "
+                f"max |logit diff| {self.max_abs_logit_diff:.2e} — {verdict}"
+            )
         return (
-            f"parity on {self.images} test images: max |logit diff| {self.max_abs_logit_diff:.2e} "
+            f"{head}max |logit diff| {self.max_abs_logit_diff:.2e} "
             f"(tolerance {self.tolerance:.0e}), top-1 agreement {100 * self.top1_agreement:.2f}% — {verdict}"
         )
 
@@ -73,18 +85,44 @@ def check_parity(
     images: np.ndarray,
     tolerance: float = DEFAULT_TOLERANCE,
     batch: int = 1,
+    thresholds: list[float] | None = None,
 ) -> Parity:
     """Run `images` through both in chunks of `batch` (a fixed-batch export takes only that) and
-    compare. Top-1 must agree on every image whose two best reference logits are further apart
-    than 2·tolerance (closer than that, a legitimate 1e-6 difference may swap them)."""
+    compare: logits and top-1 for a single-label model, sigmoid scores and label sets at
+    `thresholds` for a multi-label one (given `thresholds`), since those are what readers use."""
     ref = reference(images).numpy()
     got = np.concatenate([candidate(images[i : i + batch]) for i in range(0, len(images), batch)])
     diff = float(np.abs(ref - got).max()) if len(images) else 0.0
     agree = ref.argmax(1) == got.argmax(1)
+    top1 = float(agree.mean()) if len(images) else 1.0
+    if thresholds is not None:
+        return _multilabel_parity(ref, got, np.asarray(thresholds, np.float64), tolerance, diff, top1)
+    # top-1 must agree where the two best reference logits are more than 2·tolerance apart
+    # (closer than that, a legitimate 1e-6 difference may swap them)
     ordered = np.sort(ref, axis=1)
     clear = (ordered[:, -1] - ordered[:, -2]) > 2 * tolerance if ref.shape[1] > 1 else np.ones(len(ref), bool)
     passed = diff <= tolerance and bool(agree[clear].all())
-    return Parity(len(images), diff, float(agree.mean()) if len(images) else 1.0, tolerance, passed)
+    return Parity(len(images), diff, top1, tolerance, passed)
+
+
+def _multilabel_parity(
+    ref: np.ndarray, got: np.ndarray, thresholds: np.ndarray, tolerance: float, logit_diff: float, top1: float
+) -> Parity:
+    """Sigmoid scores within `tolerance`, and every label decision the same where the reference
+    score is more than `tolerance` from its threshold (nearer, a legitimate difference may flip it).
+    The score bound implies the second rule; it is spelt out, as top-1 is for single-label."""
+    ref_scores, got_scores = _sigmoid(ref), _sigmoid(got)
+    diff = float(np.abs(ref_scores - got_scores).max()) if len(ref) else 0.0
+    ref_labels, got_labels = ref_scores >= thresholds, got_scores >= thresholds
+    clear = np.abs(ref_scores - thresholds) > tolerance
+    same_sets = float((ref_labels == got_labels).all(1).mean()) if len(ref) else 1.0
+    passed = diff <= tolerance and bool((ref_labels == got_labels)[clear].all())
+    return Parity(len(ref), logit_diff, top1, tolerance, passed, diff, same_sets)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """torch's sigmoid in float64, so the comparison adds no rounding of its own."""
+    return torch.from_numpy(logits).double().sigmoid().numpy()
 
 
 def require_parity(parity: Parity, what: str) -> None:
