@@ -257,6 +257,8 @@ def test_multilabel_export_passes_parity_on_scores_and_records_the_thresholds(
         assert "sigmoid" in beside["output"]["meaning"] and beside["parity"] == parity
     props = {p.key: p.value for p in onnx.load(multilabel_exports["onnx"].path).metadata_props}
     assert props["task"] == "multilabel" and json.loads(props["thresholds"]) == thresholds
+    # a colour model's normalisation goes through the fast TorchScript-based exporter, no fallback
+    assert "legacy" in multilabel_exports["onnx"].metadata["exporter"]
     extra = {"yingshe.json": ""}
     torch.jit.load(str(multilabel_exports["torchscript"].path), _extra_files=extra)
     assert json.loads(extra["yingshe.json"])["thresholds"] == thresholds

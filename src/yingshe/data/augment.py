@@ -37,8 +37,8 @@ class Normalize(torch.nn.Module):
         # (512 CIFAR images: 1.3 ms instead of 9 ms), and one pass costs about half of a product
         # and a difference (0.05 against 0.10 ms a 224-px image in cache, one core). It rounds
         # differently from them (about a quarter of the values by an ulp)
-        if x.requires_grad and torch.is_grad_enabled():  # `out=` does not record autograd
-            return torch.addcmul(self.neg_shift, x.float(), self.scale)
+        if (x.requires_grad and torch.is_grad_enabled()) or _exporting():  # `out=` is not recorded
+            return torch.addcmul(self.neg_shift, x.float(), self.scale)  # by autograd or the exporters
         if not _channels_last_only(x):
             y = x.to(torch.float32, copy=True)
             return torch.addcmul(self.neg_shift, y, self.scale, out=y)
@@ -59,6 +59,13 @@ class Normalize(torch.nn.Module):
         if scale.numel() == 1:  # one statistic for every channel, as the NCHW broadcast allows
             scale, neg_shift = scale.expand(channels), neg_shift.expand(channels)
         return scale.repeat(width), neg_shift.repeat(width)
+
+
+def _exporting() -> bool:
+    """Whether an exporter is recording the graph: torch.onnx's TorchScript-based exporter has no
+    symbolic for `addcmul(..., out=)` on the NHWC rows (colour images), and falls back to its
+    slower dynamo path with a graph dump on stdout."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _channels_last_only(x: Tensor) -> bool:
