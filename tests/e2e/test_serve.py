@@ -50,6 +50,7 @@ def test_batch_endpoint_model_info_health_and_metrics(server, real_pngs):
         and len(info["sha256"]) == 64
     )
     assert info["model"] == "fashion.onnx" and "/" not in info["model"] and info["backend"] == "onnxruntime"
+    assert info["task"] == "multiclass" and info["thresholds"] is None
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server}/readyz").status_code == 200
     text = httpx.get(f"{server}/metrics").text

@@ -227,8 +227,10 @@ def test_serve_returns_the_labels_above_threshold(multilabel_run, cifar_folder: 
     cfg = ServeConfig(model=str(multilabel_run.run_dir / "best.pt"), max_wait_ms=1)
     with TestClient(create_app(cfg, classifier)) as client:
         answer = client.post("/v1/predict", files={"file": ("a.jpg", image.read_bytes(), "image/jpeg")})
+        info = client.get("/v1/model").json()
     assert answer.status_code == 200, answer.text
     assert answer.json()["labels"] == expected and len(answer.json()["top"]) >= 1
+    assert info["task"] == "multilabel" and info["thresholds"] == classifier.thresholds
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,7 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "image_size": classifier.image_size,
         "resize": classifier.resize or classifier.image_size,  # short side before the centre crop
         "channels": classifier.channels,
+        **task_info(classifier),
         "tta_flip": tta_setting(classifier, "tta_flip", False),
         "tta_translate": tta_setting(classifier, "tta_translate", 0),
         "sha256": checksum,
@@ -109,6 +110,13 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
         "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
         "limits": {"max_file_mb": cfg.max_file_mb, "max_pixels": cfg.max_pixels, "max_files": cfg.max_files},
     }
+
+
+def task_info(classifier: ImageClassifier) -> dict[str, Any]:
+    """The task, and for a multi-label model the per-class thresholds its `labels` answers use."""
+    if getattr(classifier, "multilabel", False):
+        return {"task": "multilabel", "thresholds": classifier.thresholds}
+    return {"task": "multiclass", "thresholds": None}
 
 
 def tta_setting(classifier: ImageClassifier, key: str, default: bool | int) -> bool | int:
