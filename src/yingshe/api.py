@@ -121,7 +121,8 @@ def check_same_splits(meta: CheckpointMeta, data: DatasetSpec, where: str) -> No
     if expected and expected != splits_fingerprint(data):
         raise YingsheError(
             f"the data of {where} no longer splits as it did in training (files added or removed, "
-            "or prepared shards without the unreadable images): its test images could have been trained on",
+            "prepared shards without the unreadable images, or multi-label data split by a yingshe from "
+            "before iterative stratification): its test images could have been trained on",
             "evaluate on an explicit --data, or train a new run; data.prepared=off reads the original files",
         )
 

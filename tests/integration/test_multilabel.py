@@ -25,6 +25,7 @@ from sklearn.metrics import (
 import yingshe
 from yingshe.cli import main
 from yingshe.config import RunConfig, apply_overrides
+from yingshe.data.dataset import choose_splits, stage_rng
 from yingshe.data.sources import read_source
 from yingshe.errors import YingsheError
 from yingshe.evaluate import multilabel
@@ -347,3 +348,43 @@ def test_thresholds_tuned_on_the_test_split_are_flagged_in_the_report(manifest: 
     result = yingshe.train(cfg, progress=False)
     assert any("tuned on the test split" in note for note in result.report["training"]["notes"])
     assert "tuned on the test split" in (tmp_path / "report.md").read_text()
+
+
+def test_a_rare_label_reaches_the_validation_split_of_a_training_run(cifar_folder: Path, tmp_path: Path):
+    """A label on 4 of the 400 training images, all on rows the old multi-label cut (one seeded
+    shuffle) kept out of validation: the run still trains, and iterative stratification puts one of
+    them, and some of every other label, in the validation split its thresholds are tuned on."""
+    cfg = RunConfig()
+    shuffle = stage_rng(cfg.train.seed, "val").permutation(400)  # the old cut: the first 100 held out
+    rare = set(shuffle[100:104].tolist())
+    rows, seen = [], {"train": 0, "test": 0}
+    for path, cell, split in manifest_rows(cifar_folder):
+        carries = seen[split] in rare if split == "train" else seen[split] < 2  # and 2 test images
+        cell = "|".join(filter(None, [cell, "rare" if carries else ""]))
+        seen[split] += 1
+        rows.append(f"{cifar_folder / path},{cell},{split}")
+    manifest = tmp_path / "rare.csv"
+    manifest.write_text("path,labels,split\n" + "\n".join(rows) + "\n")
+    apply_overrides(
+        cfg,
+        [
+            f"data.spec={manifest}",
+            "data.workers=0",
+            "data.val_fraction=0.25",
+            "train.epochs=1",
+            "train.max_steps=2",
+            "train.batch_size=32",
+            "train.device=cpu",
+            "train.plots=false",
+            "model.kwargs={widths: [8, 8, 8, 8]}",
+            f"train.out={tmp_path / 'run'}",
+        ],
+    )
+    result = yingshe.train(cfg, progress=False)
+    source = read_source(manifest)
+    column = source.classes.index("rare")
+    assert set(np.flatnonzero(source.splits["train"].labels[:, column]).tolist()) == rare
+    _, val, _, _ = choose_splits(source, cfg.data, cfg.train.seed)  # the cut the run made
+    assert len(val) == result.report["num_val"] == 100
+    assert val.labels[:, column].sum() == 1 and (val.labels.sum(0) > 0).all()
+    assert len(result.report["thresholds"]) == len(source.classes) == 13

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from yingshe.data.splits import Split, stratified_split, stratified_subset
+from yingshe.data.splits import Split, stratified_folds, stratified_split, stratified_subset
 
 
 def labels():
@@ -39,3 +39,12 @@ def test_split_subset_keeps_images_and_labels_aligned():
     split = Split(np.arange(10) % 2, images=images)
     sub = split.subset(np.array([3, 8]))
     assert sub.images[:, 0, 0, 0].tolist() == [3, 8] and sub.labels.tolist() == [1, 0]
+
+
+def test_single_label_cuts_are_pinned():
+    """Values computed before multi-label data got its own cut: saved runs rely on these indices."""
+    y = np.repeat(np.arange(3), [6, 4, 3])
+    assert stratified_split(y, 0.3, np.random.default_rng(5))[1].tolist() == [1, 4, 6, 12]
+    assert stratified_subset(y, 7, np.random.default_rng(5)).tolist() == [1, 2, 4, 6, 9, 10, 12]
+    folds = stratified_folds(y, 3, np.random.default_rng(5))
+    assert [f.tolist() for f in folds] == [[1, 3, 6, 7, 11], [4, 5, 9, 12], [0, 2, 8, 10]]

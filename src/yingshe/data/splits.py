@@ -8,7 +8,6 @@ kinds of `Split` subset and split the same way, so limits and hold-outs work on 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from yingshe.data.images import printable_path, read_file
-
-log = logging.getLogger(__name__)
+from yingshe.data.iterstrat import iterative_parts
 
 
 def stat_line(path: str) -> str:
@@ -175,39 +173,47 @@ class SourceData:
     task: str = "multiclass"  # or "multilabel": labels are (N, K) multi-hot rows
 
 
-def strata(labels: np.ndarray) -> np.ndarray:
-    """The class index each image is stratified by. Multi-hot rows (multi-label data) have no one
-    class, so they all fall in one stratum: the hold-out is then a seeded random cut (iterative
-    stratification is not implemented), and a warning says so."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        log.warning("multi-label data: hold-outs and subsets are seeded random, not stratified by label")
-        return np.zeros(len(labels), dtype=np.int64)
-    return labels
+def multi_hot(labels: np.ndarray) -> bool:
+    """(N, K) multi-hot rows (multi-label data): no one class to stratify by, so the cuts below use
+    iterative stratification (data/iterstrat.py) instead of shuffling each class."""
+    return np.ndim(labels) == 2
+
+
+def held_count(members: int, fraction: float) -> int:
+    """`fraction` of `members` rounded, but at least one of two or more, so a small class (or a
+    small multi-label set) is represented on both sides of a hold-out."""
+    n_held = round(members * fraction)
+    if fraction > 0 and n_held == 0 and members >= 2:
+        n_held = 1
+    return n_held
 
 
 def stratified_split(
     labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (kept, held out) with `fraction` of every class held out, at least one where a
-    class has two or more members, so small classes stay represented on both sides."""
-    labels = strata(labels)
+    """Indices (kept, held out) with `fraction` of every class held out (`held_count`), so small
+    classes stay represented on both sides. Multi-label rows: that share of all rows is held out,
+    each label (and the rows with none) in proportion."""
+    if multi_hot(labels):
+        n_held = held_count(len(labels), fraction)
+        part = iterative_parts(labels, [len(labels) - n_held, n_held], rng)
+        return np.flatnonzero(part == 0), np.flatnonzero(part == 1)
     kept, held = [], []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
-        n_held = round(len(members) * fraction)
-        if fraction > 0 and n_held == 0 and len(members) >= 2:
-            n_held = 1
+        n_held = held_count(len(members), fraction)
         held.append(members[:n_held])
         kept.append(members[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 
 def stratified_subset(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` indices keeping the class proportions (largest-remainder rounding)."""
+    """`count` indices keeping the class proportions (largest-remainder rounding), or for
+    multi-label rows each label's share (iterative stratification)."""
     if count >= len(labels):
         return np.arange(len(labels))
-    labels = strata(labels)
+    if multi_hot(labels):
+        return np.flatnonzero(iterative_parts(labels, [count, len(labels) - count], rng) == 0)
     classes, sizes = np.unique(labels, return_counts=True)
     quotas = sizes * count / len(labels)
     take = np.floor(quotas).astype(int)
@@ -224,10 +230,14 @@ def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> li
 
     Every class is shuffled and the classes are laid end to end; position i goes to fold i mod k.
     So each fold holds floor or ceil of n_c / k images of every class c, and fold sizes differ by
-    at most one image.
+    at most one image. Multi-label rows get the same fold sizes (the first n mod k folds one
+    larger) from iterative stratification, each label spread in proportion.
     """
     if k < 2 or k > len(labels):
         raise ValueError(f"cannot make {k} folds of {len(labels)} images; use 2 <= k <= {len(labels)}")
-    labels = strata(labels)
+    if multi_hot(labels):
+        sizes = [len(labels) // k + (fold < len(labels) % k) for fold in range(k)]
+        part = iterative_parts(labels, sizes, rng)
+        return [np.flatnonzero(part == fold) for fold in range(k)]
     order = np.concatenate([rng.permutation(np.flatnonzero(labels == cls)) for cls in np.unique(labels)])
     return [np.sort(order[fold::k]) for fold in range(k)]
