@@ -331,14 +331,20 @@ def build_training(
     train_batches = training_batches(cfg, data, device, normalize, channels_last, per_rank, ctx)
     val_split = data.val if data.val is not None else data.test
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last, ctx.rank, ctx.world)
-    train_model = distributed.wrap(model, device, cfg.train.sync_bn)  # DDP under torchrun
+    # fine-tuning: the source's body weights, and the never-trained stages frozen before DDP wraps
+    schedule = plan.prepare(model, resumed=resumed is not None) if plan is not None else None
+    # a gradual fine-tune's stages are frozen until their epoch: DDP must not wait for them
+    changes_trainable = schedule is not None and schedule.plan.unfreezes_later
+    train_model = distributed.wrap(model, device, cfg.train.sync_bn, changes_trainable)  # DDP under torchrun
     model = unwrap(train_model)  # with sync_bn, the converted model
     run = open_ranked_run_folder(cfg, resumed is not None, ctx)
-    callbacks = list(callbacks or [])
-    if plan is not None:  # loads the source's weights and writes finetune.json into the run folder
-        callbacks.insert(0, plan.prepare(model, run.root, resumed=resumed is not None))
+    if plan is not None and ctx.is_main:
+        plan.record(run.root)  # finetune.json
     if ctx.is_main:
         log_header(cfg, data, model, device, run.root)
+    # the stage-wise optimiser and its (un)freezing run on every rank: the caller's callbacks run
+    # on rank 0 only, and a rank without them would train every stage with another optimiser
+    schedules = [schedule] if schedule is not None else []
     train_model = torch.compile(train_model) if cfg.train.compile else train_model  # shares parameters
     trainer = Trainer(
         train_model,
@@ -348,7 +354,7 @@ def build_training(
         device,
         run,
         checkpoint_meta(cfg, data),
-        training_callbacks(cfg, run, callbacks, progress, ctx.is_main),
+        schedules + training_callbacks(cfg, run, callbacks, progress, ctx.is_main),
     )
     return TrainingSession(
         cfg, run, data, device, channels_last, model, normalize, train_batches, val_batches, trainer

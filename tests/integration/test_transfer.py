@@ -117,6 +117,21 @@ def test_gradual_unfreezes_from_the_top_one_stage_per_period():
     assert not frozen_bn.training and model.features[2][0].body[0][1].training is False
 
 
+def test_never_trained_stages_are_frozen_up_front_and_later_ones_stay_trainable():
+    """`FinetunePlan.prepare` freezes the stages no epoch trains before DDP wraps the model, which
+    then leaves them out of its gradient all-reduce; a stage that unfreezes later must still
+    require grad then, or DDP would never average its gradients (tests/integration/test_ddp.py)."""
+    model = create_model("resnet20", 10, 3, 32)
+    plan = plan_stages(model, "gradual", freeze_until="features.0")
+    assert plan.unfreezes_later and not plan_stages(model, "full").unfreezes_later
+    FinetuneSchedule(model, plan).freeze_never_trained()
+    stages = dict(plan.stages)
+    never = stages["stem"] + stages["features.0"]
+    assert plan.never_trained() == set(never)
+    assert not any(model.get_parameter(p).requires_grad for p in never)
+    assert all(model.get_parameter(p).requires_grad for p in stages["features.1"] + stages["features.2"])
+
+
 def test_gradual_training_changes_only_the_unfrozen_top(fashion_run, cifar_folder, tmp_path):
     out = tmp_path / "gradual"
     argv = ["finetune", str(fashion_run.run_dir), "--data", str(cifar_folder), "--strategy", "gradual"]

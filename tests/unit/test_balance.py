@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, recall_score
 
 from yingshe.data.curate import long_tail, long_tail_counts
-from yingshe.data.loader import EpochShuffle
+from yingshe.data.loader import EpochBatches, EpochShuffle
 from yingshe.data.splits import Split
 from yingshe.evaluate.metrics import Predictions, full_metrics
 from yingshe.train.balance import build_loss, class_weights, sample_weights
@@ -64,6 +64,32 @@ def test_sampler_draws_classes_equally_often(fashion_dir):
     assert torch.equal(
         sampler.order(), EpochShuffle(len(labels), 0, weights=sample_weights(labels, 10)).order()
     )
+
+
+def test_ranks_split_one_balanced_draw_between_them(fashion_dir):
+    """Under torchrun (`rank` of `world`) each rank takes every world-th draw of the epoch's one
+    sequence, as DistributedSampler does: the ranks take different draws, together exactly the
+    draws of one process, batch by batch (a global batch of 64 is the ranks' batches of
+    64 / world), and each rank's share is class-balanced by itself."""
+    labels = long_tailed(fashion_dir)
+    weights = sample_weights(labels, 10)
+    one = EpochBatches(EpochShuffle(len(labels), 7, weights=weights), 64, merge_tail=True)
+    for world in (2, 4):
+        shuffles = [EpochShuffle(len(labels), 7, rank=r, world=world, weights=weights) for r in range(world)]
+        ranks = [EpochBatches(shuffle, 64 // world, merge_tail=True) for shuffle in shuffles]
+        for epoch in (1, 2):
+            for batches in (one, *ranks):
+                batches.sampler.set_epoch(epoch)
+            shares = [b.sampler.order() for b in ranks]
+            assert [len(s) for s in shares] == [len(b.sampler) for b in ranks]
+            assert sum(len(s) for s in shares) == len(labels)
+            assert not torch.equal(shares[0][:100], shares[1][:100])  # not the same draws twice
+            steps = zip(one.batches(), *(b.batches() for b in ranks), strict=True)  # as many steps
+            for whole, *parts in steps:  # each global batch is the ranks' batches together
+                assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist())
+            for share in shares:
+                frequencies = np.bincount(labels[share.numpy()], minlength=10) / len(share)
+                np.testing.assert_allclose(frequencies, 0.1, atol=0.015)  # the tail is 0.3% of the data
 
 
 def test_logit_adjustment_shifts_by_the_log_prior(fashion_dir):

@@ -140,10 +140,18 @@ def per_rank_batch(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
-def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, sync_bn: bool, changes_trainable: bool = False) -> nn.Module:
     """The DDP training wrapper of `model` (which is returned as is outside a group). With
     `sync_bn`, batch norm layers share their batch statistics across ranks (CUDA only: PyTorch's
-    SyncBatchNorm has no CPU kernel)."""
+    SyncBatchNorm has no CPU kernel).
+
+    DDP registers the parameters that require grad now and, by default, waits every step for a
+    gradient of each. `changes_trainable` says some of them will be frozen for a while during the
+    run (a gradual fine-tune's stages before they unfreeze): DDP then looks for unused parameters
+    each step (a graph walk; their gradients stay None, so the optimiser leaves them alone).
+    Parameters frozen for the whole run should be frozen before this call, which keeps them out
+    of DDP altogether; one frozen now and unfrozen later would train on each rank's own share
+    without its gradient ever being averaged."""
     if not active():
         return model
     if sync_bn:
@@ -151,7 +159,7 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
     ids = [device.index] if device.type == "cuda" else None
     # a model that freezes parameters by epoch (`set_epoch`: airbench's whitening bias) leaves
     # DDP waiting for gradients that never come unless DDP looks for unused parameters each step
-    changes_trainable = callable(getattr(model, "set_epoch", None))
+    changes_trainable = changes_trainable or callable(getattr(model, "set_epoch", None))
     return nn.parallel.DistributedDataParallel(
         model, device_ids=ids, find_unused_parameters=changes_trainable
     )

@@ -137,8 +137,10 @@ class FinetunePlan:
     def stats(self) -> tuple[list[float], list[float]]:
         return list(self.source.mean), list(self.source.std)
 
-    def prepare(self, model: nn.Module, run_root: Path, resumed: bool) -> FinetuneSchedule:
-        """Load the body weights (the head is the new task's), plan the stages, record it all."""
+    def prepare(self, model: nn.Module, resumed: bool) -> FinetuneSchedule:
+        """Load the body weights (the head is the new task's), plan the stages, and freeze the
+        stages that never train. Called before the model is wrapped for DDP (train/distributed.py
+        `wrap`): DDP then leaves the never-trained stages out of its gradient all-reduce."""
         ft = self.cfg.finetune
         if not resumed and self.source.state is not None:
             self.report = load_body_weights(model, self.source.state, self.source.spec)
@@ -146,6 +148,13 @@ class FinetunePlan:
         mark_fixed_parameters(model)
         plan = plan_stages(model, ft.strategy, ft.freeze_until, ft.head_lr_mult, ft.lr_decay, ft.period)
         self.schedule = FinetuneSchedule(model, plan)
+        self.schedule.freeze_never_trained()
+        return self.schedule
+
+    def record(self, run_root: Path) -> None:
+        """finetune.json in the run folder: the source, its weights file and SHA-256, the stages."""
+        assert self.schedule is not None, "prepare() plans the stages first"
+        ft, plan = self.cfg.finetune, self.schedule.plan
         record = {
             "source": self.source.spec,
             "model": self.source.model_name,
@@ -167,7 +176,6 @@ class FinetunePlan:
         }
         atomic_write_json(run_root / FINETUNE_JSON, record)
         log.info("fine-tuning %s from %s (%s)", self.source.model_name, record["weights"], ft.strategy)
-        return self.schedule
 
 
 def finetune(

@@ -78,6 +78,16 @@ class StagePlan:
             for n in names
         }
 
+    def never_trained(self) -> set[str]:
+        """The body's parameters no epoch trains (linear-probe, `freeze_until`)."""
+        stages = zip(self.stages, self.starts, strict=True)
+        return {n for (_, names), start in stages if start is None for n in names}
+
+    @property
+    def unfreezes_later(self) -> bool:
+        """Whether a stage starts training after the first epoch (gradual)."""
+        return any(start is not None and start > 1 for start in self.starts)
+
     def unfreeze_order(self) -> list[str]:
         timed = [(start, i) for i, start in enumerate(self.starts) if start is not None]
         return [self.stages[i][0] for _, i in sorted(timed, key=lambda t: (t[0], -t[1]))]
@@ -136,6 +146,16 @@ class FinetuneSchedule(Callback):
     def __init__(self, model: nn.Module, plan: StagePlan):
         self.model, self.plan = model, plan
         self.unfrozen_log: list[tuple[int, list[str]]] = []
+
+    def freeze_never_trained(self) -> None:
+        """Freeze the stages that never train, once, before DDP wraps the model: DDP registers only
+        the parameters that require grad then, so it neither waits for their gradients nor
+        all-reduces them. The stages a gradual run unfreezes later must stay trainable until then,
+        or DDP would never average their gradients (`distributed.wrap`, `plan.unfreezes_later`)."""
+        never = self.plan.never_trained()
+        for name, param in self.model.named_parameters():
+            if name in never:
+                param.requires_grad_(False)
 
     def on_fit_start(self, trainer: Trainer) -> None:
         from yingshe.train.optim import OPTIMIZERS
