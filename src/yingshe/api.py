@@ -207,6 +207,8 @@ def train(
         state = fit_training(session, resumed)
         return report_training(session, state, started)
     except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
+        if distributed.active() and (unused := distributed.unused_parameters_error(err)) is not None:
+            raise unused from err
         if not distributed.active() or not distributed.collective_failure(err):
             raise
         raise distributed.lost_peer_error(err, cfg.train.dist_timeout) from err
@@ -333,9 +335,10 @@ def build_training(
     val_batches = eval_batches(val_split, data, cfg, device, normalize, channels_last, ctx.rank, ctx.world)
     # fine-tuning: the source's body weights, and the never-trained stages frozen before DDP wraps
     schedule = plan.prepare(model, resumed=resumed is not None) if plan is not None else None
-    # a gradual fine-tune's stages are frozen until their epoch: DDP must not wait for them
-    changes_trainable = schedule is not None and schedule.plan.unfreezes_later
-    train_model = distributed.wrap(model, device, cfg.train.sync_bn, changes_trainable)  # DDP under torchrun
+    # parameters without a gradient in some steps (a gradual fine-tune's stages until their epoch,
+    # or a model that skips some): DDP must look for them instead of waiting
+    find_unused = cfg.train.find_unused_parameters or (schedule is not None and schedule.plan.unfreezes_later)
+    train_model = distributed.wrap(model, device, cfg.train.sync_bn, find_unused)  # DDP under torchrun
     model = unwrap(train_model)  # with sync_bn, the converted model
     run = open_ranked_run_folder(cfg, resumed is not None, ctx)
     if plan is not None and ctx.is_main:

@@ -143,6 +143,7 @@ class TrainConfig:
     tta_translate: int = 0  # also on copies shifted ±N px diagonally (airbench's TTA level 2); 0: off
     sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
     dist_timeout: float = 300.0  # under torchrun: seconds a collective waits for a dead or hung rank
+    find_unused_parameters: bool = False  # under torchrun: for models whose forward skips some parameters
     balance: Balance = "none"  # class imbalance: none, weights (loss), sampler (class-balanced), logit-adjust
     time_budget: float | str | None = None  # wall time for the whole run (90s, 30m, 1h): steps fitted to it
     multilabel_loss: MultilabelLoss = "bce"  # multi-label data: bce or asymmetric (ASL) sigmoid loss

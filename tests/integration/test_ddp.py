@@ -311,6 +311,65 @@ def test_a_time_budget_under_torchrun_ends_every_rank_at_one_planned_step(tmp_pa
     assert seconds < 20 + TIMEOUT  # start-up and teardown, not a rank waiting out the timeout
 
 
+SKIPPING_MODEL = """
+import sys
+
+from torch import nn
+
+import yingshe
+from yingshe.config import RunConfig, apply_overrides
+from yingshe.models import MODELS, ModelEntry
+
+
+class SkipsALayer(nn.Module):
+    \"\"\"A small net whose `unused` layer never takes part in the forward (an auxiliary head).\"\"\"
+
+    def __init__(self, num_classes, in_chans, image_size, **kw):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size**2, num_classes))
+        self.unused = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+MODELS.register("skips-a-layer")(ModelEntry(SkipsALayer, "a net with a parameter its forward skips"))
+cfg = RunConfig()
+apply_overrides(cfg, ["model.name=skips-a-layer", *sys.argv[1:]])
+yingshe.train(cfg, progress=False)
+"""
+
+
+def test_a_model_that_skips_parameters_gets_a_clear_error_and_trains_with_find_unused(tmp_path):
+    """A forward that leaves a parameter without a gradient stops DDP at its second step; the run
+    says what happened and which setting fixes it, and with that setting it trains."""
+    script = tmp_path / "skipping.py"
+    script.write_text(SKIPPING_MODEL)
+    run = [*COMMON, "train.batch_size=32", "train.max_steps=4", "train.epochs=1"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    refused = subprocess.run(
+        [*command, str(script), *run, f"train.out={tmp_path / 'refused'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=4 * TIMEOUT,
+    )
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "gave some trainable parameters no gradient" in output, output[-3000:]
+    assert "train.find_unused_parameters=true" in output
+    done = subprocess.run(
+        [*command, str(script), *run, "train.find_unused_parameters=true", f"train.out={tmp_path / 'run'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=4 * TIMEOUT,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["training"]["steps"] == 4
+
+
 def test_global_batch_must_divide_among_ranks():
     from yingshe.errors import YingsheError
     from yingshe.train.distributed import per_rank_batch

@@ -140,15 +140,16 @@ def per_rank_batch(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
-def wrap(model: nn.Module, device: torch.device, sync_bn: bool, changes_trainable: bool = False) -> nn.Module:
+def wrap(model: nn.Module, device: torch.device, sync_bn: bool, find_unused: bool = False) -> nn.Module:
     """The DDP training wrapper of `model` (which is returned as is outside a group). With
     `sync_bn`, batch norm layers share their batch statistics across ranks (CUDA only: PyTorch's
     SyncBatchNorm has no CPU kernel).
 
     DDP registers the parameters that require grad now and, by default, waits every step for a
-    gradient of each. `changes_trainable` says some of them will be frozen for a while during the
-    run (a gradual fine-tune's stages before they unfreeze): DDP then looks for unused parameters
-    each step (a graph walk; their gradients stay None, so the optimiser leaves them alone).
+    gradient of each. `find_unused` says some of them get none in some steps (a gradual
+    fine-tune's stages before they unfreeze, `train.find_unused_parameters`): DDP then looks for
+    unused parameters each step (a graph walk; their gradients stay None, so the optimiser leaves
+    them alone).
     Parameters frozen for the whole run should be frozen before this call, which keeps them out
     of DDP altogether; one frozen now and unfrozen later would train on each rank's own share
     without its gradient ever being averaged."""
@@ -159,10 +160,8 @@ def wrap(model: nn.Module, device: torch.device, sync_bn: bool, changes_trainabl
     ids = [device.index] if device.type == "cuda" else None
     # a model that freezes parameters by epoch (`set_epoch`: airbench's whitening bias) leaves
     # DDP waiting for gradients that never come unless DDP looks for unused parameters each step
-    changes_trainable = changes_trainable or callable(getattr(model, "set_epoch", None))
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=changes_trainable
-    )
+    find_unused = find_unused or callable(getattr(model, "set_epoch", None))
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def check_sync_bn(sync_bn: bool, device: torch.device) -> None:
@@ -271,6 +270,20 @@ def collective_failure(err: BaseException) -> bool:
     """Whether `err` came from a collective (Gloo and NCCL raise plain RuntimeErrors too)."""
     text = str(err).lower()
     return isinstance(err, dist.DistError) or any(w in text for w in ("gloo", "nccl", "timed out"))
+
+
+def unused_parameters_error(err: BaseException) -> YingsheError | None:
+    """DDP's "Expected to have finished reduction" as a clear error: a step gave some trainable
+    parameters no gradient (a forward that skips a layer, an auxiliary head), so DDP, which waits
+    for every registered parameter's gradient, could not finish the step."""
+    if "expected to have finished reduction" not in str(err).lower():
+        return None
+    return YingsheError(
+        "under torchrun a training step gave some trainable parameters no gradient (the model's "
+        "forward skips them), and DDP waits for a gradient of every one",
+        "set train.find_unused_parameters=true (DDP then looks for them every step), freeze those "
+        "parameters, or train on one process",
+    )
 
 
 def lost_peer_error(err: BaseException, timeout_s: float) -> YingsheError:
