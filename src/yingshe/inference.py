@@ -117,9 +117,14 @@ class ImageClassifier:
             for vrow, irow in zip(values, indices, strict=True)
         ]
 
+    def label_thresholds(self) -> list[float]:
+        """Multi-label: the threshold of each label, as tuned on validation (0.5 each untuned, e.g.
+        a last.pt written before tuning)."""
+        return [float(t) for t in self.thresholds or [0.5] * len(self.classes)]
+
     def above(self, probs: torch.Tensor) -> list[list[str]]:
-        """Multi-label: per row, every label whose score reaches its threshold (0.5 untuned)."""
-        limits = self.thresholds or [0.5] * len(self.classes)
+        """Multi-label: per row, every label whose score reaches its threshold."""
+        limits = self.label_thresholds()
         return [
             [name for name, p, t in zip(self.classes, row, limits, strict=True) if p >= t]
             for row in probs.tolist()

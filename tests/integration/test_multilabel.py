@@ -23,9 +23,10 @@ from sklearn.metrics import (
 )
 
 import yingshe
+from yingshe.api import splits_fingerprint
 from yingshe.cli import main
 from yingshe.config import RunConfig, apply_overrides
-from yingshe.data.dataset import choose_splits, stage_rng
+from yingshe.data.dataset import build_dataset, stage_rng
 from yingshe.data.sources import read_source
 from yingshe.errors import YingsheError
 from yingshe.evaluate import multilabel
@@ -384,7 +385,9 @@ def test_a_rare_label_reaches_the_validation_split_of_a_training_run(cifar_folde
     source = read_source(manifest)
     column = source.classes.index("rare")
     assert set(np.flatnonzero(source.splits["train"].labels[:, column]).tolist()) == rare
-    _, val, _, _ = choose_splits(source, cfg.data, cfg.train.seed)  # the cut the run made
+    data = build_dataset(cfg.data, cfg.train.seed)
+    assert splits_fingerprint(data) == load_checkpoint(result.run_dir).meta.data.splits  # the run's cut
+    val = data.val
     assert len(val) == result.report["num_val"] == 100
     assert val.labels[:, column].sum() == 1 and (val.labels.sum(0) > 0).all()
     assert len(result.report["thresholds"]) == len(source.classes) == 13

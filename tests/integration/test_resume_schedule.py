@@ -256,3 +256,15 @@ def test_a_resumed_epochs_speed_counts_only_the_images_trained_after_the_resume(
     train_logged(log, monkeypatch, resume=run)
     first, second = read_metrics_csv(run / "metrics.csv")
     assert first["train_images_per_second"] < 3 * second["train_images_per_second"], (first, second)
+
+
+def test_a_run_ending_inside_an_epoch_leaves_its_last_checkpoint_to_the_epochs_end(tmp_path, monkeypatch):
+    """1.5 epochs with last.pt every step: the final step writes no mid-epoch last.pt of its own
+    (a kill before the end-of-epoch one would resume a run already done, its last epoch never
+    closed), so the previous last.pt is the step before, and last.pt closes the epoch."""
+    run, log = tmp_path / "run", tmp_path / "steps.log"
+    result = train_logged(log, monkeypatch, exact_config(run, 1.5, "train.checkpoint_every=1"))
+    final = result.report["training"]["steps"]
+    last, previous = load_checkpoint(run / "last.pt"), load_checkpoint(run / "last.prev.pt")
+    assert last.fit_state["step"] == final and last.fit_state["progress"] is None
+    assert previous.fit_state["step"] == final - 1

@@ -148,5 +148,10 @@ def test_a_resumed_budgeted_run_continues_on_what_was_left_of_its_budget(tmp_pat
     assert epochs == list(range(1, len(epochs) + 1))
 
     yingshe.train(resume=tmp_path, progress=False)
-    again = json.loads((tmp_path / "report.json").read_text())["training"]
-    assert (again["steps"], again["epochs_run"]) == (training["steps"], training["epochs_run"])
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert (again["training"]["steps"], again["training"]["epochs_run"]) == (
+        training["steps"],
+        training["epochs_run"],
+    )
+    kept = ("planned_steps", "step_seconds", "eval_seconds_per_image", "revisions")
+    assert {k: again["time_budget"][k] for k in kept} == {k: budget[k] for k in kept}  # the plan it had

@@ -18,8 +18,8 @@ class Clock:
 
 
 class FakeTrainer:
-    """What `TimeBudget` reads of a trainer: the step, the epoch, the loop's length and its
-    validation batches (a probe of them costs no scripted time)."""
+    """What `TimeBudget` reads of a trainer: the step, the epoch, the loop's length and limit, the
+    steps' areas and its validation batches (a probe of them costs no scripted time)."""
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.cfg = RunConfig()
@@ -29,12 +29,18 @@ class FakeTrainer:
         self.val = [(torch.zeros(8, 3), None, None)] * 4
         self.tta_flip, self.tta_translate = False, False
         self.planned: list[int] = []
+        self.step_limit: int | None = None
+        self.step_area, self.area_ahead = 1.0, 1.0  # full-size steps unless a test shrinks them
 
     def eval_model(self) -> torch.nn.Module:
         return torch.nn.Identity()
 
+    def remaining_step_area(self) -> float:
+        return self.area_ahead
+
     def plan_steps(self, total: int) -> None:
         self.planned.append(total)
+        self.step_limit = self.total_steps = total
 
 
 def run_epochs(clock: Clock, trainer: FakeTrainer, budget: TimeBudget, step_times: list[float]) -> None:
@@ -90,7 +96,7 @@ def test_steps_shrunk_by_progressive_resizing_are_costed_by_their_pixels(monkeyp
     monkeypatch.setattr(budget_module.time, "perf_counter", clock)
     trainer = FakeTrainer(steps_per_epoch=100)
     trainer.step_area = 0.25
-    trainer.remaining_step_area = lambda: 0.6
+    trainer.area_ahead = 0.6
     budget = TimeBudget(600.0, started=0.0, final_images=0, val_images=0)
     budget.on_epoch_start(trainer, 1, trainer.steps_per_epoch)
     while budget.plan.planned_steps is None:
@@ -100,3 +106,21 @@ def test_steps_shrunk_by_progressive_resizing_are_costed_by_their_pixels(monkeyp
     assert abs(budget.plan.step_s - 1.0) < 1e-9
     left = 600.0 * (1 - budget_module.MARGIN) - clock.now
     assert budget.plan.planned_steps == trainer.state.step + int(left / 0.6)
+
+
+def test_a_run_resumed_one_step_before_its_plan_ends_with_no_time_left_stops_there(monkeypatch):
+    """Resumed at step 99 of a 100-step plan with 590 of 600 s spent: the step it takes ends the
+    warm-up and the plan, which keeps its 100 steps instead of granting one more."""
+    clock = Clock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    trainer = FakeTrainer(steps_per_epoch=1000)
+    trainer.state.step = 99
+    trainer.state.budget = {"spent_s": 590.0, "planned_steps": 100}
+    budget = TimeBudget(600.0, started=0.0, final_images=0, val_images=0)
+    budget.on_fit_start(trainer)
+    assert trainer.step_limit == 100  # the saved plan until the warm-up re-plans
+    budget.on_epoch_start(trainer, 1, trainer.steps_per_epoch)
+    clock.now += 1.0
+    trainer.state.step += 1
+    budget.on_step_end(trainer)
+    assert budget.plan.planned_steps == 100 and trainer.step_limit == 100

@@ -37,8 +37,9 @@ class Normalize(torch.nn.Module):
         # (512 CIFAR images: 1.3 ms instead of 9 ms), and one pass costs about half of a product
         # and a difference (0.05 against 0.10 ms a 224-px image in cache, one core). It rounds
         # differently from them (about a quarter of the values by an ulp)
-        if (x.requires_grad and torch.is_grad_enabled()) or _exporting():  # `out=` is not recorded
-            return torch.addcmul(self.neg_shift, x.float(), self.scale)  # by autograd or the exporters
+        # `out=` is recorded neither by autograd nor by the exporters: they get the plain form
+        if (x.requires_grad and torch.is_grad_enabled()) or _exporting():
+            return torch.addcmul(self.neg_shift, x.float(), self.scale)
         if not _channels_last_only(x):
             y = x.to(torch.float32, copy=True)
             return torch.addcmul(self.neg_shift, y, self.scale, out=y)

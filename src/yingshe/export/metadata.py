@@ -60,9 +60,8 @@ def task_fields(classifier: Classifier) -> dict[str, Any]:
     Nothing for single-label, whose exports stay as they were."""
     if not classifier.multilabel:
         return {}
-    thresholds = classifier.thresholds or [0.5] * len(classifier.classes)
     output = {"name": OUTPUT_NAME, "dtype": "float32", "meaning": SIGMOID_MEANING}
-    return {"task": MULTI_LABEL, "thresholds": [float(t) for t in thresholds], "output": output}
+    return {"task": MULTI_LABEL, "thresholds": classifier.label_thresholds(), "output": output}
 
 
 def read_task(meta: dict[str, Any], source: str) -> list[float] | None:

@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from yingshe._version import __version__
+from yingshe.export.metadata import MULTI_LABEL, SINGLE_LABEL
 from yingshe.inference import ImageClassifier
 from yingshe.serve.batching import DynamicBatcher
 from yingshe.serve.config import ServeConfig
@@ -115,8 +116,8 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
 def task_info(classifier: ImageClassifier) -> dict[str, Any]:
     """The task, and for a multi-label model the per-class thresholds its `labels` answers use."""
     if getattr(classifier, "multilabel", False):
-        return {"task": "multilabel", "thresholds": classifier.thresholds}
-    return {"task": "multiclass", "thresholds": None}
+        return {"task": MULTI_LABEL, "thresholds": classifier.label_thresholds()}
+    return {"task": SINGLE_LABEL, "thresholds": None}
 
 
 def tta_setting(classifier: ImageClassifier, key: str, default: bool | int) -> bool | int:

@@ -23,9 +23,14 @@ plan takes the smallest total any rank computed (the slowest rank's). Every othe
 share.
 
 A resumed run continues on what was left of its budget: every checkpoint saves the seconds spent
-so far (`FitState.budget_spent_s`), and the resumed clock starts that far in (the time between
-the kill and the resume is not counted). A run that had finished its plan has nothing left to
-train; resuming it only evaluates and reports again.
+so far and the plan (`FitState.budget`), and the resumed clock starts that far in (the time
+between the kill and the resume is not counted). A run that had finished its plan has nothing
+left to train; resuming it only evaluates and reports again, with the plan it had.
+
+With progressive resizing a step's cost is taken as its pixels (`Trainer.step_area`). Small
+steps carry the same fixed costs as full ones (the loader, the optimiser), so a full-size step
+timed on them comes out dear: the first plans are cautious, and the windows timed at full size
+later re-plan onto the budget.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -124,8 +129,9 @@ class TimeBudget(Callback):
         if saved is None:
             return
         self.started -= saved["spent_s"]
-        self.epoch_started = self.started
-        planned = saved["planned_steps"]
+        if "plan" in saved:  # what it measured and revised, for the report
+            self.plan = BudgetPlan(**{**saved["plan"], "budget_s": self.plan.budget_s})
+        planned, self.plan.planned_steps = saved["planned_steps"], None  # None: the warm-up re-plans
         if planned is None:  # stopped during the warm-up: it plans afresh
             return
         trainer.plan_steps(max(planned, step))
@@ -133,11 +139,12 @@ class TimeBudget(Callback):
             self.plan.planned_steps = step
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        self.save_progress(trainer)  # into the epoch's checkpoint
+        self.record_spend(trainer)  # into the epoch's checkpoint
 
-    def save_progress(self, trainer: Trainer) -> None:
+    def record_spend(self, trainer: Trainer) -> None:
         """The spend and plan so far, into the loop's state: the next checkpoint saves them."""
-        trainer.state.budget = {"spent_s": self.spent(), "planned_steps": self.plan.planned_steps}
+        plan = asdict(self.plan)
+        trainer.state.budget = {"spent_s": self.spent(), "planned_steps": plan["planned_steps"], "plan": plan}
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:
         # the first step of an epoch carries the loader's start-up: a new window opens after it,
@@ -147,7 +154,7 @@ class TimeBudget(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         now, step = time.perf_counter(), trainer.state.step
-        area = getattr(trainer, "step_area", 1.0)
+        area = trainer.step_area
         boundary = self.window_start is None
         if boundary and self.plan.planned_steps is not None:
             self.measure_closed_window(step - 1)
@@ -168,7 +175,7 @@ class TimeBudget(Callback):
             if step - self.last_plan_step >= REPLAN_EVERY and counted >= 3:
                 self.plan.step_s = self.full_step_s(self.window_start, now, self.area_done)
                 self.replan(trainer, now)
-        self.save_progress(trainer)  # for a mid-epoch checkpoint
+        self.record_spend(trainer)  # for a mid-epoch checkpoint
 
     def measure_closed_window(self, last_step: int) -> None:
         """The step time of the epoch just ended, from its steps after the first, where there were
@@ -256,7 +263,7 @@ class TimeBudget(Callback):
             overhead = eval_rate * self.val_images + plan.eval_startup_s
         left = plan.budget_s * (1 - MARGIN) - (now - self.started) - plan.final_eval_reserve_s
         # a step left costs a full one's time × the mean area of the steps left (progressive resizing)
-        step_s = (plan.step_s or 0.0) * getattr(trainer, "remaining_step_area", lambda: 1.0)()
+        step_s = (plan.step_s or 0.0) * trainer.remaining_step_area()
 
         def cost(total: int) -> float:
             epochs_left = math.ceil(total / per_epoch) - trainer.state.epoch
@@ -264,7 +271,7 @@ class TimeBudget(Callback):
 
         # at least one more step, unless the plan already ends here: then out of time means stop
         # (re-granting "one more" at every boundary would never end a run of one step an epoch)
-        at_end = plan.planned_steps is not None and plan.planned_steps <= step
+        at_end = trainer.step_limit is not None and trainer.step_limit <= step  # a resumed plan's too
         low = step if at_end else step + 1
         high = step + 1 + int(max(0.0, left) / max(step_s, 1e-9))
         if trainer.cfg.train.max_steps:

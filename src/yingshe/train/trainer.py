@@ -327,26 +327,32 @@ class Trainer:
                 cb.on_step_end(self)
             if steps % PROGRESS_EVERY == 0 or steps == self.steps_per_epoch:
                 self.report_progress(steps, progress, progress.seen - resumed_seen, started)
-            if (
-                checkpoint_due(
-                    self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
-                )
-                and distributed.is_main()
-            ):  # under torchrun rank 0's position stands for all
+            # the run's last step inside an epoch leaves its checkpoint to the epoch's end, which
+            # follows at once: a kill between the two would resume a run already done, its last
+            # epoch never closed (no row, no validation, best.pt stale)
+            due = checkpoint_due(
+                self.state.step, self.cfg.train.checkpoint_every, progress.batches, self.steps_per_epoch
+            )
+            if due and not self.done() and distributed.is_main():  # rank 0's position stands for all
                 self.save_progress(progress)
-            if self.done():  # the next batch stays undrawn: its augmentation's random draws are
-                break  # then the generators' next ones, which an extension of the run makes
+            # at the run's end the next batch stays undrawn: its augmentation's random draws are
+            # the generators' next ones, which an extension of the run makes
+            if self.done():
+                break
         # the run ended inside the epoch: its end-of-epoch last.pt keeps where, for an extension
         self.state.partial = progress.to_dict() if progress.batches < self.steps_per_epoch else None
+        return self.train_figures(progress, progress.seen - resumed_seen, time.perf_counter() - started)
+
+    def train_figures(self, progress: EpochProgress, fresh: int, elapsed: float) -> dict[str, float]:
+        """The epoch's train loss and accuracy over every rank's images, and its speed over the
+        `fresh` images trained in `elapsed` seconds (a resumed epoch's earlier ones took none here)."""
         loss_sum = torch.as_tensor(progress.loss_sum, device=self.device).clone()
         correct = torch.as_tensor(progress.correct, device=self.device).clone()
-        counts = [float(progress.seen), float(progress.seen - resumed_seen)]
-        seen_all = torch.tensor(counts, device=self.device)
-        distributed.sum_tensors(loss_sum, correct, seen_all)  # the epoch's figures over every rank
-        seen, fresh = int(seen_all[0]), int(seen_all[1])
+        counts = torch.tensor([float(progress.seen), float(fresh)], device=self.device)
+        distributed.sum_tensors(loss_sum, correct, counts)
+        seen, fresh = int(counts[0]), int(counts[1])
         if seen == 0:
             return {"loss": math.nan, "accuracy": math.nan, "images_per_second": 0.0}
-        elapsed = time.perf_counter() - started
         return {
             "loss": float(loss_sum) / seen,
             "accuracy": float(correct) / seen,
