@@ -39,6 +39,8 @@ from yingshe.evaluate.figures import (
     CONFUSION_NORMALISED,
     CURVES,
     ERRORS,
+    LABEL_CONFUSION,
+    LABEL_PR,
     RELIABILITY,
     report_figures,
     run_history,
@@ -765,7 +767,17 @@ def evaluation_folder(checkpoint: Path, data: str | None, split: str, out: str |
     return folder
 
 
-EVALUATION_FILES = ("report.json", "report.md", CURVES, CONFUSION, CONFUSION_NORMALISED, RELIABILITY, ERRORS)
+EVALUATION_FILES = (
+    "report.json",
+    "report.md",
+    CURVES,
+    CONFUSION,
+    CONFUSION_NORMALISED,
+    RELIABILITY,
+    ERRORS,
+    LABEL_CONFUSION,
+    LABEL_PR,
+)
 
 
 def is_evaluation_report(report: dict[str, Any]) -> bool:

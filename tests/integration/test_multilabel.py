@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     f1_score,
     hamming_loss,
+    multilabel_confusion_matrix,
     precision_score,
     recall_score,
 )
+from support import one_thread
+from torch import Tensor
 
 import yingshe
 from yingshe.api import splits_fingerprint
@@ -156,6 +160,18 @@ def test_tuned_thresholds_maximise_each_labels_f1():
     assert tuned[3] == 0.5  # no positive image: nothing to tune
 
 
+def split_logits(run_dir: Path, cifar_folder: Path, classes: list[str]) -> tuple[np.ndarray, Tensor]:
+    """The test split's 0/1 truth (from the manifest) and the run's logits on its images, computed
+    through `yingshe.load`, apart from any report."""
+    rows = [(p, cell) for p, cell, s in manifest_rows(cifar_folder) if s == "test"]
+    truth = np.array([[int(c in cell.split("|")) for c in classes] for _, cell in rows])
+    classifier = yingshe.load(run_dir, device="cpu")
+    arrays = np.stack([classifier.preprocess(cifar_folder / p) for p, _ in rows])
+    with torch.no_grad():
+        x = classifier.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2))
+        return truth, classifier.model(x).float()
+
+
 def test_multilabel_run_metrics_match_sklearn(multilabel_run, manifest: Path, cifar_folder: Path):
     report = multilabel_run.report
     checkpoint = load_checkpoint(multilabel_run.run_dir)
@@ -165,14 +181,8 @@ def test_multilabel_run_metrics_match_sklearn(multilabel_run, manifest: Path, ci
     assert "confusion_matrix" not in report and "map" in report["validation"]
     assert report["training"]["monitor"] == "val_map"
     assert [row["threshold"] for row in report["per_class"]] == meta.thresholds
-    rows = [(p, cell) for p, cell, s in manifest_rows(cifar_folder) if s == "test"]
     classes = meta.classes
-    truth = np.array([[int(c in cell.split("|")) for c in classes] for _, cell in rows])
-    classifier = yingshe.load(multilabel_run.run_dir, device="cpu")
-    arrays = np.stack([classifier.preprocess(cifar_folder / p) for p, _ in rows])
-    with torch.no_grad():
-        x = classifier.normalize(torch.from_numpy(arrays).permute(0, 3, 1, 2))
-        logits = classifier.model(x).float()
+    truth, logits = split_logits(multilabel_run.run_dir, cifar_folder, classes)
     ours = multilabel.full(logits, torch.from_numpy(truth), classes, meta.thresholds)
     probs = logits.sigmoid().double().numpy()
     predicted = (probs >= np.array(meta.thresholds)).astype(int)
@@ -188,6 +198,37 @@ def test_multilabel_run_metrics_match_sklearn(multilabel_run, manifest: Path, ci
     for key in ("map", "subset_accuracy", "hamming_loss", "f1_macro", "loss"):  # the report's own pass
         assert report[key] == pytest.approx(ours[key], abs=1e-4), key
     assert report["map"] > 0.2  # learnt something: chance mAP is the mean label frequency, 2/12 here
+
+
+def test_evaluation_counts_each_labels_decisions_and_draws_them(multilabel_run, cifar_folder, tmp_path):
+    """`yingshe.evaluate` of the run: each label's TP/FP/FN/TN are scikit-learn's
+    multilabel_confusion_matrix of the run's own decisions, in report.json and report.md, and the
+    per-label confusion and precision–recall figures are drawn, listed and embedded."""
+    with one_thread():
+        report = yingshe.evaluate(multilabel_run.run_dir, out=tmp_path / "eval", device="cpu")
+    folder = Path(report["report_dir"])
+    meta = load_checkpoint(multilabel_run.run_dir).meta
+    truth, logits = split_logits(multilabel_run.run_dir, cifar_folder, meta.classes)
+    decided = (logits.sigmoid().double().numpy() >= np.array(meta.thresholds)).astype(int)
+    expected = multilabel_confusion_matrix(truth, decided)  # (K, 2, 2): [[TN, FP], [FN, TP]]
+    written = json.loads((folder / "report.json").read_text())
+    images = report["num_test"]
+    assert images == len(truth) == 200
+    for row, label, counts in zip(written["per_class"], meta.classes, expected, strict=True):
+        (tn, fp), (fn, tp) = counts.tolist()
+        assert row["class"] == label and (row["tp"], row["fp"], row["fn"], row["tn"]) == (tp, fp, fn, tn)
+        assert tp + fp + fn + tn == images and tp + fn == row["support"]
+    assert sum(row["fp"] + row["fn"] for row in written["per_class"]) > 0  # some errors to draw
+    assert written["plots"] == ["training_curves.png", "label-confusion.png", "label-pr.png"]
+    markdown = (folder / "report.md").read_text()
+    first = written["per_class"][0]
+    assert f"| {first['tp']} / {first['fp']} / {first['fn']} / {first['tn']} |" in markdown
+    for name in ("label-confusion.png", "label-pr.png"):
+        assert f"![{name}]({name})" in markdown
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, image.size
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert pixels.std() > 5, f"{name} is a blank canvas"
 
 
 def test_predict_returns_every_label_above_its_threshold(multilabel_run, cifar_folder: Path, tmp_path: Path):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from yingshe.data.sources import FASHION_CLASSES
-from yingshe.evaluate import plots
+from yingshe.evaluate import figures, plots
 
 FASHION = FASHION_CLASSES
 CIFAR100_LIKE = [
@@ -129,3 +129,41 @@ def test_error_grid_and_explanation_figure(tmp_path, channels):
         images[0], heat[0], top, "Sneaker", "gradcam", "x/boot.png", tmp_path / "e.png"
     )
     assert_real_png(path, min_side=250)
+
+
+def label_rows(f1s: list[float]) -> list[dict]:
+    """`per_class` rows of a multi-label report on 100 images, one per F1 (counts made up to match)."""
+    rows = []
+    for i, f1 in enumerate(f1s):
+        tp = round(40 * f1)
+        rows.append(
+            {
+                "class": f"label_{i}_{'x' * 30}",
+                "f1": f1,
+                "threshold": 0.5,
+                "tp": tp,
+                "fp": 40 - tp,
+                "fn": 40 - tp,
+                "tn": 20 + tp,
+            }
+        )
+    return rows
+
+
+def test_weakest_labels_come_first_and_a_label_never_seen_nor_called_is_not_weak():
+    rows = label_rows([0.9, 0.2, 0.5, 0.2])
+    rows[3]["fn"] += 1  # same F1 as label 1, one more error: first
+    rows.append({"class": "absent", "f1": 0.0, "threshold": 0.5, "tp": 0, "fp": 0, "fn": 0, "tn": 100})
+    assert figures.weakest_labels(rows) == [3, 1, 2, 0, 4]
+    assert figures.weakest_labels(rows, count=2) == [3, 1]
+
+
+def test_label_confusion_panels_say_how_many_labels_they_show(tmp_path):
+    rows = label_rows([0.1, 0.3, 0.6])
+    fig = plots.label_confusion_figure(rows, total=45)
+    assert "the 3 labels with the lowest F1 of 45" in fig.get_suptitle()
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.texts]
+    assert len(axes) == 3 and all(len(ax.texts) == 4 for ax in axes)
+    assert axes[0].get_title().startswith(plots.short(rows[0]["class"], plots.PANEL_NAME_CHARS))
+    assert "TP 4" in [t.get_text().split("\n")[0] for t in axes[0].texts]
+    assert "all 3 labels" in plots.label_confusion_figure(rows, total=3).get_suptitle()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics.functional.classification import binary_precision_recall_curve
 
 from yingshe.data.augment import Normalize
 from yingshe.data.images import centre_crop
@@ -31,7 +32,10 @@ CONFUSION = "confusion_matrix.png"
 CONFUSION_NORMALISED = "confusion_matrix_normalized.png"
 RELIABILITY = "reliability.png"
 ERRORS = "confident_errors.png"
+LABEL_CONFUSION = "label-confusion.png"
+LABEL_PR = "label-pr.png"
 MAX_ERRORS = 16
+MAX_LABEL_PANELS = 40  # per-label figures: more panels than this are unreadable; the weakest are drawn
 
 
 def run_history(checkpoint: str | Path, loaded: Checkpoint) -> list[dict[str, Any]]:
@@ -61,6 +65,43 @@ def confident_errors(pred: Predictions, count: int = MAX_ERRORS) -> tuple[np.nda
     return order.numpy(), confidence[order].numpy()
 
 
+def weakest_labels(rows: list[dict[str, Any]], count: int = MAX_LABEL_PANELS) -> list[int]:
+    """Indices of the `count` `per_class` rows with the lowest F1, ties by most errors (FP + FN).
+    A label never present nor predicted has F1 0 by convention yet nothing wrong: it ranks as 1."""
+
+    def key(i: int) -> tuple[float, int, int]:
+        row = rows[i]
+        errors = row["fp"] + row["fn"]
+        return (row["f1"] if errors + row["tp"] else 1.0, -errors, i)
+
+    return sorted(range(len(rows)), key=key)[:count]
+
+
+def label_curves(pred: Predictions, columns: list[int]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """(precision, recall) over every distinct score of each label in `columns`; None for a label
+    with no positive image, whose recall is undefined."""
+    probs = pred.logits.float().sigmoid()
+    curves: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for j in columns:
+        truth = pred.labels[:, j].long()
+        if not truth.any():
+            curves.append(None)
+            continue
+        precision, recall, _ = binary_precision_recall_curve(probs[:, j], truth)
+        curves.append((precision.numpy(), recall.numpy()))
+    return curves
+
+
+def label_figures(folder: Path, report: dict[str, Any], pred: Predictions) -> list[str]:
+    """A multi-label report's per-label confusion panels and precision–recall curves, weakest first."""
+    rows = report["per_class"]
+    shown = weakest_labels(rows)
+    picked = [rows[i] for i in shown]
+    plots.label_confusion_plot(picked, len(rows), folder / LABEL_CONFUSION)
+    plots.label_pr_plot(picked, label_curves(pred, shown), len(rows), len(pred.labels), folder / LABEL_PR)
+    return [LABEL_CONFUSION, LABEL_PR]
+
+
 def report_figures(
     folder: Path,
     report: dict[str, Any],
@@ -82,8 +123,8 @@ def report_figures(
         best = (report.get("training") or {}).get("best_epoch")
         plots.training_curves(history, folder / CURVES, report.get("title", ""), best)
         names.append(CURVES)
-    if report.get("task") == "multilabel":  # no confusion matrix, calibration or argmax errors
-        return {"plots": names, "confident_errors": []}
+    if report.get("task") == "multilabel":  # per-label figures; no calibration or argmax errors
+        return {"plots": names + label_figures(folder, report, pred), "confident_errors": []}
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION)
     plots.confusion_matrix_plot(report["confusion_matrix"], classes, folder / CONFUSION_NORMALISED, True)
     plots.reliability_diagram(report["calibration"], report["ece"], folder / RELIABILITY)

@@ -10,6 +10,8 @@ Figures (torchmetrics' multilabel functions, held to scikit-learn's in the tests
   it ignores thresholds;
 - per-label precision, recall, F1 at the thresholds (0 where undefined, zero_division=0), and
   their plain means over all labels as `precision_macro`, `recall_macro`, `f1_macro`;
+- per-label confusion counts at the thresholds, `tp`, `fp`, `fn`, `tn` in each `per_class` row
+  (they sum to the number of images, and `tp + fn` is the label's `support`);
 - `subset_accuracy`: images whose whole label set is right (also reported as `accuracy`, which
   every report carries);
 - `hamming_loss`: the share of (image, label) decisions that are wrong;
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.classification import (
     multilabel_average_precision,
+    multilabel_confusion_matrix,
     multilabel_exact_match,
     multilabel_f1_score,
     multilabel_hamming_distance,
@@ -36,6 +39,7 @@ from torchmetrics.functional.classification import (
 DEFAULT_THRESHOLD = 0.5
 TASK = "multilabel"
 EPOCH_FIGURES = ("loss", "accuracy", "map")  # the per-epoch validation row of a multi-label run
+COUNTS = ("tp", "fp", "fn", "tn")  # the per-label confusion counts, in `confusion_counts` column order
 
 
 def is_multilabel(labels: Tensor | np.ndarray) -> bool:
@@ -74,6 +78,13 @@ def tune_thresholds(probs: Tensor, labels: Tensor) -> list[float]:
     return [best_f1_threshold(p[:, j], y[:, j]) for j in range(p.shape[1])]
 
 
+def confusion_counts(predicted: Tensor, labels: Tensor) -> Tensor:
+    """(K, 4) int64: each label's TP, FP, FN, TN (`COUNTS` order) of 0/1 decisions against 0/1 truth."""
+    # (K, 2, 2): [[TN, FP], [FN, TP]], truth on the rows
+    matrix = multilabel_confusion_matrix(predicted, labels, num_labels=labels.shape[1])
+    return torch.stack([matrix[:, 1, 1], matrix[:, 0, 1], matrix[:, 1, 0], matrix[:, 0, 0]], 1)
+
+
 def summary(logits: Tensor, labels: Tensor) -> dict[str, float]:
     """The per-epoch validation figures (`EPOCH_FIGURES`): BCE loss, subset accuracy at 0.5, mAP."""
     probs = logits.float().sigmoid()
@@ -100,6 +111,7 @@ def full(
     subset = float(multilabel_exact_match(predicted, labels, num_labels=k))
     used = thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * k
     support = labels.sum(0)
+    counts = confusion_counts(predicted, labels).tolist()
     return {
         "task": TASK,
         "loss": float(F.binary_cross_entropy_with_logits(logits, labels.float())),
@@ -120,6 +132,7 @@ def full(
                 "average_precision": float(ap[i]),
                 "threshold": float(used[i]),
                 "support": int(support[i]),
+                **dict(zip(COUNTS, counts[i], strict=True)),
             }
             for i, name in enumerate(classes)
         ],

@@ -1,4 +1,5 @@
-"""Every figure yingshe draws: training curves, confusion matrices, reliability, heat-map overlays.
+"""Every figure yingshe draws: training curves, confusion matrices (per label for multi-label data),
+precision–recall curves per label, reliability, heat-map overlays.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas attached explicitly, never
 through pyplot: that is headless by construction, keeps no global figure registry (no leaks when
@@ -28,6 +29,8 @@ TRAIN_STYLE = {"linestyle": "--", "alpha": 0.8}
 HEAT_CMAP = "jet"  # the Grad-CAM convention: blue cold, red hot
 HEAT_ALPHA = 0.6
 METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "gradient saliency"}
+LABEL_COLUMNS = 8  # most panels a row in the per-label figures: 40 labels fill 8 × 5 at ~1.7 in a panel
+PANEL_NAME_CHARS = 20  # a label's name above its panel
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -163,6 +166,131 @@ def confusion_matrix_plot(
     matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, normalize: bool = False
 ) -> Path:
     return save(confusion_figure(matrix, classes, normalize), path)
+
+
+# --- per-label panels (multi-label) ---------------------------------------------------------------
+
+
+def label_grid(n: int, panel: tuple[float, float], margin: tuple[float, float]) -> tuple[Figure, list[Any]]:
+    """A figure of `n` small panels (inches each, plus `margin` for titles), about 1.5 columns a row
+    so 2–40 panels stay near the page's shape; the grid's unused cells are hidden."""
+    columns = max(1, min(n, LABEL_COLUMNS, math.ceil(math.sqrt(1.5 * n))))
+    rows = math.ceil(n / columns)
+    fig = new_figure(max(4.8, panel[0] * columns + margin[0]), max(3.2, panel[1] * rows + margin[1]))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, list(axes[:n])
+
+
+def shown_labels(shown: int, total: int, images: int) -> str:
+    """The per-label figures' title tail: how many labels are drawn, of how many."""
+    which = f"all {total} labels" if shown == total else f"the {shown} labels with the lowest F1 of {total}"
+    return f"{which}, lowest F1 first; {images} images"
+
+
+def label_confusion_figure(rows: Sequence[dict[str, Any]], total: int) -> Figure:
+    """One 2×2 panel per `per_class` row, in the given order (weakest first): truth × decision (no,
+    yes) with each cell's count and share of its true row. Right cells are blue and wrong ones red,
+    darker for a larger share, so a label that misses or over-calls stands out at a glance."""
+    fig, axes = label_grid(len(rows), (1.75, 1.9), (0.6, 1.0))
+    images = sum(rows[0][key] for key in ("tp", "fp", "fn", "tn"))  # the same for every label
+    for ax, row in zip(axes, rows, strict=True):
+        counts = np.array([[row["tn"], row["fp"]], [row["fn"], row["tp"]]], dtype=np.float64)
+        share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        right = np.eye(2, dtype=bool)
+        ax.imshow(np.ma.masked_where(~right, share), cmap="Blues", vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_where(right, share), cmap="Reds", vmin=0, vmax=1)
+        names = (("TN", "FP"), ("FN", "TP"))
+        for (t, p), value in np.ndenumerate(share):
+            colour = "white" if value > 0.6 else "black"
+            text = f"{names[t][p]} {int(counts[t, p])}\n{100 * value:.0f}%"
+            ax.text(p, t, text, ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks([0, 1], ["no", "yes"], fontsize=7)
+        ax.set_yticks([0, 1], ["no", "yes"], fontsize=7)
+        ax.tick_params(length=0, pad=2)
+        title = (
+            f"{short(row['class'], PANEL_NAME_CHARS)}\nF1 {100 * row['f1']:.0f}% at {row['threshold']:.2f}"
+        )
+        ax.set_title(title, fontsize=8)
+    fig.supxlabel("predicted (score ≥ the label's threshold)", fontsize=9)
+    fig.supylabel("true", fontsize=9)
+    fig.suptitle(
+        f"Per-label confusion, share of the true row (blue right, red wrong):\n"
+        f"{shown_labels(len(rows), total, images)}",
+        fontsize=10,
+    )
+    return fig
+
+
+def label_confusion_plot(rows: Sequence[dict[str, Any]], total: int, path: str | Path) -> Path:
+    return save(label_confusion_figure(rows, total), path)
+
+
+def label_pr_figure(
+    rows: Sequence[dict[str, Any]],
+    curves: Sequence[tuple[np.ndarray, np.ndarray] | None],
+    total: int,
+    images: int,
+) -> Figure:
+    """Each row's precision–recall curve (`curves`: (precision, recall), None where the label has no
+    positive image), the label's frequency (a random ranking's precision) dashed, and the operating
+    point at its threshold marked. The axes are named in the title: a figure-wide x label and the
+    legend below would collide under constrained layout."""
+    fig, axes = label_grid(len(rows), (1.75, 1.75), (0.6, 1.2))
+    for ax, row, curve in zip(axes, rows, curves, strict=True):
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.05), xticks=[0, 0.5, 1], yticks=[0, 0.5, 1])
+        ax.tick_params(labelsize=7, length=2, pad=1)
+        ax.grid(alpha=0.3)
+        name = short(row["class"], PANEL_NAME_CHARS)
+        if curve is None:
+            ax.text(0.5, 0.5, "no positive image", ha="center", va="center", fontsize=7, color="0.4")
+            ax.set_title(f"{name}\n(no AP)", fontsize=8)
+            continue
+        precision, recall = curve
+        ax.plot(
+            recall,
+            precision,
+            drawstyle="steps-post",
+            color="tab:blue",
+            linewidth=1.2,
+            label="PR curve",
+        )
+        ax.axhline(
+            row["support"] / max(images, 1),
+            color="0.5",
+            linestyle="--",
+            linewidth=0.8,
+            label="label frequency",
+        )
+        ax.plot(
+            row["recall"],
+            row["precision"],
+            "o",
+            color="tab:red",
+            markersize=5,
+            label="at its threshold",
+        )
+        ax.set_title(
+            f"{name}\nAP {100 * row['average_precision']:.0f}%, F1 {100 * row['f1']:.0f}%", fontsize=8
+        )
+    drawn = [ax for ax, curve in zip(axes, curves, strict=True) if curve is not None]
+    if drawn:
+        handles, labels = drawn[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
+    title = f"Per-label precision (y) against recall (x):\n{shown_labels(len(rows), total, images)}"
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def label_pr_plot(
+    rows: Sequence[dict[str, Any]],
+    curves: Sequence[tuple[np.ndarray, np.ndarray] | None],
+    total: int,
+    images: int,
+    path: str | Path,
+) -> Path:
+    return save(label_pr_figure(rows, curves, total, images), path)
 
 
 # --- calibration ---------------------------------------------------------------------------------

@@ -112,13 +112,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | "
                 f"{_pct(row['f1'])} | {row['support']} |"
             )
-        if report.get("task") == "multilabel":  # per label: AP and the tuned threshold too
+        if report.get("task") == "multilabel":  # per label: AP, the tuned threshold and the counts too
             lines[-len(report["per_class"]) - 2 :] = [
-                "| label | precision | recall | F1 | AP | threshold | images |",
-                "|---|---|---|---|---|---|---|",
+                "| label | precision | recall | F1 | AP | threshold | images | TP / FP / FN / TN |",
+                "|---|---|---|---|---|---|---|---|",
             ] + [
                 f"| {row['class']} | {_pct(row['precision'])} | {_pct(row['recall'])} | {_pct(row['f1'])} | "
-                f"{_pct(row['average_precision'])} | {row['threshold']:.3f} | {row['support']} |"
+                f"{_pct(row['average_precision'])} | {row['threshold']:.3f} | {row['support']} | "
+                f"{row['tp']} / {row['fp']} / {row['fn']} / {row['tn']} |"
                 for row in report["per_class"]
             ]
     if report.get("confused_pairs"):
