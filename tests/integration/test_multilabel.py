@@ -369,23 +369,28 @@ def test_torchscript_export_gives_the_runs_scores_and_labels(
     assert scores.numpy() == pytest.approx(run.probabilities(arrays.numpy()).numpy(), abs=1e-5)
 
 
+def two_steps_on(manifest: Path, out: Path, val_fraction: float) -> list[str]:
+    """The overrides of a two-step run on a multi-label manifest, for tests of what it is cut into."""
+    return [
+        f"data.spec={manifest}",
+        "data.workers=0",
+        f"data.val_fraction={val_fraction}",
+        "train.epochs=1",
+        "train.max_steps=2",
+        "train.batch_size=32",
+        "train.device=cpu",
+        "train.plots=false",
+        "model.kwargs={widths: [8, 8, 8, 8]}",
+        f"train.out={out}",
+    ]
+
+
 def test_thresholds_tuned_on_the_test_split_are_flagged_in_the_report(manifest: Path, tmp_path: Path):
     """With no validation split the thresholds come from the test split itself: the report says so."""
     cfg = RunConfig()
     apply_overrides(
         cfg,
-        [
-            f"data.spec={manifest}",
-            "data.workers=0",
-            "data.val_fraction=0",
-            "train.epochs=1",
-            "train.max_steps=2",
-            "train.batch_size=32",
-            "train.device=cpu",
-            "train.plots=false",
-            "model.kwargs={widths: [8, 8, 8, 8]}",
-            f"train.out={tmp_path}",
-        ],
+        two_steps_on(manifest, tmp_path, val_fraction=0),
     )
     result = yingshe.train(cfg, progress=False)
     assert any("tuned on the test split" in note for note in result.report["training"]["notes"])
@@ -409,18 +414,7 @@ def test_a_rare_label_reaches_the_validation_split_of_a_training_run(cifar_folde
     manifest.write_text("path,labels,split\n" + "\n".join(rows) + "\n")
     apply_overrides(
         cfg,
-        [
-            f"data.spec={manifest}",
-            "data.workers=0",
-            "data.val_fraction=0.25",
-            "train.epochs=1",
-            "train.max_steps=2",
-            "train.batch_size=32",
-            "train.device=cpu",
-            "train.plots=false",
-            "model.kwargs={widths: [8, 8, 8, 8]}",
-            f"train.out={tmp_path / 'run'}",
-        ],
+        two_steps_on(manifest, tmp_path / "run", val_fraction=0.25),
     )
     result = yingshe.train(cfg, progress=False)
     source = read_source(manifest)
