@@ -209,7 +209,8 @@ def train(
         state = fit_training(session, resumed)
         return report_training(session, state, started)
     except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
-        if distributed.active() and (unused := distributed.unused_parameters_error(err)) is not None:
+        unused = distributed.unused_parameters_error(err, cfg.train.find_unused_parameters)
+        if distributed.active() and unused is not None:
             raise unused from err
         if not distributed.active() or not distributed.collective_failure(err):
             raise
@@ -343,7 +344,7 @@ def build_training(
     train_model = distributed.wrap(model, device, cfg.train.sync_bn, find_unused)  # DDP under torchrun
     model = unwrap(train_model)  # with sync_bn, the converted model
     run = open_ranked_run_folder(cfg, resumed is not None, ctx)
-    if plan is not None and ctx.is_main:
+    if plan is not None and ctx.is_main and resumed is None:  # a resume keeps the record of its start
         plan.record(run.root)  # finetune.json
     if ctx.is_main:
         log_header(cfg, data, model, device, run.root)

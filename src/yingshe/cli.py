@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -157,7 +156,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume, epochs=args.epochs)
     else:
         result = train(build_train_config(args))
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+    from yingshe.train.distributed import env_context
+
+    if not env_context().is_main:  # under torchrun, rank 0 speaks for the run
         return 0
     report = result.report
     print(

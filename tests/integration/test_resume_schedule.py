@@ -1,6 +1,8 @@
 """`--resume RUN --epochs N` with a larger N: the learning rate continues without a jump, and a
 run that ended inside an epoch (a fractional `train.epochs`) finishes that epoch first."""
 
+import json
+
 import pytest
 import torch
 
@@ -111,8 +113,11 @@ def test_an_interrupted_fine_tune_resumes_with_its_moments(tmp_path, strategy):
     with pytest.raises(KeyboardInterrupt):
         yingshe.train(cfg, callbacks=[InterruptAtEpoch(2)])
     saved = torch.load(tmp_path / "tuned" / "last.pt", weights_only=True)["optimizer"]["state"]
+    record = (tmp_path / "tuned" / "finetune.json").read_text()
     resumed = RecordMoments()
     yingshe.train(resume=tmp_path / "tuned", callbacks=[resumed])
+    assert (tmp_path / "tuned" / "finetune.json").read_text() == record  # its start, as written then
+    assert json.loads(record)["load"] is not None
     assert saved and set(resumed.state) == set(saved)
     for key, moments in saved.items():
         for name, value in moments.items():

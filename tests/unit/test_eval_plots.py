@@ -167,3 +167,17 @@ def test_label_confusion_panels_say_how_many_labels_they_show(tmp_path):
     assert axes[0].get_title().startswith(plots.short(rows[0]["class"], plots.PANEL_NAME_CHARS))
     assert "TP 4" in [t.get_text().split("\n")[0] for t in axes[0].texts]
     assert "all 3 labels" in plots.label_confusion_figure(rows, total=3).get_suptitle()
+
+
+def test_label_pr_panels_draw_a_curve_or_say_the_label_had_no_positive_image():
+    rows = label_rows([0.1, 0.6])
+    for row in rows:
+        row.update(support=10, precision=0.6, recall=0.5, average_precision=0.7)
+    curve = (np.array([0.5, 0.8, 1.0]), np.array([1.0, 0.5, 0.0]))  # (precision, recall)
+    fig = plots.label_pr_figure(rows, [curve, None], total=2, images=100)
+    first, second = [ax for ax in fig.axes if ax.get_visible()][:2]
+    assert len(first.lines) >= 2  # the curve and the label's chance line
+    assert "no positive image" in " ".join(t.get_text() for t in second.texts)
+    assert not second.lines
+    only_absent = plots.label_pr_figure(rows[1:], [None], total=2, images=100)  # no curve at all
+    assert "the 1 labels with the lowest F1 of 2" in only_absent.get_suptitle()

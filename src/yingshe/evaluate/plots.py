@@ -248,29 +248,10 @@ def label_pr_figure(
             ax.set_title(f"{name}\n(no AP)", fontsize=8)
             continue
         precision, recall = curve
-        ax.plot(
-            recall,
-            precision,
-            drawstyle="steps-post",
-            color="tab:blue",
-            linewidth=1.2,
-            label="PR curve",
-        )
-        ax.axhline(
-            row["support"] / max(images, 1),
-            color="0.5",
-            linestyle="--",
-            linewidth=0.8,
-            label="label frequency",
-        )
-        ax.plot(
-            row["recall"],
-            row["precision"],
-            "o",
-            color="tab:red",
-            markersize=5,
-            label="at its threshold",
-        )
+        ax.plot(recall, precision, drawstyle="steps-post", color="tab:blue", lw=1.2, label="PR curve")
+        chance = row["support"] / max(images, 1)
+        ax.axhline(chance, color="0.5", linestyle="--", lw=0.8, label="label frequency")
+        ax.plot(row["recall"], row["precision"], "o", color="tab:red", ms=5, label="at its threshold")
         ax.set_title(
             f"{name}\nAP {100 * row['average_precision']:.0f}%, F1 {100 * row['f1']:.0f}%", fontsize=8
         )

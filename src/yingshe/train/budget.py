@@ -39,7 +39,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -143,7 +143,7 @@ class TimeBudget(Callback):
 
     def record_spend(self, trainer: Trainer) -> None:
         """The spend and plan so far, into the loop's state: the next checkpoint saves them."""
-        plan = asdict(self.plan)
+        plan = {**vars(self.plan), "history": list(self.plan.history)}  # after every step: no deep copy
         trainer.state.budget = {"spent_s": self.spent(), "planned_steps": plan["planned_steps"], "plan": plan}
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:

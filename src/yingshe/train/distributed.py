@@ -272,12 +272,19 @@ def collective_failure(err: BaseException) -> bool:
     return isinstance(err, dist.DistError) or any(w in text for w in ("gloo", "nccl", "timed out"))
 
 
-def unused_parameters_error(err: BaseException) -> YingsheError | None:
+def unused_parameters_error(err: BaseException, find_unused: bool) -> YingsheError | None:
     """DDP's "Expected to have finished reduction" as a clear error: a step gave some trainable
     parameters no gradient (a forward that skips a layer, an auxiliary head), so DDP, which waits
-    for every registered parameter's gradient, could not finish the step."""
+    for every registered parameter's gradient, could not finish the step. With `find_unused`
+    already on, the cause is an output that never reaches the loss."""
     if "expected to have finished reduction" not in str(err).lower():
         return None
+    if find_unused:
+        return YingsheError(
+            "under torchrun a training step left some parameters without a gradient although "
+            "train.find_unused_parameters is on: some of the model's outputs never reach the loss",
+            "make every output of the model's forward part of the loss, or train on one process",
+        )
     return YingsheError(
         "under torchrun a training step gave some trainable parameters no gradient (the model's "
         "forward skips them), and DDP waits for a gradient of every one",

@@ -350,13 +350,13 @@ class Trainer:
         correct = torch.as_tensor(progress.correct, device=self.device).clone()
         counts = torch.tensor([float(progress.seen), float(fresh)], device=self.device)
         distributed.sum_tensors(loss_sum, correct, counts)
-        seen, fresh = int(counts[0]), int(counts[1])
+        seen, fresh_all = int(counts[0]), int(counts[1])
         if seen == 0:
             return {"loss": math.nan, "accuracy": math.nan, "images_per_second": 0.0}
         return {
             "loss": float(loss_sum) / seen,
             "accuracy": float(correct) / seen,
-            "images_per_second": round(fresh / max(elapsed, 1e-9), 1),
+            "images_per_second": round(fresh_all / max(elapsed, 1e-9), 1),
         }
 
     def sized_for_step(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,7 +73,9 @@ def cmd_finetune(args: argparse.Namespace, build_config: Callable, progress_cb: 
     if args.model:
         raise YingsheError("finetune takes its model from SOURCE", "leave out --model")
     result = train(cfg, callbacks=[progress_cb()] if progress_cb else None)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run (its report)
+    from yingshe.train.distributed import env_context  # torch: not at the parser's start-up
+
+    if not env_context().is_main:  # under torchrun, rank 0 speaks for the run (its report)
         return 0
     record = json.loads((result.run_dir / "finetune.json").read_text())
     report = result.report

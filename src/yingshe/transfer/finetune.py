@@ -115,8 +115,9 @@ def _zoo_preprocessing(zoo: str, name: str):
 
 
 class FinetunePlan:
-    """What `api.train` does differently for a fine-tuned run, in two hooks: `shape_config` before
-    the data is built, `prepare` once the model exists."""
+    """What `api.train` does differently for a fine-tuned run: `shape_config` before the data is
+    built, `prepare` once the model exists (before the DDP wrap), and `record` (finetune.json, on
+    rank 0 at the run's first start)."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
