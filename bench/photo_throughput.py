@@ -44,7 +44,8 @@ jpeg_ratio, packed_ratio as the median of the rounds' own ratios (neighbours in 
 The last line is key=value pairs: seed_ips jpeg_ips packed_ips jpeg_ratio packed_ratio
 shard_gb_per_100k packed_gather_ips jpeg_shards_ips jpeg_shards_ratio
 jpeg_shard_gb_per_100k, then (e)'s decode_pil_ms decode_tv_ms decode_fast_ms norm_nchw_ms
-norm_nhwc_channel_ms norm_nhwc_ms crop_jpeg_opencv_ms crop_jpeg_torch_ms cut_packed_ms
+norm_nhwc_channel_ms norm_nhwc_ms store_cold_ms store_hot_ms crop_jpeg_opencv_ms crop_jpeg_torch_ms
+cut_packed_ms
 fast_decode_ratio (`--parts`: (e) alone, with that line).
 """
 
@@ -218,7 +219,26 @@ def run_parts(args) -> dict:
     for key, fn, x in (("norm_nchw_ms", norm, nchw), ("norm_nhwc_channel_ms", per_channel, nhwc)):
         out[key] = best_ms(fn, [x] * 3) / len(x)
     out["norm_nhwc_ms"] = best_ms(norm, [nhwc] * 3) / len(nhwc)
-    return {**out, **crop_parts(args, norm)}
+    return {**out, **store_parts(norm), **crop_parts(args, norm)}
+
+
+def store_parts(norm) -> dict:
+    """One core, ms an image: `CropThreads.store` (a 224-px uint8 crop normalised into its float
+    slot, as the shard path does) into each slot of three 64-image batches in turn, which the
+    cache cannot hold (115 MB), against into one slot over and over, which it does: what the
+    write to memory costs."""
+    import torch
+
+    from yingshe.data.crop_threads import CropThreads
+
+    cutter = CropThreads(CROP, 3, 1, norm, channels_last=True)
+    batches = [torch.zeros(64, 3, CROP, CROP).contiguous(memory_format=torch.channels_last) for _ in range(3)]
+    slots = [slot for batch in batches for slot in cutter.slots(batch)]
+    crop = torch.randint(0, 256, (CROP, CROP, 3), dtype=torch.uint8)
+    return {
+        "store_cold_ms": best_ms(lambda slot: cutter.store(crop, slot), slots),
+        "store_hot_ms": best_ms(lambda slot: cutter.store(crop, slot), [slots[0]] * len(slots)),
+    }
 
 
 def crop_parts(args, norm) -> dict:
@@ -418,7 +438,8 @@ def print_parts(parts: dict) -> None:
         f"(e) one core, ms an image: decode Pillow {parts['decode_pil_ms']:.2f}, torchvision "
         f"{parts['decode_tv_ms']:.2f}, fast (simplejpeg) {parts['decode_fast_ms']:.2f}; Normalize "
         f"NCHW {parts['norm_nchw_ms']:.3f}, NHWC per channel {parts['norm_nhwc_channel_ms']:.3f}, "
-        f"NHWC by rows {parts['norm_nhwc_ms']:.3f}"
+        f"NHWC by rows {parts['norm_nhwc_ms']:.3f}; a crop normalised into its batch slot "
+        f"{parts['store_cold_ms']:.3f} out of cache, {parts['store_hot_ms']:.3f} in it"
     )
     crops = ", ".join(
         f"{k.removesuffix('_ms')} {v:.3f}" for k, v in parts.items() if k.startswith(("crop_", "cut_"))
