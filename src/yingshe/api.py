@@ -208,11 +208,12 @@ def train(
             attach_budget(session.trainer, budget, started, test_and_val)
         state = fit_training(session, resumed)
         return report_training(session, state, started)
-    except RuntimeError as err:  # a collective failed: a peer died, hung or timed out
-        unused = distributed.unused_parameters_error(err, cfg.train.find_unused_parameters)
-        if distributed.active() and unused is not None:
+    except RuntimeError as err:  # under torchrun: a collective failed, or DDP missed gradients
+        if not distributed.active():
+            raise
+        if (unused := distributed.unused_parameters_error(err, cfg.train.find_unused_parameters)) is not None:
             raise unused from err
-        if not distributed.active() or not distributed.collective_failure(err):
+        if not distributed.collective_failure(err):
             raise
         raise distributed.lost_peer_error(err, cfg.train.dist_timeout) from err
     finally:

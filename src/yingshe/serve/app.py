@@ -115,7 +115,7 @@ def model_info(classifier: ImageClassifier, cfg: ServeConfig, checksum: str) -> 
 
 def task_info(classifier: ImageClassifier) -> dict[str, Any]:
     """The task, and for a multi-label model the per-class thresholds its `labels` answers use."""
-    if getattr(classifier, "multilabel", False):
+    if classifier.multilabel:
         return {"task": MULTI_LABEL, "thresholds": classifier.label_thresholds()}
     return {"task": SINGLE_LABEL, "thresholds": None}
 

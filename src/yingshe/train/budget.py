@@ -143,7 +143,7 @@ class TimeBudget(Callback):
 
     def record_spend(self, trainer: Trainer) -> None:
         """The spend and plan so far, into the loop's state: the next checkpoint saves them."""
-        plan = {**vars(self.plan), "history": list(self.plan.history)}  # after every step: no deep copy
+        plan = dict(vars(self.plan))  # after every step: a shallow copy, written out as checkpoints are
         trainer.state.budget = {"spent_s": self.spent(), "planned_steps": plan["planned_steps"], "plan": plan}
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, steps: int) -> None:

@@ -65,7 +65,7 @@ class FitState:
     stop_reason: str = ""
     schedule: dict[str, Any] | None = None  # SchedulePlan.to_dict(): where the LR schedule stands
     progress: dict[str, Any] | None = None  # EpochProgress.to_dict() of a mid-epoch checkpoint
-    budget: dict[str, Any] | None = None  # TimeBudget.save_progress(): its spend and plan here
+    budget: dict[str, Any] | None = None  # TimeBudget.record_spend(): its spend and plan here
     # EpochProgress.to_dict() of the last epoch where the run's end cut it short (train.epochs=2.5)
     partial: dict[str, Any] | None = None
 
@@ -515,7 +515,7 @@ class Trainer:
             # enough epochs for the steps left, counted from the start of the epoch the loop
             # opens next (a mid-epoch or reopened partial one included); step_limit ends the run
             # at total_steps
-            left = max(0, self.total_steps - self.epoch_start_step())
+            left = max(0, self.total_steps - self.epoch_end_step(self.state.epoch))
             self.max_epochs = self.state.epoch + math.ceil(left / self.steps_per_epoch)
         if self.ema is not None:
             self.ema.updates = self.state.step
@@ -529,9 +529,10 @@ class Trainer:
             return not plan_complete(self.state.budget, self.state.step)
         return self.state.step < self.step_limit
 
-    def epoch_start_step(self) -> int:
-        """The step at the end of epoch `state.epoch` (its history row's), where the next one starts."""
-        rows = (row for row in reversed(self.state.history) if row["epoch"] == self.state.epoch)
+    def epoch_end_step(self, epoch: int) -> int:
+        """The step epoch `epoch` ended at (its history row's), where the next one starts; 0 before
+        the first."""
+        rows = (row for row in reversed(self.state.history) if row["epoch"] == epoch)
         return int(next(rows, {"step": 0})["step"])
 
     def reopen_partial_epoch(self, saves_partial: bool) -> None:
@@ -548,8 +549,7 @@ class Trainer:
         if not at_epoch_end or not self.trains_on():
             return
         if not saves_partial:
-            before = int(history[-2]["step"]) if len(history) > 1 else 0
-            taken = self.state.step - before
+            taken = self.state.step - self.epoch_end_step(epoch - 1)
             if taken < self.steps_per_epoch:  # one source batch a step, unless a batch was unreadable
                 partial = replace(EpochProgress.start(epoch, torch.device("cpu")), batches=taken).to_dict()
         if partial is None:
