@@ -103,13 +103,18 @@ def test_single_label_export_carries_no_task_and_reads_as_single_label(onnx_expo
         ({"task": "multilabel", "thresholds": [0.5, 0.5]}, "without one threshold per class"),
     ],
 )
-def test_onnx_with_a_task_it_cannot_read_is_refused(onnx_export, tmp_path, props, message):
+def test_onnx_with_a_task_it_cannot_read_is_refused(onnx_export, tmp_path, props, message, test_pngs, capsys):
+    """Through the API and through `yingshe predict`: the file is named, the fix given, nothing written."""
     from yingshe.export.onnx import with_metadata
 
     path = tmp_path / "odd.onnx"
     path.write_bytes(with_metadata(onnx_export.path.read_bytes(), props))
-    with pytest.raises(YingsheError, match=message):
+    with pytest.raises(YingsheError, match=message) as refused:
         yingshe.load(path)
+    assert "odd.onnx" in str(refused.value) and refused.value.fix
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(path), str(test_pngs[0]), "--output", str(out)]) == 2
+    assert "odd.onnx" in capsys.readouterr().err and not out.exists()
 
 
 def test_torchscript_export_parity_and_plain_jit_load(fashion_run, tmp_path, test_pngs):
